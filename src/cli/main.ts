@@ -1,0 +1,38 @@
+// weft command-line entry: one sub-command per module, each exporting run(argv).
+const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<number | void> }>> = {
+  daemon: () => import('./daemon'),
+  control: () => import('./control'),
+  lab: () => import('./lab'),
+};
+
+export const USAGE = `usage: weft <command> [flags]
+
+commands:
+  control   run the embedded control plane (gRPC lease registry)
+  daemon    run the node data plane (TUN + encapsulation)
+  lab       form a netns lab: up | demo | status | exec | down
+`;
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    process.exitCode = cmd ? 0 : 2;
+    return;
+  }
+  const load = COMMANDS[cmd];
+  if (!load) {
+    process.stderr.write(`weft: unknown command "${cmd}"\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    const mod = await load();
+    const code = await mod.run(rest);
+    if (typeof code === 'number') process.exitCode = code;
+  } catch (err) {
+    // Bad flags and config surface as one line naming the problem, not a stack trace.
+    process.stderr.write(`weft ${cmd}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
