@@ -1,0 +1,217 @@
+// weft lab up | demo | status | exec | down — a multi-node overlay on network namespaces.
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { parseArgs } from 'node:util';
+import {
+  BACKENDS,
+  DEFAULT_NETWORK,
+  DEFAULT_PREFIX,
+  DEFAULT_UNDERLAY,
+  formatDemo,
+  formatStatus,
+  labDemo,
+  labDown,
+  labStatus,
+  labUp,
+  targetNs,
+  type BackendType,
+} from '../lab';
+import { nsExists } from '../lab/netns';
+
+export const USAGE = `usage: weft lab <command> [flags]
+
+commands:
+  up      form a lab: a switch namespace (underlay bridge, weft control), N node namespaces
+          (weft daemon each) and K pod namespaces per node attached with the CNI bridge plugin
+            --nodes N (3)  --pods K (1)  --backend ${BACKENDS.join('|')} (udp)
+            --prefix P (${DEFAULT_PREFIX})  --underlay CIDR (${DEFAULT_UNDERLAY})  --network CIDR (${DEFAULT_NETWORK})
+            --inspect NODE (run that node's daemon under node --inspect=0.0.0.0:9229 in its namespace)
+            --lease-ttl SECONDS  --force (recreate an existing lab)  --keep-on-failure
+  demo    down any previous lab, up 3 nodes (udp), ping every pod pair across nodes, one iperf3;
+          the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K]
+  status  nodes, pods and control of a lab   [--prefix P] [--json]
+  exec    run a command in a lab namespace: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...
+          TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs)
+  down    stop the lab's processes and delete its namespaces and state   [--prefix P]
+`;
+
+const progress = (msg: string): void => {
+  process.stderr.write(`weft lab: ${msg}\n`);
+};
+
+function int(name: string, v: string | undefined, dflt?: number): number | undefined {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
+  return n;
+}
+
+function backend(v: string | undefined): BackendType | undefined {
+  if (v === undefined) return undefined;
+  if (!(BACKENDS as readonly string[]).includes(v)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got "${v}"`);
+  return v as BackendType;
+}
+
+const UP_OPTIONS = {
+  nodes: { type: 'string' },
+  pods: { type: 'string' },
+  backend: { type: 'string' },
+  prefix: { type: 'string' },
+  underlay: { type: 'string' },
+  network: { type: 'string' },
+  inspect: { type: 'string' },
+  'lease-ttl': { type: 'string' },
+  force: { type: 'boolean' },
+  'keep-on-failure': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/**
+ * Runs fn with an AbortSignal that Ctrl-C / SIGTERM trip, so an interrupted `up` takes down what
+ * it had made instead of leaving half a lab behind.
+ */
+async function interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const onSig = (): void => {
+    progress('interrupted');
+    ac.abort();
+  };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  try {
+    return await fn(ac.signal);
+  } finally {
+    process.off('SIGINT', onSig);
+    process.off('SIGTERM', onSig);
+  }
+}
+
+async function up(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: UP_OPTIONS, strict: true });
+  if (values.help) return help();
+  const prefix = values.prefix ?? DEFAULT_PREFIX;
+  const opts = {
+    prefix,
+    nodes: int('nodes', values.nodes),
+    pods: int('pods', values.pods),
+    backend: backend(values.backend),
+    underlay: values.underlay,
+    network: values.network,
+    inspect: values.inspect,
+    leaseTtl: int('lease-ttl', values['lease-ttl']),
+    force: values.force,
+    keepOnFailure: values['keep-on-failure'],
+    log: progress,
+  };
+  await interruptible((signal) => labUp({ ...opts, signal }));
+  process.stdout.write(formatStatus(await labStatus(prefix)));
+  return 0;
+}
+
+async function demo(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { prefix: UP_OPTIONS.prefix, backend: UP_OPTIONS.backend, nodes: UP_OPTIONS.nodes, pods: UP_OPTIONS.pods, help: UP_OPTIONS.help },
+    strict: true,
+  });
+  if (values.help) return help();
+  const opts = {
+    prefix: values.prefix,
+    backend: backend(values.backend),
+    nodes: int('nodes', values.nodes),
+    pods: int('pods', values.pods),
+    log: progress,
+  };
+  const r = await interruptible((signal) => labDemo({ ...opts, signal }));
+  process.stdout.write('\n' + formatDemo(r));
+  if (!r.ok) process.stderr.write(`weft lab demo: some traffic did not get through (FAIL rows above; logs in ${r.state.dir}/logs)\n`);
+  return r.ok ? 0 : 1;
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { prefix: UP_OPTIONS.prefix, json: { type: 'boolean' }, help: UP_OPTIONS.help },
+    strict: true,
+  });
+  if (values.help) return help();
+  const s = await labStatus(values.prefix ?? DEFAULT_PREFIX);
+  process.stdout.write(values.json ? JSON.stringify(s, null, 2) + '\n' : formatStatus(s));
+  return s.exists ? 0 : 1;
+}
+
+async function down(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { prefix: UP_OPTIONS.prefix, help: UP_OPTIONS.help }, strict: true });
+  if (values.help) return help();
+  const prefix = values.prefix ?? DEFAULT_PREFIX;
+  await labDown(prefix, { log: progress });
+  progress(`lab "${prefix}" is down`);
+  return 0;
+}
+
+/**
+ * The user's command runs with our stdio and no timeout (it may be an interactive shell) unless
+ * --timeout is given. Ctrl-C reaches it directly through the terminal's process group; we only
+ * keep ourselves alive to report its exit code.
+ */
+async function exec(argv: string[]): Promise<number> {
+  let head: string[];
+  let cmd: string[];
+  const dd = argv.indexOf('--');
+  if (dd >= 0) {
+    head = argv.slice(0, dd);
+    cmd = argv.slice(dd + 1);
+  } else {
+    // No "--": flags, then the target, then the command with its own flags.
+    let i = 0;
+    while (i < argv.length && argv[i].startsWith('-')) i += argv[i].includes('=') || argv[i] === '-h' || argv[i] === '--help' ? 1 : 2;
+    head = argv.slice(0, i + 1);
+    cmd = argv.slice(i + 1);
+  }
+  const { values, positionals } = parseArgs({
+    args: head,
+    options: { prefix: UP_OPTIONS.prefix, timeout: { type: 'string' }, help: UP_OPTIONS.help },
+    strict: true,
+    allowPositionals: true,
+  });
+  if (values.help) return help();
+  if (positionals.length !== 1 || cmd.length === 0) throw new Error('usage: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...');
+  const ns = targetNs(values.prefix ?? DEFAULT_PREFIX, positionals[0]);
+  if (!nsExists(ns)) throw new Error(`namespace ${ns} does not exist (is the lab up? weft lab status)`);
+  const timeoutS = int('timeout', values.timeout);
+
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'inherit' });
+    const ignore = (): void => undefined;
+    process.on('SIGINT', ignore);
+    const timer = timeoutS ? setTimeout(() => child.kill('SIGKILL'), timeoutS * 1000) : undefined;
+    child.on('error', reject);
+    child.on('close', (code, sig) => {
+      process.off('SIGINT', ignore);
+      if (timer) clearTimeout(timer);
+      if (code !== null) resolve(code);
+      else resolve(sig === 'SIGKILL' && timeoutS ? 124 : 128 + (sig ? osConstants.signals[sig] : 0));
+    });
+  });
+}
+
+function help(): number {
+  process.stdout.write(USAGE);
+  return 0;
+}
+
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = { up, demo, status, exec, down };
+
+export async function run(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === '-h' || sub === '--help' || sub === 'help') {
+    process.stdout.write(USAGE);
+    return sub ? 0 : 2;
+  }
+  const fn = SUBCOMMANDS[sub];
+  if (!fn) {
+    process.stderr.write(`weft lab: unknown command "${sub}"\n${USAGE}`);
+    return 2;
+  }
+  return fn(rest);
+}

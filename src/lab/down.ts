@@ -1,0 +1,108 @@
+// `weft lab down`: stop everything the lab started and delete everything it made. Idempotent,
+// and it works without state.json: namespaces are found by the prefix's exact name pattern and
+// processes by the lab directory in their command lines and by membership of those namespaces.
+import { rmdirSync, rmSync } from 'node:fs';
+import { cniDel } from './cni';
+import { deleteNs, listNs, nsExists, nsPids } from './netns';
+import { cmdline, pidsWithCmdline, terminate } from './proc';
+import { isLabPid } from './procs';
+import { LAB_ROOT, labDir, labNsPattern, readState, type LabState } from './state';
+
+export interface LabDownOptions {
+  log?: (msg: string) => void;
+  /** Time a daemon gets after SIGTERM to remove its TUN and routes before SIGKILL. */
+  graceMs?: number;
+}
+
+function safeReadState(prefix: string): LabState | null {
+  try {
+    return readState(prefix);
+  } catch {
+    return null; // a corrupt record must not stop the clean-up
+  }
+}
+
+/**
+ * Every live process belonging to the lab: those whose arguments mention the lab dir (control,
+ * daemons, also after their namespace is gone) and those inside its namespaces.
+ */
+export async function labProcesses(prefix: string): Promise<number[]> {
+  const pattern = labNsPattern(prefix);
+  const pids = new Set(pidsWithCmdline(labDir(prefix) + '/'));
+  for (const ns of (await listNs()).filter((n) => pattern.test(n))) {
+    for (const p of await nsPids(ns)) pids.add(p);
+  }
+  return [...pids].sort((a, b) => a - b);
+}
+
+export async function labDown(prefix: string, opts: LabDownOptions = {}): Promise<void> {
+  const log = opts.log ?? (() => undefined);
+  const graceMs = opts.graceMs ?? 5_000;
+  const dir = labDir(prefix);
+  const state = safeReadState(prefix);
+  const pattern = labNsPattern(prefix);
+  const errors: string[] = [];
+
+  // Processes: the recorded pids (when their command lines still point into the lab dir) and any
+  // process whose arguments mention the lab dir (daemons and control started by an up whose
+  // record was lost). Daemons first so they withdraw their leases and routes while control lives.
+  const recorded = state ? [...state.nodes.map((n) => n.pid), state.control.pid].filter((p) => isLabPid(p, dir)) : [];
+  const found = pidsWithCmdline(dir + '/');
+  const all = [...new Set([...recorded, ...found])];
+  const isDaemon = (p: number): boolean => cmdline(p).includes('daemon');
+  const daemons = all.filter(isDaemon);
+  const others = all.filter((p) => !isDaemon(p));
+  if (daemons.length) log(`stopping ${daemons.length} daemon(s)`);
+  await terminate(daemons, graceMs);
+  if (others.length) log('stopping control');
+  await terminate(others, 3_000);
+
+  const namespaces = new Set((await listNs()).filter((n) => pattern.test(n)));
+  if (state) {
+    for (const ns of [state.switchNs, ...state.nodes.map((n) => n.ns), ...state.pods.map((p) => p.ns)]) {
+      if (nsExists(ns)) namespaces.add(ns);
+    }
+  }
+  // Anything else still running inside the lab (iperf3 servers, `lab exec` shells): a namespace
+  // outlives `ip netns delete` while a process is in it.
+  for (const ns of namespaces) {
+    const pids = await nsPids(ns);
+    if (pids.length) {
+      log(`stopping ${pids.length} process(es) in ${ns}`);
+      await terminate(pids, 1_000);
+    }
+  }
+
+  // CNI DEL, as kubelet does on pod removal; best effort, since deleting the namespaces below
+  // removes the veths anyway and host-local's dataDir goes with the lab dir.
+  if (state) {
+    for (const p of state.pods) {
+      const node = state.nodes.find((n) => n.name === p.node);
+      if (!node || !nsExists(node.ns)) continue;
+      await cniDel({
+        nodeNs: node.ns,
+        containerId: p.containerId,
+        netns: nsExists(p.ns) ? `/run/netns/${p.ns}` : '',
+        ifname: p.ifname,
+        config: p.cniConfig,
+        timeoutMs: 10_000,
+      }).catch((err: unknown) => log(`CNI DEL ${p.name}: ${err instanceof Error ? err.message : String(err)} (ignored)`));
+    }
+  }
+
+  // Pods, then nodes, then the switch: the reverse of creation.
+  const rank = (ns: string): number => (/p\d+$/.test(ns) ? 0 : ns.endsWith('ul') ? 2 : 1);
+  const ordered = [...namespaces].sort((a, b) => rank(a) - rank(b));
+  if (ordered.length) log(`deleting ${ordered.length} namespace(s)`);
+  for (const ns of ordered) {
+    await deleteNs(ns).catch((err: unknown) => errors.push(err instanceof Error ? err.message : String(err)));
+  }
+
+  rmSync(dir, { recursive: true, force: true });
+  try {
+    rmdirSync(LAB_ROOT); // only when no other lab remains
+  } catch {
+    /* not empty, or already gone */
+  }
+  if (errors.length) throw new Error(`lab down left things behind: ${errors.join('; ')}`);
+}

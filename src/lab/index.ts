@@ -1,0 +1,50 @@
+// Programmatic API of the netns lab, for the CLI, integration tests and perf scripts.
+export { labUp, type LabUpOptions } from './up';
+export { labDown, labProcesses, type LabDownOptions } from './down';
+export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus, type PodStatus } from './status';
+export {
+  labExec,
+  pingPair,
+  iperf3Pair,
+  parsePing,
+  parseIperf3,
+  resolveAddress,
+  formatBps,
+  type ExecResult,
+  type PingOptions,
+  type PingResult,
+  type IperfOptions,
+  type IperfResult,
+} from './traffic';
+export { labDemo, formatDemo, type DemoResult } from './demo';
+export {
+  restartDaemon,
+  startDaemon,
+  stopDaemon,
+  startControl,
+  killControl,
+  waitDaemonReady,
+  waitControlReady,
+} from './procs';
+export {
+  readState,
+  mustReadState,
+  findNode,
+  findPod,
+  addressOf,
+  podsNotOn,
+  targetNs,
+  labDir,
+  labNsPattern,
+  DEFAULT_PREFIX,
+  DEFAULT_UNDERLAY,
+  DEFAULT_NETWORK,
+  BACKENDS,
+  type BackendType,
+  type LabState,
+  type LabNode,
+  type LabPod,
+  type LabControl,
+} from './state';
+export { readSubnetEnv, parseSubnetEnv, type SubnetEnv } from './cni';
+export { contains, within, networkOf } from './addr';

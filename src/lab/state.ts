@@ -1,0 +1,192 @@
+// Lab naming, on-disk layout and the persisted state (state.json) that lets `status`, `exec` and
+// `down` run from a different process than the `up` that formed the lab.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+/** tmpfs: the lab is gone after a reboot, and so is its record. */
+export const LAB_ROOT = '/run/weft-lab';
+export const DEFAULT_PREFIX = 'weft-';
+export const DEFAULT_UNDERLAY = '192.168.77.0/24';
+export const DEFAULT_NETWORK = '10.244.0.0/16';
+export const CONTROL_PORT = 7000;
+export const HEALTHZ_PORT = 9090;
+export const INSPECT_PORT = 9229;
+/** The underlay switch: a Linux bridge inside the switch namespace. */
+export const UNDERLAY_BRIDGE = 'br0';
+export const NODE_IFACE = 'eth0';
+export const POD_IFACE = 'eth0';
+export const CNI_BIN_DIR = '/usr/lib/cni';
+export const BACKENDS = ['udp', 'vxlan', 'ipip', 'host-gw'] as const;
+export type BackendType = (typeof BACKENDS)[number];
+
+export interface LabControl {
+  ns: string;
+  ip: string;
+  port: number;
+  /** "ip:port" as given to `weft daemon --control`. */
+  address: string;
+  pid: number;
+  argv: string[];
+  stateDir: string;
+  netConfPath: string;
+  logFile: string;
+}
+
+export interface LabNode {
+  /** "n1" … */
+  name: string;
+  index: number;
+  ns: string;
+  publicIp: string;
+  iface: string;
+  pid: number;
+  argv: string[];
+  dir: string;
+  subnetFile: string;
+  healthzPort: number;
+  logFile: string;
+  cniDataDir: string;
+  /** Set when the daemon runs under `node --inspect`: the address it listens on inside `ns`. */
+  inspect?: string;
+}
+
+export interface LabPod {
+  /** "n1/p1" … */
+  name: string;
+  node: string;
+  ns: string;
+  ifname: string;
+  /** Pod address without prefix length, as the CNI result gave it. */
+  ip: string;
+  /** With prefix length ("10.244.7.2/24"). */
+  cidr: string;
+  gateway?: string;
+  containerId: string;
+  /** The network configuration given to the CNI plugin on ADD (kept for DEL). */
+  cniConfig: Record<string, unknown>;
+}
+
+export interface LabOptions {
+  nodes: number;
+  pods: number;
+  backend: BackendType;
+  underlay: string;
+  network: string;
+  inspect?: string;
+  leaseTtl?: number;
+  daemonArgs: string[];
+  controlArgs: string[];
+}
+
+export interface LabState {
+  version: 1;
+  prefix: string;
+  dir: string;
+  createdAt: string;
+  /** Absolute path of the weft.js that the lab runs, and the node binary running it. */
+  weftJs: string;
+  nodeBin: string;
+  options: LabOptions;
+  switchNs: string;
+  bridge: string;
+  control: LabControl;
+  nodes: LabNode[];
+  pods: LabPod[];
+}
+
+const PREFIX_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$/;
+
+export function checkPrefix(prefix: string): string {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new Error(`bad lab prefix "${prefix}": letters, digits, '_', '.', '-' (at most 40), starting with a letter or digit`);
+  }
+  return prefix;
+}
+
+export const labDir = (prefix: string): string => join(LAB_ROOT, checkPrefix(prefix));
+export const statePath = (prefix: string): string => join(labDir(prefix), 'state.json');
+export const switchNsName = (prefix: string): string => `${prefix}ul`;
+export const nodeName = (i: number): string => `n${i}`;
+export const podName = (node: number, pod: number): string => `n${node}/p${pod}`;
+export const nodeNsName = (prefix: string, i: number): string => `${prefix}n${i}`;
+export const podNsName = (prefix: string, node: number, pod: number): string => `${prefix}n${node}p${pod}`;
+
+/**
+ * Matches exactly the namespaces a lab with this prefix makes, so `down` of the default lab
+ * ("weft-") never touches a test lab ("weft-t-lab-x1-") whose names merely start the same way.
+ */
+export function labNsPattern(prefix: string): RegExp {
+  const esc = checkPrefix(prefix).replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+  return new RegExp(`^${esc}(ul|n\\d+(p\\d+)?)$`);
+}
+
+/**
+ * Resolves a lab target to its namespace: "n1" (node), "n1/p1" (pod), "ul" (the underlay
+ * switch, where control runs). Names map directly to namespaces, so no state is needed.
+ */
+export function targetNs(prefix: string, target: string): string {
+  checkPrefix(prefix);
+  if (target === 'ul' || target === 'control') return switchNsName(prefix);
+  const m = /^n(\d+)(?:\/p(\d+))?$/.exec(target);
+  if (!m) throw new Error(`bad lab target "${target}": use nN (node), nN/pM (pod) or ul (underlay switch)`);
+  return m[2] === undefined ? nodeNsName(prefix, Number(m[1])) : podNsName(prefix, Number(m[1]), Number(m[2]));
+}
+
+export function readState(prefix: string): LabState | null {
+  const p = statePath(prefix);
+  if (!existsSync(p)) return null;
+  const s = JSON.parse(readFileSync(p, 'utf8')) as LabState;
+  if (s.version !== 1) throw new Error(`${p}: unknown state version ${String(s.version)}`);
+  return s;
+}
+
+export function mustReadState(prefix: string): LabState {
+  const s = readState(prefix);
+  if (!s) throw new Error(`no lab with prefix "${prefix}" (${statePath(prefix)} missing); run \`weft lab up\``);
+  return s;
+}
+
+/** Write-then-rename, so a reader never sees half a file. */
+export function writeState(state: LabState): void {
+  const p = join(state.dir, 'state.json');
+  mkdirSync(dirname(p), { recursive: true });
+  const tmp = `${p}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n');
+  renameSync(tmp, p);
+}
+
+export function findNode(state: LabState, name: string): LabNode {
+  const n = state.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`no node "${name}" in lab "${state.prefix}" (nodes: ${state.nodes.map((x) => x.name).join(', ')})`);
+  return n;
+}
+
+export function findPod(state: LabState, name: string): LabPod {
+  const p = state.pods.find((x) => x.name === name);
+  if (!p) throw new Error(`no pod "${name}" in lab "${state.prefix}" (pods: ${state.pods.map((x) => x.name).join(', ')})`);
+  return p;
+}
+
+/** Address of a node (its underlay/public IP) or a pod (its overlay IP). */
+export function addressOf(state: LabState, target: string): string {
+  return target.includes('/') ? findPod(state, target).ip : findNode(state, target).publicIp;
+}
+
+/** Pods on nodes other than `node`. */
+export function podsNotOn(state: LabState, node: string): LabPod[] {
+  return state.pods.filter((p) => p.node !== node);
+}
+
+/**
+ * The weft.js that the lab runs: bin/weft.js of the package this module belongs to. Found by
+ * walking up, because this file runs both from src/lab (vitest) and from dist/src/lab (CLI).
+ */
+export function defaultWeftJs(): string {
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++) {
+    const cand = join(dir, 'bin', 'weft.js');
+    if (existsSync(cand) && existsSync(join(dir, 'package.json'))) return resolve(cand);
+    dir = dirname(dir);
+  }
+  throw new Error(`bin/weft.js not found above ${__dirname}`);
+}

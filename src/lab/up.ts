@@ -1,0 +1,297 @@
+// `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
+// attached through the CNI bridge plugin. Any failure tears down what was made.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hostAt, parseCidr, within } from './addr';
+import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
+import { labDown } from './down';
+import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
+import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonReady } from './procs';
+import {
+  BACKENDS,
+  CNI_BIN_DIR,
+  CONTROL_PORT,
+  DEFAULT_NETWORK,
+  DEFAULT_PREFIX,
+  DEFAULT_UNDERLAY,
+  HEALTHZ_PORT,
+  INSPECT_PORT,
+  NODE_IFACE,
+  POD_IFACE,
+  UNDERLAY_BRIDGE,
+  checkPrefix,
+  defaultWeftJs,
+  labDir,
+  labNsPattern,
+  nodeName,
+  nodeNsName,
+  podName,
+  podNsName,
+  readState,
+  switchNsName,
+  writeState,
+  type BackendType,
+  type LabNode,
+  type LabState,
+} from './state';
+
+export interface LabUpOptions {
+  prefix?: string;
+  nodes?: number;
+  pods?: number;
+  backend?: BackendType;
+  underlay?: string;
+  network?: string;
+  /** Node name ("n1") whose daemon runs under `node --inspect=0.0.0.0:9229`. */
+  inspect?: string;
+  leaseTtl?: number;
+  /** Extra flags appended to every `weft daemon` / `weft control` command line. */
+  daemonArgs?: string[];
+  controlArgs?: string[];
+  /** Recreate when a lab with this prefix already exists. */
+  force?: boolean;
+  /** Leave a half-made lab in place when up fails (for debugging); default tears it down. */
+  keepOnFailure?: boolean;
+  /** The weft.js to run (default: this package's bin/weft.js). */
+  weftJs?: string;
+  readyTimeoutMs?: number;
+  /** Aborting (e.g. on Ctrl-C) stops at the next step and tears down what was made. */
+  signal?: AbortSignal;
+  /** Progress lines ("creating namespaces ..."). */
+  log?: (msg: string) => void;
+}
+
+// Node i sits at .10+i of the underlay; control listens on .1, the bridge's own address.
+const NODE_HOST_OFFSET = 10;
+const CONTROL_HOST_OFFSET = 1;
+
+function netConf(network: string, backend: BackendType): Record<string, unknown> {
+  // Ports are flannel's defaults (udp 8285, vxlan 8472) written out so the file reads like the seeds'.
+  const b: Record<string, unknown> = { Type: backend };
+  if (backend === 'udp') b.Port = 8285;
+  if (backend === 'vxlan') Object.assign(b, { VNI: 1, Port: 8472 });
+  return { Network: network, SubnetLen: 24, Backend: b };
+}
+
+function validate(o: Required<Pick<LabUpOptions, 'prefix' | 'nodes' | 'pods' | 'backend' | 'underlay' | 'network'>>, inspect?: string): void {
+  checkPrefix(o.prefix);
+  if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 200) throw new Error(`--nodes must be 1..200, got ${o.nodes}`);
+  if (!Number.isInteger(o.pods) || o.pods < 0 || o.pods > 32) throw new Error(`--pods must be 0..32, got ${o.pods}`);
+  if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got ${o.backend}`);
+  hostAt(o.underlay, NODE_HOST_OFFSET + o.nodes); // throws when the nodes do not fit
+  const net = parseCidr(o.network);
+  if (net.len > 24) throw new Error(`--network ${o.network} must be /24 or larger (SubnetLen is 24)`);
+  if (within(o.network, o.underlay) || within(o.underlay, o.network)) throw new Error(`--network ${o.network} overlaps --underlay ${o.underlay}`);
+  if (inspect !== undefined) {
+    const m = /^n(\d+)$/.exec(inspect);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > o.nodes) throw new Error(`--inspect must name a node n1..n${o.nodes}, got ${inspect}`);
+  }
+}
+
+function preflight(weftJs: string, isDefault: boolean): void {
+  if (process.getuid?.() !== 0) throw new Error('the lab needs root (it creates network namespaces)');
+  for (const p of ['bridge', 'host-local']) {
+    if (!existsSync(join(CNI_BIN_DIR, p))) throw new Error(`CNI plugin ${join(CNI_BIN_DIR, p)} missing: run scripts/setup.sh (containernetworking-plugins)`);
+  }
+  if (!existsSync(weftJs)) throw new Error(`${weftJs} missing`);
+  // bin/weft.js only loads the compiled CLI; without dist/ every daemon would die at start.
+  const built = join(weftJs, '..', '..', 'dist', 'src', 'cli', 'main.js');
+  if (isDefault && !existsSync(built)) {
+    throw new Error(`${built} missing: build first (npx tsc -p tsconfig.build.json)`);
+  }
+}
+
+export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
+  const o = {
+    prefix: opts.prefix ?? DEFAULT_PREFIX,
+    nodes: opts.nodes ?? 3,
+    pods: opts.pods ?? 1,
+    backend: opts.backend ?? 'udp',
+    underlay: opts.underlay ?? DEFAULT_UNDERLAY,
+    network: opts.network ?? DEFAULT_NETWORK,
+  };
+  validate(o, opts.inspect);
+  const log = opts.log ?? (() => undefined);
+  const weftJs = opts.weftJs ?? defaultWeftJs();
+  preflight(weftJs, opts.weftJs === undefined);
+
+  const pattern = labNsPattern(o.prefix);
+  const existing = (await listNs()).filter((n) => pattern.test(n));
+  if (readState(o.prefix) || existing.length > 0) {
+    if (!opts.force) {
+      throw new Error(
+        `a lab with prefix "${o.prefix}" already exists (${existing.length} namespaces${readState(o.prefix) ? `, ${labDir(o.prefix)}` : ''}); ` +
+          '`weft lab down` first, or pass --force to recreate it',
+      );
+    }
+    log(`removing the existing lab "${o.prefix}"`);
+    await labDown(o.prefix);
+  }
+
+  const dir = labDir(o.prefix);
+  const ulLen = parseCidr(o.underlay).len;
+  const controlIp = hostAt(o.underlay, CONTROL_HOST_OFFSET);
+  const switchNs = switchNsName(o.prefix);
+  const controlPart = {
+    ns: switchNs,
+    ip: controlIp,
+    port: CONTROL_PORT,
+    address: `${controlIp}:${CONTROL_PORT}`,
+    stateDir: join(dir, 'control'),
+    netConfPath: join(dir, 'net-conf.json'),
+    logFile: join(dir, 'logs', 'control.log'),
+  };
+  const base = {
+    nodeBin: process.execPath,
+    weftJs,
+    options: {
+      ...o,
+      inspect: opts.inspect,
+      leaseTtl: opts.leaseTtl,
+      daemonArgs: opts.daemonArgs ?? [],
+      controlArgs: opts.controlArgs ?? [],
+    },
+  };
+  const state: LabState = {
+    version: 1,
+    prefix: o.prefix,
+    dir,
+    createdAt: new Date().toISOString(),
+    ...base,
+    switchNs,
+    bridge: UNDERLAY_BRIDGE,
+    control: { ...controlPart, pid: 0, argv: controlArgv(base, controlPart) },
+    nodes: [],
+    pods: [],
+  };
+  for (let i = 1; i <= o.nodes; i++) {
+    const name = nodeName(i);
+    const ndir = join(dir, name);
+    const part: Omit<LabNode, 'argv' | 'pid'> = {
+      name,
+      index: i,
+      ns: nodeNsName(o.prefix, i),
+      publicIp: hostAt(o.underlay, NODE_HOST_OFFSET + i),
+      iface: NODE_IFACE,
+      dir: ndir,
+      subnetFile: join(ndir, 'subnet.env'),
+      healthzPort: HEALTHZ_PORT,
+      logFile: join(dir, 'logs', `${name}.log`),
+      cniDataDir: join(ndir, 'cni'),
+      inspect: opts.inspect === name ? `0.0.0.0:${INSPECT_PORT}` : undefined,
+    };
+    state.nodes.push({ ...part, pid: 0, argv: daemonArgv(state, part) });
+  }
+
+  let step = 'prepare the lab directory';
+  const at = (name: string): void => {
+    step = name;
+    if (opts.signal?.aborted) throw new Error('interrupted');
+  };
+  try {
+    for (const d of [dir, join(dir, 'logs'), state.control.stateDir, ...state.nodes.flatMap((n) => [n.dir, n.cniDataDir])]) {
+      mkdirSync(d, { recursive: true });
+    }
+    // Recorded before anything exists, so a failed or interrupted up can always be taken down.
+    writeState(state);
+    writeFileSync(state.control.netConfPath, JSON.stringify(netConf(o.network, o.backend), null, 2) + '\n');
+
+    at(`create the underlay switch namespace ${switchNs}`);
+    log(`creating underlay switch ${switchNs} (${UNDERLAY_BRIDGE} ${controlIp}/${ulLen})`);
+    await addNs(switchNs);
+    await setSysctls(switchNs, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+    await ipBatch(switchNs, [
+      `link add ${UNDERLAY_BRIDGE} mtu 1500 type bridge`,
+      `addr add ${controlIp}/${ulLen} dev ${UNDERLAY_BRIDGE}`,
+      `link set ${UNDERLAY_BRIDGE} up`,
+    ]);
+
+    for (const n of state.nodes) {
+      at(`create node namespace ${n.ns}`);
+      log(`creating node ${n.name}: ${n.ns} ${n.iface} ${n.publicIp}/${ulLen}`);
+      await addNs(n.ns);
+      // The veth is made inside the switch namespace with its peer placed straight into the node
+      // namespace: neither end ever exists in the root namespace.
+      const port = `v${n.name}`;
+      await ipBatch(switchNs, [
+        `link add ${port} mtu 1500 type veth peer name ${n.iface} netns ${n.ns}`,
+        `link set ${port} master ${UNDERLAY_BRIDGE}`,
+        `link set ${port} up`,
+      ]);
+      await ipBatch(n.ns, [`addr add ${n.publicIp}/${ulLen} dev ${n.iface}`, `link set ${n.iface} up`]);
+      await setSysctls(n.ns, nodeSysctls(n.iface));
+      for (let j = 1; j <= o.pods; j++) {
+        const pns = podNsName(o.prefix, n.index, j);
+        at(`create pod namespace ${pns}`);
+        await addNs(pns);
+        await setSysctls(pns, POD_SYSCTLS);
+      }
+    }
+
+    at('start weft control');
+    log(`starting weft control in ${switchNs} on ${state.control.address}`);
+    await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
+
+    at('start weft daemons');
+    for (const n of state.nodes) {
+      log(`starting weft daemon in ${n.ns}${n.inspect ? ` (inspector on ${n.inspect} inside ${n.ns})` : ''}`);
+      await spawnDaemon(state, n, { wait: false });
+    }
+    at('wait for daemons to become ready');
+    // In parallel: one failure cancels the other waits instead of serialising their timeouts.
+    const ac = new AbortController();
+    const onAbort = (): void => ac.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    await Promise.all(
+      state.nodes.map((n) =>
+        waitDaemonReady(state, n, opts.readyTimeoutMs, ac.signal).catch((err: unknown) => {
+          ac.abort();
+          throw err;
+        }),
+      ),
+    ).finally(() => opts.signal?.removeEventListener('abort', onAbort));
+    if (opts.signal?.aborted) throw new Error('interrupted');
+    log('daemons ready');
+
+    for (const n of state.nodes) {
+      at(`attach pods on ${n.name}`);
+      const env = readSubnetEnv(n.subnetFile);
+      if (!env) throw new Error(`${n.subnetFile} missing or incomplete although ${n.name} reported ready`);
+      const config = bridgeConfig(env, n.cniDataDir);
+      // What kubelet would find in /etc/cni/net.d after flannel's plugin expanded its delegate.
+      writeFileSync(join(n.dir, '10-weft.conf'), JSON.stringify(config, null, 2) + '\n');
+      for (let j = 1; j <= o.pods; j++) {
+        const ns = podNsName(o.prefix, n.index, j);
+        const containerId = ns.replace(/[^A-Za-z0-9_.-]/g, '_');
+        const res = await cniAdd({ nodeNs: n.ns, containerId, netns: `/run/netns/${ns}`, ifname: POD_IFACE, config });
+        const ip4 = res.ips?.find((x) => x.address.includes('.'));
+        if (!ip4) throw new Error(`CNI ADD for ${ns} returned no IPv4 address: ${JSON.stringify(res)}`);
+        state.pods.push({
+          name: podName(n.index, j),
+          node: n.name,
+          ns,
+          ifname: POD_IFACE,
+          ip: ip4.address.split('/')[0],
+          cidr: ip4.address,
+          gateway: ip4.gateway,
+          containerId,
+          cniConfig: config,
+        });
+        writeState(state);
+        log(`pod ${podName(n.index, j)}: ${ns} ${ip4.address} (lease ${env.FLANNEL_SUBNET} on ${n.name})`);
+      }
+    }
+    return state;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (opts.keepOnFailure) {
+      throw new Error(`lab up failed at "${step}": ${msg}\n(lab left in place: weft lab down --prefix ${o.prefix})`);
+    }
+    try {
+      await labDown(o.prefix);
+    } catch (downErr) {
+      throw new Error(`lab up failed at "${step}": ${msg}\n(tearing down also failed: ${downErr instanceof Error ? downErr.message : String(downErr)})`);
+    }
+    throw new Error(`lab up failed at "${step}": ${msg}`);
+  }
+}

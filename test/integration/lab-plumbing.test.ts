@@ -1,0 +1,242 @@
+// The lab's own plumbing (namespaces, underlay, CNI attach, process lifecycle, teardown) tested
+// against a stand-in for `weft control` / `weft daemon` that routes with plain kernel routes
+// (host-gw style). That separates lab bugs from datapath bugs, and lets the failure paths (a
+// daemon dying at start, a lost state.json) be provoked on purpose. lab-netns.test.ts runs the
+// real programs.
+import { existsSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run as labCli } from '../../src/cli/lab';
+import {
+  contains,
+  killControl,
+  labDir,
+  labDown,
+  labExec,
+  labProcesses,
+  labStatus,
+  labUp,
+  parseIperf3,
+  parsePing,
+  parseSubnetEnv,
+  pingPair,
+  readState,
+  restartDaemon,
+  startControl,
+  targetNs,
+  labNsPattern,
+  type LabState,
+} from '../../src/lab';
+import { listNs } from '../../src/lab/netns';
+
+// Speaks the lab's contract: control listens on --listen; a daemon gets a /24 from control, writes
+// subnet.env, routes peers' /24s via their public IPs, answers /readyz once that is done, and
+// undoes it on SIGTERM. `--standin-exit-on IP` makes the daemon with that public IP die at start.
+const STANDIN = String.raw`
+const { parseArgs } = require('node:util'), http = require('node:http'), fs = require('node:fs');
+const { execFileSync } = require('node:child_process');
+const [cmd, ...rest] = process.argv.slice(2);
+const opt = (names) => Object.fromEntries(names.map((n) => [n, { type: 'string' }]));
+if (cmd === 'control') {
+  const { values } = parseArgs({ args: rest, options: opt(['listen', 'state-dir', 'net-config-path', 'lease-ttl']) });
+  const conf = JSON.parse(fs.readFileSync(values['net-config-path'], 'utf8'));
+  const [host, port] = values.listen.split(':');
+  const leases = {}; let next = 1;
+  http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://x');
+    if (u.pathname === '/acquire') { const ip = u.searchParams.get('ip'); leases[ip] ??= '10.244.' + next++; res.end(JSON.stringify({ subnet: leases[ip], network: conf.Network })); }
+    else res.end(JSON.stringify(leases));
+  }).listen(Number(port), host);
+  process.on('SIGTERM', () => process.exit(0));
+} else if (cmd === 'daemon') {
+  const { values } = parseArgs({ args: rest, options: opt(['control', 'public-ip', 'iface', 'subnet-file', 'healthz-port', 'tun-name', 'standin-exit-on']) });
+  if (values['standin-exit-on'] === values['public-ip']) { console.error('stand-in: exiting on purpose'); process.exit(3); }
+  const get = (p) => new Promise((ok, ko) => http.get('http://' + values.control + p, (r) => { let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => ok(JSON.parse(b))); }).on('error', ko));
+  let ready = false, mine = null; const routes = new Set();
+  const loop = async () => {
+    try {
+      if (!mine) {
+        const a = await get('/acquire?ip=' + values['public-ip']); mine = a.subnet;
+        fs.writeFileSync(values['subnet-file'], 'FLANNEL_NETWORK=' + a.network + '\nFLANNEL_SUBNET=' + mine + '.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
+      }
+      for (const [ip, s] of Object.entries(await get('/leases'))) {
+        if (s === mine || routes.has(s + '.0/24')) continue;
+        execFileSync('ip', ['route', 'replace', s + '.0/24', 'via', ip, 'dev', values.iface]); routes.add(s + '.0/24');
+      }
+      ready = true;
+    } catch (e) { console.error('stand-in:', e.message); }
+  };
+  loop(); setInterval(loop, 200);
+  http.createServer((req, res) => {
+    if (req.url === '/readyz') { res.statusCode = ready ? 200 : 503; return res.end(ready ? 'ok' : 'waiting'); }
+    if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...routes], counters: {} }));
+    res.end('ok');
+  }).listen(Number(values['healthz-port']), '0.0.0.0');
+  process.on('SIGTERM', () => {
+    for (const r of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
+    try { fs.unlinkSync(values['subnet-file']); } catch {}
+    process.exit(0);
+  });
+}
+`;
+
+describe('lab output parsers', () => {
+  it('reads iputils ping summaries', () => {
+    const out =
+      '3 packets transmitted, 3 received, 0% packet loss, time 402ms\nrtt min/avg/max/mdev = 0.061/0.079/0.102/0.017 ms\n';
+    expect(parsePing(out)).toEqual({ transmitted: 3, received: 3, loss: 0, rttMinMs: 0.061, rttAvgMs: 0.079, rttMaxMs: 0.102 });
+    const lost = '3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2030ms\n';
+    expect(parsePing(lost)).toMatchObject({ transmitted: 3, received: 0, loss: 100, rttAvgMs: null });
+  });
+
+  it('reads iperf3 -J summaries', () => {
+    const tcp = JSON.stringify({ end: { sum_sent: { bits_per_second: 2e9, retransmits: 4 }, sum_received: { bits_per_second: 1.9e9 } } });
+    expect(parseIperf3(tcp)).toMatchObject({ bitsPerSecond: 1.9e9, sentBitsPerSecond: 2e9, retransmits: 4 });
+    expect(parseIperf3(JSON.stringify({ error: 'unable to connect to server' })).error).toBe('unable to connect to server');
+  });
+
+  it('reads flannel subnet.env', () => {
+    const env = parseSubnetEnv('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
+    expect(env).toMatchObject({ FLANNEL_NETWORK: '10.244.0.0/16', FLANNEL_SUBNET: '10.244.7.1/24', FLANNEL_MTU: 1472, FLANNEL_IPMASQ: false });
+  });
+
+  it('maps targets to namespaces and matches only its own prefix', () => {
+    expect(targetNs('weft-', 'n2')).toBe('weft-n2');
+    expect(targetNs('weft-', 'n2/p3')).toBe('weft-n2p3');
+    expect(targetNs('weft-', 'ul')).toBe('weft-ul');
+    expect(() => targetNs('weft-', 'pod1')).toThrow(/bad lab target/);
+    const p = labNsPattern('weft-');
+    expect(['weft-ul', 'weft-n1', 'weft-n12p3'].every((n) => p.test(n))).toBe(true);
+    expect(['weft-t-lab-x-n1', 'weft-n1x', 'weft-nx'].some((n) => p.test(n))).toBe(false);
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('lab plumbing (stand-in control/daemon)', () => {
+  const prefix = `weft-t-labp-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  let tmp: string;
+  let weftJs: string;
+  let state: LabState;
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'weft-lab-standin-'));
+    weftJs = join(tmp, 'weft.js');
+    writeFileSync(weftJs, STANDIN);
+    state = await labUp({ prefix, nodes: 2, pods: 2, weftJs });
+  });
+
+  afterAll(async () => {
+    await labDown(prefix);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('lays out the underlay, the nodes and pods as documented', async () => {
+    expect(state.control.address).toBe('192.168.77.1:7000');
+    expect(state.nodes.map((n) => n.publicIp)).toEqual(['192.168.77.11', '192.168.77.12']);
+    expect(state.pods.map((p) => p.name)).toEqual(['n1/p1', 'n1/p2', 'n2/p1', 'n2/p2']);
+    const names = (await listNs()).filter((n) => n.startsWith(prefix)).sort();
+    expect(names).toEqual([`${prefix}n1`, `${prefix}n1p1`, `${prefix}n1p2`, `${prefix}n2`, `${prefix}n2p1`, `${prefix}n2p2`, `${prefix}ul`]);
+    // Node sysctls that forwarding through the TUN depends on.
+    const sys = await labExec(prefix, 'n1', ['sysctl', '-n', 'net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter', 'net.ipv4.conf.eth0.rp_filter']);
+    expect(sys.stdout.split('\n').filter(Boolean)).toEqual(['1', '0', '0']);
+    // Each node has its own host-local dataDir, and the CNI bridge carries the lease's gateway.
+    for (const n of state.nodes) expect(existsSync(n.cniDataDir)).toBe(true);
+    const br = await labExec(prefix, 'n1', ['ip', '-4', '-o', 'addr', 'show', 'dev', 'cni0']);
+    expect(br.stdout).toContain('10.244.1.1/24');
+  });
+
+  it('attaches pods through the CNI bridge plugin inside their lease', async () => {
+    const s = await labStatus(prefix);
+    for (const p of s.pods) {
+      const node = s.nodes.find((n) => n.name === p.node)!;
+      expect(contains(node.subnet!, p.ip)).toBe(true);
+      const r = await labExec(prefix, p.name, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0']);
+      expect(r.stdout).toContain(p.cidr);
+      const routes = await labExec(prefix, p.name, ['ip', 'route']);
+      expect(routes.stdout).toContain(`10.244.0.0/16 via ${node.lease!.split('/')[0]}`);
+    }
+    expect(new Set(s.pods.map((p) => p.ip)).size).toBe(4);
+  });
+
+  it('carries ping between pods on different nodes and reports status', async () => {
+    const r = await pingPair(prefix, 'n1/p2', 'n2/p1');
+    expect(r.ok, r.output).toBe(true);
+    const s = await labStatus(prefix);
+    expect(s.control?.alive).toBe(true);
+    expect(s.nodes.every((n) => n.alive && n.ready)).toBe(true);
+    expect(s.nodes[0].daemon).toMatchObject({ lease: '10.244.1' });
+  });
+
+  it('refuses a second up with the same prefix', async () => {
+    await expect(labUp({ prefix, nodes: 1, weftJs })).rejects.toThrow(/already exists/);
+    expect(readState(prefix)?.nodes.length).toBe(2);
+  });
+
+  it('exec returns the command exit code (CLI and API)', async () => {
+    expect(await labCli(['exec', '--prefix', prefix, 'n2/p1', '--', 'sh', '-c', 'exit 5'])).toBe(5);
+    expect(await labCli(['exec', '--prefix', prefix, 'n1', 'true'])).toBe(0);
+    const r = await labExec(prefix, 'n1/p1', ['sh', '-c', 'echo out; echo err >&2; exit 2']);
+    expect(r).toMatchObject({ code: 2, stdout: 'out\n', stderr: 'err\n', timedOut: false });
+    const t = await labExec(prefix, 'n1', ['sleep', '5'], { timeoutMs: 200 });
+    expect(t).toMatchObject({ code: 124, timedOut: true });
+  });
+
+  it('restarts a daemon and control', async () => {
+    const before = readState(prefix)!.nodes[0].pid;
+    const n = await restartDaemon(prefix, 'n1');
+    expect(n.pid).not.toBe(before);
+    expect(readState(prefix)!.nodes[0].pid).toBe(n.pid);
+    await killControl(prefix, 'SIGKILL');
+    expect((await labStatus(prefix)).control?.alive).toBe(false);
+    await startControl(prefix);
+    expect((await labStatus(prefix)).control?.alive).toBe(true);
+  });
+});
+
+describe.skipIf(process.getuid?.() !== 0)('lab failure paths (stand-in)', () => {
+  let tmp: string;
+  let weftJs: string;
+  const prefixes: string[] = [];
+  const fresh = (): string => {
+    const p = `weft-t-labf-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+    prefixes.push(p);
+    return p;
+  };
+
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'weft-lab-standin-'));
+    weftJs = join(tmp, 'weft.js');
+    writeFileSync(weftJs, STANDIN);
+  });
+
+  afterAll(async () => {
+    for (const p of prefixes) await labDown(p);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  async function expectGone(prefix: string): Promise<void> {
+    expect((await listNs()).filter((n) => labNsPattern(prefix).test(n))).toEqual([]);
+    expect(await labProcesses(prefix)).toEqual([]);
+    expect(existsSync(labDir(prefix))).toBe(false);
+  }
+
+  it('a daemon dying at start fails up with its log and leaves nothing behind', async () => {
+    const prefix = fresh();
+    const err = await labUp({ prefix, nodes: 2, weftJs, daemonArgs: ['--standin-exit-on', '192.168.77.12'] }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/wait for daemons to become ready/);
+    expect((err as Error).message).toMatch(/daemon n2 .* exited before becoming ready/);
+    expect((err as Error).message).toContain('stand-in: exiting on purpose');
+    await expectGone(prefix);
+  });
+
+  it('down works without state.json', async () => {
+    const prefix = fresh();
+    await labUp({ prefix, nodes: 2, pods: 1, weftJs });
+    unlinkSync(join(labDir(prefix), 'state.json'));
+    expect((await labProcesses(prefix)).length).toBeGreaterThanOrEqual(3);
+    await labDown(prefix);
+    await expectGone(prefix);
+    await labDown(prefix); // idempotent
+  });
+});
