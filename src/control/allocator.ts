@@ -1,0 +1,190 @@
+// Subnet allocation, as a pure function of (config, current leases, remembered subnets, request).
+// The registry owns time, persistence and events; this file only decides which subnet a node
+// gets, so every rule here is unit-testable with a seeded random source.
+//
+// Rules (flanneld's local manager, pkg/subnet/etcd/local_manager.go tryAcquireLease):
+//  1. A node that still holds a lease — same public IP — gets that lease back, renewed, with its
+//     backend attributes updated (a restarted vxlan node has a new VTEP MAC).
+//  2. A node whose lease lapsed gets its previous subnet again if nobody took it meanwhile, so
+//     pods keep their addresses across a long outage.
+//  3. Otherwise a free subnet between SubnetMin and SubnetMax, chosen at random: random rather
+//     than lowest-free so that a node that lost its lease and comes back with stale routes is
+//     unlikely to collide with whoever was handed the subnet next.
+import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
+import { BACKEND_TYPES, type NetworkConfig } from './netconfig';
+import { RegistryError, type AcquireRequest, type Lease } from './registry';
+
+export interface AllocationInput {
+  config: NetworkConfig;
+  /** Leases currently held; entries whose expiration is <= now are treated as already gone. */
+  leases: readonly Lease[];
+  /** publicIp → subnet last held, kept after a lease expires or is revoked. */
+  previous: Readonly<Record<string, string>>;
+  request: AcquireRequest;
+  now: number;
+  ttlMs: number;
+  /** Uniform in [0, 1), like Math.random; injectable for tests. */
+  random: () => number;
+}
+
+export interface Allocation {
+  lease: Lease;
+  /** How the subnet was chosen, for logs and tests. */
+  reason: 'held' | 'previous' | 'random';
+  /**
+   * A lease the same node held that no longer fits the config (the net-conf changed under it);
+   * the registry removes it and announces the removal before announcing the new one.
+   */
+  replaced?: Lease;
+}
+
+/** Canonical dotted quad, or RegistryError('invalid'). */
+export function normalisePublicIp(ip: unknown): string {
+  if (typeof ip !== 'string' || ip === '') throw new RegistryError('invalid', 'publicIp is required');
+  let n: number;
+  try {
+    n = parseIpv4(ip);
+  } catch {
+    throw new RegistryError('invalid', `publicIp ${JSON.stringify(ip)} is not an IPv4 address`);
+  }
+  // Peers encapsulate to this address: it must be a unicast host, not "any", broadcast,
+  // multicast (224/4) or reserved (240/4).
+  if (n === 0 || n >>> 28 >= 0xe) {
+    throw new RegistryError('invalid', `publicIp ${ip} is not a unicast address`);
+  }
+  return formatIpv4(n);
+}
+
+export function validateBackend(
+  config: NetworkConfig,
+  backendType: unknown,
+  backendData: unknown,
+): { backendType: string; backendData: Record<string, unknown> } {
+  let type = config.backend.type;
+  if (backendType !== undefined && backendType !== null && backendType !== '') {
+    if (typeof backendType !== 'string' || !(BACKEND_TYPES as readonly string[]).includes(backendType)) {
+      throw new RegistryError('invalid', `backendType ${JSON.stringify(backendType)} is not one of ${BACKEND_TYPES.join(', ')}`);
+    }
+    type = backendType;
+  }
+  let data: Record<string, unknown> = {};
+  if (backendData !== undefined && backendData !== null) {
+    if (typeof backendData !== 'object' || Array.isArray(backendData)) {
+      throw new RegistryError('invalid', 'backendData must be a JSON object');
+    }
+    // Round-trip through JSON: the lease is persisted and sent as JSON, so anything that does
+    // not survive that (functions, cycles, BigInt) is refused here rather than lost later.
+    try {
+      data = JSON.parse(JSON.stringify(backendData)) as Record<string, unknown>;
+    } catch (e) {
+      throw new RegistryError('invalid', `backendData is not JSON-serialisable: ${(e as Error).message}`);
+    }
+  }
+  return { backendType: type, backendData: data };
+}
+
+/** The range of subnets a config hands out, as numbers. */
+export interface SubnetRange {
+  min: number;
+  max: number;
+  len: number;
+  size: number;
+  count: number;
+}
+
+export function subnetRange(config: NetworkConfig): SubnetRange {
+  const min = parseIpv4(config.subnetMin) >>> 0;
+  const max = parseIpv4(config.subnetMax) >>> 0;
+  const size = 2 ** (32 - config.subnetLen);
+  return { min, max, len: config.subnetLen, size, count: Math.floor((max - min) / size) + 1 };
+}
+
+/** Index of `subnet` in the range, or -1 when it is not one of the range's subnets. */
+export function subnetIndex(range: SubnetRange, subnet: string): number {
+  let c;
+  try {
+    c = parseCidr(subnet);
+  } catch {
+    return -1;
+  }
+  const addr = c.addr >>> 0;
+  if (c.len !== range.len || addr < range.min || addr > range.max) return -1;
+  const off = addr - range.min;
+  return off % range.size === 0 ? off / range.size : -1;
+}
+
+export function subnetAt(range: SubnetRange, index: number): string {
+  return formatCidr({ addr: (range.min + index * range.size) >>> 0, len: range.len });
+}
+
+export function allocate(input: AllocationInput): Allocation {
+  const { config, now, ttlMs } = input;
+  const publicIp = normalisePublicIp(input.request.publicIp);
+  const { backendType, backendData } = validateBackend(config, input.request.backendType, input.request.backendData);
+  const range = subnetRange(config);
+  const expiration = now + ttlMs;
+  const live = input.leases.filter((l) => l.expiration > now);
+
+  // Rule 1: the node's own live lease, if it still fits the config.
+  const held = live.find((l) => l.publicIp === publicIp);
+  let replaced: Lease | undefined;
+  if (held) {
+    if (subnetIndex(range, held.subnet) >= 0) {
+      return { reason: 'held', lease: { subnet: held.subnet, publicIp, backendType, backendData, expiration } };
+    }
+    replaced = held;
+  }
+
+  // Taken = every index some other live lease overlaps. Usually that is the lease's own index;
+  // after SubnetLen or SubnetMin changed in net-conf.json, old leases can straddle several of
+  // the new subnets or sit off the grid, and handing out an overlapping subnet would route one
+  // pod range to two nodes.
+  const taken = new Set<number>();
+  for (const l of live) {
+    if (l === replaced) continue;
+    markOverlap(range, l.subnet, taken);
+  }
+
+  // Rule 2: the subnet this node held before, if it is still in range and free.
+  const prev = input.previous[publicIp];
+  if (prev !== undefined) {
+    const i = subnetIndex(range, prev);
+    if (i >= 0 && !taken.has(i)) {
+      return { reason: 'previous', replaced, lease: { subnet: prev, publicIp, backendType, backendData, expiration } };
+    }
+  }
+
+  // Rule 3: uniform over the free indices. Picks the r-th free index by walking the sorted taken
+  // indices, so the cost is O(leases), not O(range) — a /8 cut into /30s has four million.
+  const free = range.count - taken.size;
+  if (free <= 0) {
+    throw new RegistryError(
+      'exhausted',
+      `no free subnet in ${config.network} between SubnetMin ${config.subnetMin} and SubnetMax ${config.subnetMax}: ${taken.size} of ${range.count} leased`,
+    );
+  }
+  let r = Math.floor(input.random() * free);
+  if (!(r >= 0)) r = 0; // NaN from a broken random source
+  if (r >= free) r = free - 1;
+  const sorted = [...taken].sort((a, b) => a - b);
+  let idx = r;
+  for (const t of sorted) {
+    if (t <= idx) idx++;
+    else break;
+  }
+  return { reason: 'random', replaced, lease: { subnet: subnetAt(range, idx), publicIp, backendType, backendData, expiration } };
+}
+
+function markOverlap(range: SubnetRange, subnet: string, into: Set<number>): void {
+  let c;
+  try {
+    c = parseCidr(subnet);
+  } catch {
+    return; // the store validates leases on load; nothing unparsable reaches here
+  }
+  const start = c.addr >>> 0;
+  const end = start + 2 ** (32 - c.len) - 1;
+  const lo = Math.max(0, Math.ceil((start - range.min - range.size + 1) / range.size));
+  const hi = Math.min(range.count - 1, Math.floor((end - range.min) / range.size));
+  for (let i = lo; i <= hi; i++) into.add(i);
+}

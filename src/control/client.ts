@@ -1,0 +1,143 @@
+// Registry over gRPC: what a daemon uses to reach `weft control`. Every failure surfaces as a
+// RegistryError; an outage is 'unavailable' and the daemon decides how to back off and retry —
+// this client never retries or reconnects a watch by itself, so the daemon's view of "am I
+// connected" is never hidden behind a silent retry loop.
+import * as grpc from '@grpc/grpc-js';
+import { parseNetConfig, type NetworkConfig } from './netconfig';
+import {
+  RegistryError,
+  type AcquireRequest,
+  type Lease,
+  type LeaseRef,
+  type Registry,
+  type WatchBatch,
+  type WatchHandle,
+} from './registry';
+import {
+  batchFromWire,
+  controlService,
+  errorFromStatus,
+  leaseFromWire,
+  type WireLease,
+  type WireListResponse,
+  type WireNetworkConfig,
+  type WireWatchBatch,
+} from './wire';
+
+export const DEFAULT_DEADLINE_MS = 5000;
+
+export interface GrpcRegistryOptions {
+  /** Deadline for each unary call. */
+  deadlineMs?: number;
+  /** Insecure by default; the TLS seam (grpc.credentials.createSsl(...)). */
+  credentials?: grpc.ChannelCredentials;
+}
+
+type UnaryMethod = (
+  req: unknown,
+  options: grpc.CallOptions,
+  cb: (err: grpc.ServiceError | null, res: unknown) => void,
+) => grpc.ClientUnaryCall;
+
+export class GrpcRegistry implements Registry {
+  readonly target: string;
+  private readonly client: grpc.Client;
+  private readonly deadlineMs: number;
+
+  constructor(target: string, opts: GrpcRegistryOptions = {}) {
+    this.target = target;
+    this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    const Control = controlService();
+    this.client = new Control(target, opts.credentials ?? grpc.credentials.createInsecure(), {
+      // A watch is a long-lived idle stream: without pings a silently dead server (power loss,
+      // partition) would leave the daemon waiting forever instead of getting onError.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+    });
+  }
+
+  private unary<T>(method: string, req: unknown): Promise<T> {
+    const fn = (this.client as unknown as Record<string, UnaryMethod>)[method];
+    return new Promise<T>((resolve, reject) => {
+      fn.call(this.client, req, { deadline: Date.now() + this.deadlineMs }, (err, res) => {
+        if (err) reject(errorFromStatus(err));
+        else resolve(res as T);
+      });
+    });
+  }
+
+  async config(): Promise<NetworkConfig> {
+    const w = await this.unary<WireNetworkConfig>('GetConfig', {});
+    try {
+      // The JSON is authoritative: parsing it here applies the same defaults and checks as the
+      // server did, so both sides hold an identical NetworkConfig.
+      return parseNetConfig(w.netConfJson);
+    } catch (e) {
+      throw new RegistryError('invalid', `server sent a network config this client cannot use: ${(e as Error).message}`);
+    }
+  }
+
+  async acquire(req: AcquireRequest): Promise<Lease> {
+    const w = await this.unary<WireLease>('Acquire', {
+      publicIp: req.publicIp,
+      backendType: req.backendType ?? '',
+      backendData: req.backendData === undefined ? '' : JSON.stringify(req.backendData),
+    });
+    return leaseFromWire(w);
+  }
+
+  async renew(lease: LeaseRef): Promise<Lease> {
+    return leaseFromWire(await this.unary<WireLease>('Renew', { subnet: lease.subnet, publicIp: lease.publicIp }));
+  }
+
+  async revoke(lease: LeaseRef): Promise<void> {
+    await this.unary<unknown>('Revoke', { subnet: lease.subnet, publicIp: lease.publicIp });
+  }
+
+  async list(): Promise<{ leases: Lease[]; revision: number }> {
+    const w = await this.unary<WireListResponse>('List', {});
+    return { leases: (w.leases ?? []).map(leaseFromWire), revision: Number(w.revision) };
+  }
+
+  watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle {
+    const stream = (this.client as unknown as { Watch(req: unknown): grpc.ClientReadableStream<WireWatchBatch> }).Watch({
+      fromRevision,
+    });
+    let done = false;
+    const fail = (e: Error): void => {
+      if (done) return;
+      done = true;
+      stream.cancel();
+      onError(e);
+    };
+    stream.on('data', (w: WireWatchBatch) => {
+      if (done) return;
+      let batch: WatchBatch;
+      try {
+        batch = batchFromWire(w);
+      } catch (e) {
+        fail(e as Error);
+        return;
+      }
+      try {
+        onBatch(batch);
+      } catch (e) {
+        fail(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+    stream.on('error', (e) => fail(errorFromStatus(e)));
+    // The server never ends a watch with OK; an orderly end still means this view is stale.
+    stream.on('end', () => fail(new RegistryError('unavailable', `watch stream to ${this.target} ended`)));
+    return {
+      close: () => {
+        if (done) return;
+        done = true;
+        stream.cancel(); // surfaces as a CANCELLED 'error', which `done` swallows
+      },
+    };
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

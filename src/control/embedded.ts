@@ -1,0 +1,354 @@
+// The in-process registry behind `weft control`: leases in memory, every change written to the
+// LeaseStore before the caller hears about it, watchers fed from a bounded event log.
+//
+// Ordering guarantees the daemon relies on:
+//  - Mutations run one at a time (a promise chain), so two acquires never see the same free set.
+//  - A mutation's in-memory effect, its event-log entries and its watcher notifications happen
+//    together, synchronously, after the state file is durable. A watch() registered at any
+//    moment therefore sees either the state before a change plus that change as an event, or
+//    the state after it — never a gap or a duplicate.
+//  - Each watcher has its own FIFO drained in a microtask, so onBatch never runs re-entrantly
+//    inside acquire() or inside watch() itself, and batches arrive in revision order.
+import { allocate, normalisePublicIp } from './allocator';
+import type { NetworkConfig } from './netconfig';
+import {
+  RegistryError,
+  cloneLease,
+  type AcquireRequest,
+  type Lease,
+  type LeaseEvent,
+  type LeaseRef,
+  type Registry,
+  type WatchBatch,
+  type WatchHandle,
+} from './registry';
+import { LeaseStore, type StoreState } from './store';
+import { formatCidr, parseCidr } from '../route/cidr';
+
+export const DEFAULT_LEASE_TTL_MS = 24 * 60 * 60 * 1000; // flanneld's subnet lease TTL
+export const DEFAULT_EVENT_LOG_SIZE = 10_000;
+/** setTimeout's delay is a signed 32-bit millisecond count; longer delays fire immediately. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The subset of pino's Logger the registry uses; any pino logger fits. */
+export interface RegistryLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export interface EmbeddedRegistryOptions {
+  config: NetworkConfig;
+  stateDir: string;
+  leaseTtlMs?: number;
+  now?: () => number;
+  random?: () => number;
+  eventLogSize?: number;
+  logger?: RegistryLogger;
+}
+
+interface LoggedEvent {
+  revision: number;
+  event: LeaseEvent;
+}
+
+interface Watcher {
+  queue: WatchBatch[];
+  scheduled: boolean;
+  closed: boolean;
+  onBatch: (b: WatchBatch) => void;
+  onError: (e: Error) => void;
+}
+
+const silent: RegistryLogger = { info() {}, warn() {}, error() {} };
+
+export class EmbeddedRegistry implements Registry {
+  private readonly cfg: NetworkConfig;
+  private readonly store: LeaseStore;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly logSize: number;
+  private readonly log: RegistryLogger;
+
+  private state: StoreState | undefined;
+  private events: LoggedEvent[] = [];
+  private readonly watchers = new Set<Watcher>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(opts: EmbeddedRegistryOptions) {
+    this.cfg = opts.config;
+    this.store = new LeaseStore(opts.stateDir);
+    this.ttlMs = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    if (!(this.ttlMs > 0)) throw new RegistryError('invalid', `lease TTL must be positive, got ${this.ttlMs} ms`);
+    this.now = opts.now ?? Date.now;
+    this.random = opts.random ?? Math.random;
+    this.logSize = opts.eventLogSize ?? DEFAULT_EVENT_LOG_SIZE;
+    this.log = opts.logger ?? silent;
+  }
+
+  get stateFile(): string {
+    return this.store.file;
+  }
+
+  /** Loads the state file (a corrupt one throws StateFileError) and reclaims what expired while down. */
+  async open(): Promise<void> {
+    if (this.state) return;
+    this.state = await this.store.load();
+    this.log.info(
+      { stateFile: this.store.file, revision: this.state.revision, leases: this.state.leases.length },
+      'lease state loaded',
+    );
+    await this.sweep();
+    this.scheduleSweep();
+  }
+
+  config(): Promise<NetworkConfig> {
+    return Promise.resolve(this.cfg);
+  }
+
+  acquire(req: AcquireRequest): Promise<Lease> {
+    return this.mutate((s, now, events) => {
+      const alloc = allocate({
+        config: this.cfg,
+        leases: s.leases,
+        previous: s.previous,
+        request: req,
+        now,
+        ttlMs: this.ttlMs,
+        random: this.random,
+      });
+      if (alloc.replaced) {
+        removeLease(s, alloc.replaced);
+        events.push({ type: 'removed', lease: alloc.replaced });
+        this.log.warn({ lease: alloc.replaced }, 'dropped lease that no longer fits the network config');
+      }
+      const lease = alloc.lease;
+      s.leases = s.leases.filter((l) => l.subnet !== lease.subnet);
+      s.leases.push(lease);
+      s.previous[lease.publicIp] = lease.subnet;
+      // Forget other nodes' claims on this subnet: it has a new owner, and bounding `previous`
+      // by the number of subnets keeps the state file from growing with every node ever seen.
+      for (const [ip, sn] of Object.entries(s.previous)) {
+        if (sn === lease.subnet && ip !== lease.publicIp) delete s.previous[ip];
+      }
+      events.push({ type: 'added', lease });
+      this.log.info({ subnet: lease.subnet, publicIp: lease.publicIp, reason: alloc.reason }, 'lease granted');
+      return lease;
+    });
+  }
+
+  renew(ref: LeaseRef): Promise<Lease> {
+    return this.mutate((s, now, events) => {
+      const held = findOwned(s, ref);
+      const lease: Lease = { ...held, expiration: now + this.ttlMs };
+      s.leases = s.leases.map((l) => (l === held ? lease : l));
+      // A renewal is announced as 'added' (an update), as flannel's etcd watch reports any put.
+      events.push({ type: 'added', lease });
+      return lease;
+    });
+  }
+
+  revoke(ref: LeaseRef): Promise<void> {
+    return this.mutate((s, _now, events) => {
+      const held = findOwned(s, ref);
+      removeLease(s, held);
+      s.previous[held.publicIp] = held.subnet;
+      events.push({ type: 'removed', lease: held });
+      this.log.info({ subnet: held.subnet, publicIp: held.publicIp }, 'lease revoked');
+    });
+  }
+
+  list(): Promise<{ leases: Lease[]; revision: number }> {
+    // Sweep first so a lease past its expiry is never reported live; state only changes in
+    // commit(), so reading it synchronously gives one durable revision.
+    return this.sweep().then(() => {
+      const s = this.state as StoreState;
+      return { leases: s.leases.map(cloneLease), revision: s.revision };
+    });
+  }
+
+  /** Reclaims expired leases now; returns how many. Runs on a timer; public for tests. */
+  async sweep(): Promise<number> {
+    let swept = 0;
+    await this.mutate((_s, _now, events) => {
+      swept = events.length; // mutate() already swept into `events`
+    });
+    return swept;
+  }
+
+  watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle {
+    const w: Watcher = { queue: [], scheduled: false, closed: false, onBatch, onError };
+    const handle = {
+      close: () => {
+        w.closed = true;
+        this.watchers.delete(w);
+      },
+    };
+    const s = this.state;
+    if (!s || this.closed) {
+      this.fail(w, new RegistryError('unavailable', this.closed ? 'registry is closed' : 'registry is not open'));
+      return handle;
+    }
+    if (typeof fromRevision !== 'number' || !Number.isSafeInteger(fromRevision) || fromRevision < 0) {
+      this.fail(w, new RegistryError('invalid', `fromRevision ${String(fromRevision)} is not a non-negative integer`));
+      return handle;
+    }
+    const first = this.catchUp(s, fromRevision);
+    if (first) this.deliver(w, first);
+    this.watchers.add(w);
+    return handle;
+  }
+
+  /**
+   * The batch that brings a client from `from` to now, or undefined when it is already current.
+   * A snapshot when the client has nothing (0), when its revision is newer than ours (we lost
+   * history it saw — only possible if the state dir was replaced), or when the events it missed
+   * have rotated out of the log (or predate this process: the log starts empty).
+   */
+  private catchUp(s: StoreState, from: number): WatchBatch | undefined {
+    if (from === s.revision && from !== 0) return undefined;
+    const oldest = this.events.length > 0 ? this.events[0].revision : Infinity;
+    if (from === 0 || from > s.revision || oldest > from + 1) {
+      return { revision: s.revision, snapshot: true, leases: s.leases.map(cloneLease), events: [] };
+    }
+    const events: LeaseEvent[] = [];
+    for (const e of this.events) {
+      if (e.revision > from) events.push(cloneEvent(e.event));
+    }
+    return { revision: s.revision, snapshot: false, leases: [], events };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    for (const w of [...this.watchers]) this.fail(w, new RegistryError('unavailable', 'registry closed'));
+    this.watchers.clear();
+  }
+
+  /**
+   * Runs `fn` on a private copy of the state after sweeping expired leases into `events`, then
+   * persists and publishes. If `fn` throws or the write fails, nothing changes.
+   */
+  private mutate<T>(fn: (s: StoreState, now: number, events: LeaseEvent[]) => T): Promise<T> {
+    const run = async (): Promise<T> => {
+      if (this.closed) throw new RegistryError('unavailable', 'registry is closed');
+      const cur = this.state;
+      if (!cur) throw new RegistryError('unavailable', 'registry is not open');
+      const now = this.now();
+      const next: StoreState = { revision: cur.revision, leases: [...cur.leases], previous: { ...cur.previous } };
+      const events: LeaseEvent[] = [];
+      for (const l of cur.leases) {
+        if (l.expiration <= now) {
+          removeLease(next, l);
+          next.previous[l.publicIp] = l.subnet;
+          events.push({ type: 'removed', lease: l });
+          this.log.info({ subnet: l.subnet, publicIp: l.publicIp }, 'lease expired');
+        }
+      }
+      const result = fn(next, now, events);
+      if (events.length === 0) return result; // reads and no-op sweeps change nothing
+      next.revision = cur.revision + events.length;
+      try {
+        await this.store.save(next);
+      } catch (e) {
+        throw new RegistryError('unavailable', `cannot persist lease state to ${this.store.file}: ${(e as Error).message}`);
+      }
+      if (this.closed) return result; // durable, but nobody is listening any more
+      this.commit(cur.revision, next, events);
+      return result;
+    };
+    const p = this.chain.then(run, run);
+    this.chain = p.catch(() => undefined);
+    return p;
+  }
+
+  private commit(base: number, next: StoreState, events: LeaseEvent[]): void {
+    this.state = next;
+    let rev = base;
+    for (const event of events) this.events.push({ revision: ++rev, event });
+    if (this.events.length > this.logSize) this.events.splice(0, this.events.length - this.logSize);
+    for (const w of this.watchers) {
+      this.deliver(w, { revision: next.revision, snapshot: false, leases: [], events: events.map(cloneEvent) });
+    }
+    this.scheduleSweep();
+  }
+
+  private deliver(w: Watcher, b: WatchBatch): void {
+    w.queue.push(b);
+    if (w.scheduled) return;
+    w.scheduled = true;
+    queueMicrotask(() => {
+      w.scheduled = false;
+      while (!w.closed && w.queue.length > 0) {
+        const next = w.queue.shift() as WatchBatch;
+        try {
+          w.onBatch(next);
+        } catch (e) {
+          this.watchers.delete(w);
+          this.fail(w, e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
+      }
+    });
+  }
+
+  private fail(w: Watcher, e: Error): void {
+    if (w.closed) return;
+    w.closed = true;
+    queueMicrotask(() => w.onError(e));
+  }
+
+  /** One timer for the earliest expiry, re-armed after every change. */
+  private scheduleSweep(): void {
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = undefined;
+    if (this.closed || !this.state || this.state.leases.length === 0) return;
+    let next = Infinity;
+    for (const l of this.state.leases) if (l.expiration < next) next = l.expiration;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, next - this.now() + 1));
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = undefined;
+      // Re-arm even when nothing expired: the timer may have been capped at MAX_TIMER_MS, or
+      // fired a hair early; a sweep that changes something re-arms from commit() as well.
+      this.sweep().then(() => this.scheduleSweep(), (e: Error) => {
+        // Most likely the disk: keep the leases (they are still in memory and on disk as
+        // they were) and try again shortly rather than giving up on expiry altogether.
+        if (this.closed) return;
+        this.log.error({ err: e.message }, 'lease sweep failed; retrying in 1s');
+        this.sweepTimer = setTimeout(() => this.scheduleSweep(), 1000).unref();
+      });
+    }, delay);
+    // The timer alone must not keep a process alive (tests, a daemon that closed its server).
+    this.sweepTimer.unref();
+  }
+}
+
+function removeLease(s: StoreState, lease: Lease): void {
+  s.leases = s.leases.filter((l) => l.subnet !== lease.subnet);
+}
+
+function findOwned(s: StoreState, ref: LeaseRef): Lease {
+  if (!ref || typeof ref.subnet !== 'string') throw new RegistryError('invalid', 'lease subnet is required');
+  let subnet: string;
+  try {
+    subnet = formatCidr(parseCidr(ref.subnet));
+  } catch (e) {
+    throw new RegistryError('invalid', `lease subnet ${JSON.stringify(ref.subnet)} is not a CIDR (${(e as Error).message})`);
+  }
+  const publicIp = normalisePublicIp(ref.publicIp);
+  const held = s.leases.find((l) => l.subnet === subnet);
+  if (!held) throw new RegistryError('not_found', `no lease on ${subnet} (expired or revoked); acquire a new one`);
+  if (held.publicIp !== publicIp) {
+    throw new RegistryError('permission', `lease ${subnet} belongs to ${held.publicIp}, not ${publicIp}`);
+  }
+  return held;
+}
+
+function cloneEvent(e: LeaseEvent): LeaseEvent {
+  return { type: e.type, lease: cloneLease(e.lease) };
+}

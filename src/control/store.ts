@@ -1,0 +1,195 @@
+// The embedded registry's durable state: one JSON file, replaced atomically on every mutation.
+//
+// Why one file rewritten whole rather than an append-only log: the state is small (one line per
+// node), and a whole-file replace has exactly two possible outcomes after a crash — the old file
+// or the new one — which is the property "no granted lease is ever lost" needs. The sequence is
+// the classic one: write a temp file in the same directory (rename is only atomic within a
+// filesystem), fsync it (so the rename can't expose a file whose data blocks never reached the
+// disk; ext4's auto_da_alloc is a heuristic, not a promise), rename over the old file, then
+// fsync the directory (the rename itself is a directory-entry change that a power cut can lose).
+// A SIGKILL alone never loses written page cache; the fsyncs are for power loss and kernel panics.
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
+import type { Lease } from './registry';
+
+export const STATE_FILE = 'leases.json';
+export const STATE_VERSION = 1;
+const TMP_PREFIX = `.${STATE_FILE}.`;
+const TMP_SUFFIX = '.tmp';
+
+export interface StoreState {
+  /** Bumped once per lease event; never goes backwards, even across restarts. */
+  revision: number;
+  leases: Lease[];
+  /** publicIp → subnet last held, so a node that comes back late can get its subnet again. */
+  previous: Record<string, string>;
+}
+
+export function emptyState(): StoreState {
+  return { revision: 0, leases: [], previous: {} };
+}
+
+export class StateFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StateFileError';
+  }
+}
+
+export class LeaseStore {
+  readonly dir: string;
+  readonly file: string;
+  private seq = 0;
+
+  constructor(dir: string) {
+    this.dir = path.resolve(dir);
+    this.file = path.join(this.dir, STATE_FILE);
+  }
+
+  /**
+   * Reads the state, or an empty state when the file does not exist yet (first start). Any other
+   * failure is fatal: starting empty over a file we could not read would hand out subnets that
+   * live nodes still route, so the operator must decide.
+   */
+  async load(): Promise<StoreState> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await this.removeStaleTemps();
+    let text: string;
+    try {
+      text = await fsp.readFile(this.file, 'utf8');
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'ENOENT') return emptyState();
+      throw new StateFileError(`cannot read state file ${this.file}: ${err.message}`);
+    }
+    try {
+      return decodeState(text);
+    } catch (e) {
+      throw new StateFileError(
+        `state file ${this.file} is corrupt (${(e as Error).message}); refusing to start, because starting ` +
+          'empty could grant subnets that nodes still use — repair the file or move it away',
+      );
+    }
+  }
+
+  async save(state: StoreState): Promise<void> {
+    const body = encodeState(state);
+    // pid + counter: unique per write even if two registries in one process share a directory.
+    const tmp = path.join(this.dir, `${TMP_PREFIX}${process.pid}.${++this.seq}${TMP_SUFFIX}`);
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(tmp, 'w', 0o600);
+      await fh.writeFile(body, 'utf8');
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
+      await fsp.rename(tmp, this.file);
+    } catch (e) {
+      if (fh) await fh.close().catch(() => undefined);
+      await fsp.unlink(tmp).catch(() => undefined);
+      throw e;
+    }
+    await syncDir(this.dir);
+  }
+
+  /** A temp file left by a crash mid-write is an incomplete copy of a state that never landed. */
+  private async removeStaleTemps(): Promise<void> {
+    const names = await fsp.readdir(this.dir);
+    for (const n of names) {
+      if (n.startsWith(TMP_PREFIX) && n.endsWith(TMP_SUFFIX)) {
+        await fsp.unlink(path.join(this.dir, n)).catch(() => undefined);
+      }
+    }
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const dh = await fsp.open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+export function encodeState(state: StoreState): string {
+  const doc = {
+    version: STATE_VERSION,
+    revision: state.revision,
+    leases: state.leases.map((l) => ({
+      subnet: l.subnet,
+      publicIp: l.publicIp,
+      backendType: l.backendType,
+      backendData: l.backendData,
+      expiration: l.expiration,
+    })),
+    previous: state.previous,
+  };
+  return JSON.stringify(doc, null, 2) + '\n';
+}
+
+/** Parses and checks a state file; throws with a reason naming the offending part. */
+export function decodeState(text: string): StoreState {
+  if (text.trim() === '') throw new Error('file is empty');
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(doc)) throw new Error('top level is not an object');
+  if (doc.version !== STATE_VERSION) throw new Error(`unsupported version ${JSON.stringify(doc.version)} (expected ${STATE_VERSION})`);
+  const revision = doc.revision;
+  if (typeof revision !== 'number' || !Number.isSafeInteger(revision) || revision < 0) {
+    throw new Error(`revision ${JSON.stringify(revision)} is not a non-negative integer`);
+  }
+  if (!Array.isArray(doc.leases)) throw new Error('leases is not an array');
+  const leases: Lease[] = [];
+  const subnets = new Set<string>();
+  const ips = new Set<string>();
+  doc.leases.forEach((v: unknown, i: number) => {
+    const where = `leases[${i}]`;
+    if (!isObject(v)) throw new Error(`${where} is not an object`);
+    const subnet = canonicalCidr(v.subnet, `${where}.subnet`);
+    const publicIp = canonicalIp(v.publicIp, `${where}.publicIp`);
+    if (typeof v.backendType !== 'string') throw new Error(`${where}.backendType is not a string`);
+    if (!isObject(v.backendData)) throw new Error(`${where}.backendData is not an object`);
+    if (typeof v.expiration !== 'number' || !Number.isFinite(v.expiration)) throw new Error(`${where}.expiration is not a number`);
+    if (subnets.has(subnet)) throw new Error(`subnet ${subnet} is leased twice`);
+    if (ips.has(publicIp)) throw new Error(`publicIp ${publicIp} holds two leases`);
+    subnets.add(subnet);
+    ips.add(publicIp);
+    leases.push({ subnet, publicIp, backendType: v.backendType, backendData: v.backendData, expiration: v.expiration });
+  });
+  const previous: Record<string, string> = {};
+  if (doc.previous !== undefined) {
+    if (!isObject(doc.previous)) throw new Error('previous is not an object');
+    for (const [ip, subnet] of Object.entries(doc.previous)) {
+      previous[canonicalIp(ip, `previous key ${JSON.stringify(ip)}`)] = canonicalCidr(subnet, `previous[${ip}]`);
+    }
+  }
+  return { revision, leases, previous };
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function canonicalCidr(v: unknown, where: string): string {
+  if (typeof v !== 'string') throw new Error(`${where} is not a string`);
+  try {
+    return formatCidr(parseCidr(v));
+  } catch (e) {
+    throw new Error(`${where} ${JSON.stringify(v)} is not a CIDR (${(e as Error).message})`);
+  }
+}
+
+function canonicalIp(v: unknown, where: string): string {
+  if (typeof v !== 'string') throw new Error(`${where} is not a string`);
+  try {
+    return formatIpv4(parseIpv4(v));
+  } catch (e) {
+    throw new Error(`${where} ${JSON.stringify(v)} is not an IPv4 address (${(e as Error).message})`);
+  }
+}
