@@ -1,0 +1,70 @@
+// IPv4 addresses and CIDR prefixes (RFC 4632). Addresses are uint32 numbers in host order;
+// every result is `>>> 0` so that 128.0.0.0 and above stay positive.
+
+export interface Cidr {
+  addr: number;
+  len: number;
+}
+
+// Dotted decimal only, no leading zeros: inet_aton would read "010" as octal 8 and "10.1" as
+// 10.0.0.1, and a config value that means different things to different tools is a bug.
+const OCTET = '(0|[1-9][0-9]{0,2})';
+const IPV4_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
+const LEN_RE = /^(0|[1-9][0-9]?)$/;
+
+function parseQuad(s: string): number {
+  const m = IPV4_RE.exec(s);
+  if (m === null) return -1;
+  let n = 0;
+  for (let i = 1; i <= 4; i++) {
+    const o = +m[i];
+    if (o > 255) return -1;
+    n = n * 256 + o;
+  }
+  return n;
+}
+
+export function parseIpv4(s: string): number {
+  const n = typeof s === 'string' ? parseQuad(s) : -1;
+  if (n < 0) throw new Error(`invalid IPv4 address "${s}"`);
+  return n;
+}
+
+export function formatIpv4(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
+}
+
+/** Network mask for a prefix length; 0 → 0 (a shift by 32 would be a shift by 0 in JS). */
+export function maskOf(len: number): number {
+  return len <= 0 ? 0 : len >= 32 ? 0xffffffff : (0xffffffff << (32 - len)) >>> 0;
+}
+
+export function parseCidr(s: string): Cidr {
+  if (typeof s !== 'string') throw new Error(`invalid CIDR "${s}": not a string`);
+  const slash = s.indexOf('/');
+  if (slash < 0) throw new Error(`invalid CIDR "${s}": missing "/<prefix length>"`);
+  const addr = parseQuad(s.slice(0, slash));
+  if (addr < 0) throw new Error(`invalid CIDR "${s}": bad address "${s.slice(0, slash)}"`);
+  const lenStr = s.slice(slash + 1);
+  const len = LEN_RE.test(lenStr) ? +lenStr : -1;
+  if (len < 0 || len > 32) throw new Error(`invalid CIDR "${s}": bad prefix length "${lenStr}" (want 0-32)`);
+  if ((addr & ~maskOf(len)) !== 0) throw new Error(`invalid CIDR "${s}": host bits set`);
+  return { addr, len };
+}
+
+export function formatCidr(c: Cidr): string {
+  return `${formatIpv4(c.addr)}/${c.len}`;
+}
+
+export function cidrContains(c: Cidr, addr: number): boolean {
+  return ((addr ^ c.addr) & maskOf(c.len)) === 0;
+}
+
+export function cidrContainsCidr(outer: Cidr, inner: Cidr): boolean {
+  return inner.len >= outer.len && ((inner.addr ^ outer.addr) & maskOf(outer.len)) === 0;
+}
+
+/** Last address of the prefix (the directed broadcast address for len < 31, RFC 3021). */
+export function cidrLast(c: Cidr): number {
+  return (c.addr | ~maskOf(c.len)) >>> 0;
+}
