@@ -1,0 +1,99 @@
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { GrpcRegistry } from '../control/client';
+import { NodeDaemon } from '../daemon/daemon';
+import { parseIpv4 } from '../route/cidr';
+
+const HELP = `usage: weft daemon --control ADDR:PORT --public-ip IP [flags]
+
+  --control ADDR:PORT     weft control (gRPC) to get the network config and a lease from
+  --public-ip IP          this node's underlay address: sent from, and announced in the lease
+  --iface NAME            underlay interface (default: the one holding --public-ip)
+  --subnet-file PATH      flannel subnet.env to write (default /run/flannel/subnet.env)
+  --tun-name NAME         TUN device to create (default weft0)
+  --healthz-ip IP         health server address (default 0.0.0.0)
+  --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
+  --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
+  --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
+  --log-level LEVEL       pino level (default info)
+`;
+
+function port(name: string, v: string | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`--${name}: "${v}" is not a port number`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number | void> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      control: { type: 'string' },
+      'public-ip': { type: 'string' },
+      iface: { type: 'string' },
+      'subnet-file': { type: 'string', default: '/run/flannel/subnet.env' },
+      'tun-name': { type: 'string', default: 'weft0' },
+      'healthz-ip': { type: 'string', default: '0.0.0.0' },
+      'healthz-port': { type: 'string' },
+      'renew-margin': { type: 'string', default: '3600' },
+      'ip-masq': { type: 'boolean', default: false },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.control) throw new Error('--control ADDR:PORT is required');
+  if (!/^[^\s:]+:\d+$/.test(values.control)) throw new Error(`--control: "${values.control}" is not ADDR:PORT`);
+  if (!values['public-ip']) throw new Error('--public-ip is required');
+  parseIpv4(values['public-ip']);
+  const tunName = values['tun-name']!;
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) throw new Error(`--tun-name: "${tunName}" is not a valid interface name (1-15 characters)`);
+  const renewMargin = Number(values['renew-margin']);
+  if (!(renewMargin >= 0)) throw new Error(`--renew-margin: "${values['renew-margin']}" is not a number of seconds`);
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+  if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
+
+  const logger = pino({ level: values['log-level'], base: { node: values['public-ip'] } });
+  const daemon = new NodeDaemon({
+    registry: new GrpcRegistry(values.control),
+    controlTarget: values.control,
+    publicIp: values['public-ip'],
+    iface: values.iface,
+    subnetFile: values['subnet-file']!,
+    tunName,
+    healthzIp: values['healthz-ip']!,
+    healthzPort: port('healthz-port', values['healthz-port'], 9090),
+    renewMarginMs: renewMargin * 1000,
+    ipMasq: values['ip-masq']!,
+    logger,
+  });
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (code: number) => {
+    stopping ??= daemon.stop().then(
+      () => process.exit(code),
+      (e) => {
+        logger.error({ err: (e as Error).message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown(0));
+  process.on('SIGINT', () => shutdown(0));
+  daemon.onFatal(() => shutdown(1));
+
+  try {
+    await daemon.start();
+  } catch (e) {
+    await daemon.stop().catch(() => undefined);
+    throw e;
+  }
+  logger.info('ready');
+  // Keep running until a signal arrives: the TUN poller and the gRPC watch hold the loop open.
+  await new Promise<void>(() => undefined);
+}

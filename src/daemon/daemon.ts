@@ -1,0 +1,328 @@
+import { promises as fs } from 'node:fs';
+import type { Logger } from 'pino';
+import type { Lease, Registry, WatchBatch } from '../control/registry';
+import { RegistryError } from '../control/registry';
+import type { NetworkConfig } from '../control/netconfig';
+import { createBackend } from '../datapath/backends';
+import { Datapath } from '../datapath/datapath';
+import { Pipeline } from '../datapath/pipeline';
+import { DatapathStats } from '../datapath/stats';
+import { addrAdd, ifaceForAddress, ifaceInfo, linkSetUpMtu, routeReplace } from '../io/iproute';
+import { TunDevice } from '../io/tun';
+import { UdpSocket } from '../io/udp';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
+import { startHealthServer } from './health';
+import { PeerSet } from './peers';
+import { RuntimeStats } from './runtime-stats';
+import { writeSubnetEnv } from './subnet-env';
+
+export interface DaemonOptions {
+  registry: Registry;
+  /** Shown in status and logs (the control plane's address). */
+  controlTarget: string;
+  publicIp: string;
+  iface?: string;
+  subnetFile: string;
+  tunName: string;
+  healthzIp: string;
+  /** 0 disables the health server. */
+  healthzPort: number;
+  /** Renew this long before expiry (flannel renews an hour ahead); capped at half the remaining TTL. */
+  renewMarginMs: number;
+  ipMasq: boolean;
+  logger: Logger;
+}
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 10_000;
+
+/**
+ * One node: lease → backend → TUN → routes → subnet.env → health, then follow the watch
+ * stream. Every step that talks to the control plane retries with backoff while it is
+ * unreachable; the datapath keeps forwarding with the routes it last knew.
+ */
+export class NodeDaemon {
+  private readonly log: Logger;
+  private readonly stats = new DatapathStats();
+  private readonly runtime = new RuntimeStats();
+  private config?: NetworkConfig;
+  private network?: Cidr;
+  private lease?: Lease;
+  private tun?: TunDevice;
+  private sock?: UdpSocket;
+  private peers?: PeerSet;
+  private datapath?: Datapath;
+  private health?: { port: number; close(): Promise<void> };
+  private watchHandle?: { close(): void };
+  private revision = 0;
+  private watchConnected = false;
+  private peersSynced = false;
+  private routesInstalled = false;
+  private subnetFileWritten = false;
+  private stopping = false;
+  private renewTimer?: NodeJS.Timeout;
+  private watchRetry?: NodeJS.Timeout;
+  private watchBackoff = BACKOFF_MIN_MS;
+  private mtu = 0;
+  private underlayIface = '';
+  private readonly fatalHandlers: ((e: Error) => void)[] = [];
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.log = opts.logger;
+  }
+
+  /** Called when the daemon can no longer do its job (e.g. its subnet changed under it). */
+  onFatal(fn: (e: Error) => void): void {
+    this.fatalHandlers.push(fn);
+  }
+
+  get healthzPort(): number | undefined {
+    return this.health?.port;
+  }
+
+  async start(): Promise<void> {
+    const { opts } = this;
+    const publicIp = parseIpv4(opts.publicIp);
+    const underlay = await this.findUnderlay();
+    this.underlayIface = underlay.name;
+
+    if (opts.healthzPort > 0) {
+      this.health = await startHealthServer(opts.healthzIp, opts.healthzPort, {
+        healthy: () => !this.stopping,
+        notReady: () => this.notReady(),
+        status: () => this.status(),
+      });
+      this.log.info({ port: this.health.port }, 'health server listening');
+    }
+
+    this.config = await this.retry('get network config', () => opts.registry.config());
+    this.network = parseCidr(this.config.network);
+    const { backend, port } = createBackend(this.config);
+    this.mtu = underlay.mtu - backend.mtuOverhead;
+
+    this.lease = await this.retry('acquire lease', () =>
+      opts.registry.acquire({ publicIp: opts.publicIp, backendType: backend.type, backendData: {} }),
+    );
+    const subnet = parseCidr(this.lease.subnet);
+    this.log.info({ subnet: this.lease.subnet, expiration: new Date(this.lease.expiration).toISOString() }, 'lease acquired');
+
+    this.sock = UdpSocket.bind(publicIp, port);
+    this.tun = TunDevice.open(opts.tunName);
+    // flannel gives its device the subnet's .0 address with the Network's prefix, so the
+    // kernel's connected route sends the whole Network into it while the pods' bridge
+    // (holding .1/SubnetLen, more specific) keeps local traffic local.
+    const tunAddr = `${formatIpv4(subnet.addr)}/${this.network.len}`;
+    await linkSetUpMtu(this.tun.name, this.mtu);
+    await addrAdd(this.tun.name, tunAddr);
+    await routeReplace(this.config.network, this.tun.name);
+    // ICMP errors we originate carry the TUN address as source; the kernel drops packets
+    // arriving with a local source address unless accept_local is set (fib_validate_source).
+    await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
+    await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
+    this.routesInstalled = true;
+    await this.warnIfNotForwarding();
+
+    this.peers = new PeerSet(backend, port, this.lease, this.log);
+    const pipeline = new Pipeline({
+      backend,
+      routes: this.peers.routes,
+      peersByAddr: this.peers.byAddr,
+      network: this.network,
+      localSubnet: subnet,
+      icmpSource: subnet.addr,
+      stats: this.stats,
+      batchSize: 64,
+    });
+    this.datapath = new Datapath(this.tun, this.sock, pipeline);
+    this.datapath.start();
+    this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: backend.type, port }, 'datapath up');
+
+    await writeSubnetEnv(opts.subnetFile, {
+      network: this.config.network,
+      subnet: `${formatIpv4(subnet.addr + 1)}/${subnet.len}`,
+      mtu: this.mtu,
+      ipmasq: opts.ipMasq,
+    });
+    this.subnetFileWritten = true;
+
+    this.startWatch();
+    this.scheduleRenew();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.renewTimer);
+    clearTimeout(this.watchRetry);
+    this.watchHandle?.close();
+    this.datapath?.stop();
+    // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
+    // addresses and routes that pointed into it.
+    this.tun?.close();
+    this.sock?.close();
+    if (this.subnetFileWritten) await fs.rm(this.opts.subnetFile, { force: true });
+    await this.health?.close();
+    this.runtime.close();
+    this.opts.registry.close();
+    this.log.info('stopped; TUN device, routes and subnet file removed');
+  }
+
+  notReady(): string[] {
+    const missing: string[] = [];
+    if (!this.lease) missing.push('lease');
+    if (!this.tun) missing.push('tun');
+    if (!this.routesInstalled) missing.push('routes');
+    if (!this.subnetFileWritten) missing.push('subnet file');
+    if (!this.peersSynced) missing.push('peer sync');
+    return missing;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      publicIp: this.opts.publicIp,
+      iface: this.underlayIface,
+      tun: this.tun?.name,
+      mtu: this.mtu,
+      backend: this.config?.backend.type,
+      network: this.config?.network,
+      lease: this.lease,
+      ready: this.notReady().length === 0,
+      control: { target: this.opts.controlTarget, watching: this.watchConnected, revision: this.revision },
+      peers: (this.peers?.peers() ?? [])
+        .filter((p) => !p.local)
+        .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port })),
+      counters: this.stats.toJSON(),
+      runtime: this.runtime.snapshot(),
+    };
+  }
+
+  private async findUnderlay(): Promise<{ name: string; mtu: number }> {
+    const { iface, publicIp } = this.opts;
+    if (iface) {
+      const info = await ifaceInfo(iface);
+      if (!info) throw new Error(`--iface ${iface}: no such interface`);
+      if (!info.addrs.some((a) => a.ip === publicIp)) {
+        throw new Error(`--public-ip ${publicIp} is not an address of --iface ${iface}`);
+      }
+      return { name: info.name, mtu: info.mtu };
+    }
+    const found = await ifaceForAddress(publicIp);
+    if (!found) throw new Error(`--public-ip ${publicIp} is not assigned to any interface here (pass --iface)`);
+    return found;
+  }
+
+  private async warnIfNotForwarding(): Promise<void> {
+    const v = await fs.readFile('/proc/sys/net/ipv4/ip_forward', 'utf8').catch(() => '');
+    if (v.trim() !== '1') {
+      this.log.warn('net.ipv4.ip_forward is 0: pods on this node cannot reach the overlay until it is enabled');
+    }
+  }
+
+  /** Retry while the control plane is unreachable; anything else (exhaustion, bad config) is fatal. */
+  private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let delay = BACKOFF_MIN_MS;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!(e instanceof RegistryError) || e.code !== 'unavailable' || this.stopping) throw e;
+        this.log.warn({ err: e.message, retryInMs: delay }, `${what}: control plane unreachable, retrying`);
+        await sleep(delay);
+        delay = Math.min(delay * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+
+  private startWatch(): void {
+    if (this.stopping) return;
+    this.watchHandle = this.opts.registry.watch(
+      this.revision,
+      (b) => this.onWatchBatch(b),
+      (e) => this.onWatchError(e),
+    );
+  }
+
+  private onWatchBatch(b: WatchBatch): void {
+    const peers = this.peers!;
+    if (!this.watchConnected) {
+      this.watchConnected = true;
+      this.watchBackoff = BACKOFF_MIN_MS;
+      this.log.info({ fromRevision: this.revision, snapshot: b.snapshot }, 'watching leases');
+    }
+    if (b.snapshot) {
+      const mine = b.leases.find((l) => l.subnet === this.lease!.subnet && l.publicIp === this.lease!.publicIp);
+      peers.applySnapshot(b.leases);
+      if (!mine) this.log.warn({ subnet: this.lease!.subnet }, 'our lease is missing from the control plane; it will be re-acquired at renewal');
+    } else {
+      peers.apply(b.events);
+    }
+    this.revision = b.revision;
+    this.peersSynced = true;
+  }
+
+  private onWatchError(e: Error): void {
+    if (this.stopping) return;
+    this.watchHandle?.close();
+    this.watchHandle = undefined;
+    if (this.watchConnected) {
+      this.log.warn({ err: e.message }, 'lease watch lost; forwarding with last-known routes');
+    }
+    this.watchConnected = false;
+    const delay = this.watchBackoff;
+    this.watchBackoff = Math.min(this.watchBackoff * 2, BACKOFF_MAX_MS);
+    this.watchRetry = setTimeout(() => this.startWatch(), delay);
+  }
+
+  private scheduleRenew(): void {
+    if (this.stopping || !this.lease) return;
+    const remaining = this.lease.expiration - Date.now();
+    const margin = Math.min(this.opts.renewMarginMs, remaining / 2);
+    const delay = Math.max(200, remaining - margin);
+    this.renewTimer = setTimeout(() => void this.renew(), delay);
+  }
+
+  private async renew(): Promise<void> {
+    const lease = this.lease!;
+    try {
+      this.lease = await this.opts.registry.renew({ subnet: lease.subnet, publicIp: lease.publicIp });
+      this.log.debug({ expiration: new Date(this.lease.expiration).toISOString() }, 'lease renewed');
+      this.scheduleRenew();
+    } catch (e) {
+      const err = e as Error;
+      if (e instanceof RegistryError && (e.code === 'not_found' || e.code === 'permission')) {
+        // The control plane no longer has our lease (expired or revoked). Ask again: with
+        // the same public IP we get the same subnet back if it is still free.
+        this.log.warn({ err: err.message }, 'lease lost; re-acquiring');
+        try {
+          const again = await this.opts.registry.acquire({ publicIp: lease.publicIp, backendType: lease.backendType, backendData: lease.backendData });
+          if (again.subnet !== lease.subnet) {
+            this.fail(new Error(`lease lost: control plane now assigns ${again.subnet} instead of ${lease.subnet}; restart to reconfigure`));
+            return;
+          }
+          this.lease = again;
+          this.scheduleRenew();
+          return;
+        } catch (e2) {
+          this.log.warn({ err: (e2 as Error).message }, 're-acquire failed');
+        }
+      } else {
+        this.log.warn({ err: err.message }, 'lease renewal failed; retrying');
+      }
+      const remaining = Math.max(0, this.lease!.expiration - Date.now());
+      this.renewTimer = setTimeout(() => void this.renew(), Math.min(5_000, Math.max(200, remaining / 4)));
+    }
+  }
+
+  private fail(e: Error): void {
+    this.log.error({ err: e.message }, 'fatal');
+    for (const fn of this.fatalHandlers) fn(e);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function setSysctl(key: string, value: string): Promise<void> {
+  await fs.writeFile(`/proc/sys/${key}`, value);
+}

@@ -1,0 +1,73 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+/**
+ * flannel's subnet.env, the file CNI plugins (flannel's own, or a lab acting as kubelet)
+ * read to configure pods: the cluster Network, this node's subnet written as its first
+ * address (what the bridge takes as gateway), the pod MTU and whether the node masquerades.
+ */
+export interface SubnetEnv {
+  network: string;
+  subnet: string;
+  mtu: number;
+  ipmasq: boolean;
+}
+
+export function formatSubnetEnv(env: SubnetEnv): string {
+  return (
+    `FLANNEL_NETWORK=${env.network}\n` +
+    `FLANNEL_SUBNET=${env.subnet}\n` +
+    `FLANNEL_MTU=${env.mtu}\n` +
+    `FLANNEL_IPMASQ=${env.ipmasq}\n`
+  );
+}
+
+export function parseSubnetEnv(text: string): SubnetEnv {
+  const vars = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^\s*([A-Z_]+)=(.*)$/.exec(line);
+    if (m) vars.set(m[1], m[2].trim());
+  }
+  const need = (k: string): string => {
+    const v = vars.get(k);
+    if (v === undefined) throw new Error(`subnet.env: ${k} missing`);
+    return v;
+  };
+  const mtu = Number(need('FLANNEL_MTU'));
+  if (!Number.isInteger(mtu) || mtu < 68) throw new Error(`subnet.env: bad FLANNEL_MTU "${vars.get('FLANNEL_MTU')}"`);
+  return {
+    network: need('FLANNEL_NETWORK'),
+    subnet: need('FLANNEL_SUBNET'),
+    mtu,
+    ipmasq: vars.get('FLANNEL_IPMASQ') === 'true',
+  };
+}
+
+/**
+ * Write a file so that readers see the old content or the new, never a torn one: temp file
+ * in the same directory, fsync, rename over the target, fsync the directory (rename is only
+ * durable once the directory entry is on disk).
+ */
+export async function writeFileAtomic(file: string, data: string): Promise<void> {
+  const dir = path.dirname(file);
+  await fs.mkdir(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
+  const fh = await fs.open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, file);
+  const dh = await fs.open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+export async function writeSubnetEnv(file: string, env: SubnetEnv): Promise<void> {
+  await writeFileAtomic(file, formatSubnetEnv(env));
+}

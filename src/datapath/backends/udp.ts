@@ -1,0 +1,28 @@
+import type { PacketList } from '../../io/packet-list';
+import type { Backend } from '../backend';
+import type { Peer } from '../peer';
+
+/** flannel's udp backend listens on 8285 unless Backend.Port says otherwise. */
+export const UDP_DEFAULT_PORT = 8285;
+
+/**
+ * flannel's udp backend on the wire: the inner IPv4 packet is the entire UDP payload, sent
+ * from the node's public IP to the peer's public IP and port. No header of our own: the
+ * kernel's UDP socket adds the outer IPv4 (20) + UDP (8) headers, hence 28 bytes of overhead.
+ */
+export class UdpBackend implements Backend {
+  readonly type = 'udp' as const;
+  readonly mtuOverhead = 28;
+  readonly headroom = 0;
+
+  encap(_buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
+    return tx.push(off, len, peer.publicIp, peer.port);
+  }
+
+  decap(_buf: Buffer, off: number, _len: number, _peer: Peer): number {
+    return off;
+  }
+
+  onPeerAdded(_peer: Peer): void {}
+  onPeerRemoved(_peer: Peer): void {}
+}

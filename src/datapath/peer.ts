@@ -1,0 +1,19 @@
+import type { Cidr } from '../route/cidr';
+
+/**
+ * Another node as the datapath sees it: where its pods live (its lease's subnet) and where
+ * to send their packets (its public IP and encapsulation port). One object per lease, created
+ * on lease events, never per packet.
+ */
+export interface Peer {
+  /** The lease's subnet, e.g. 10.244.3.0/24. */
+  readonly subnet: Cidr;
+  /** Underlay address of the node, host-order uint32. */
+  readonly publicIp: number;
+  /** Destination port on the underlay (flannel udp: 8285). */
+  readonly port: number;
+  /** Backend data from the lease (VTEP MAC for vxlan later). */
+  readonly backendData: Record<string, unknown>;
+  /** True for our own subnet: packets routed here must not be sent anywhere. */
+  readonly local: boolean;
+}

@@ -1,0 +1,175 @@
+import { PacketList } from '../io/packet-list';
+import { cidrContains, type Cidr } from '../route/cidr';
+import type { RouteTable } from '../route/route-table';
+import {
+  decrementTtl,
+  ipv4Dst,
+  ipv4Src,
+  ipv4TotalLength,
+  ipv4Ttl,
+  validateIpv4,
+  Ipv4Verdict,
+} from '../packet/ipv4';
+import {
+  buildIcmpError,
+  ICMP_DEST_UNREACH,
+  ICMP_NET_UNREACH,
+  ICMP_TIME_EXCEEDED,
+  ICMP_TTL_EXCEEDED,
+} from '../packet/icmp';
+import type { Backend } from './backend';
+import type { Peer } from './peer';
+import { DatapathStats, Drop } from './stats';
+
+/** Largest ICMP error we build: IPv4 (20) + ICMP (8) + quoted header (≤60) + 8 bytes. */
+const ICMP_SLOT = 128;
+
+export interface PipelineOptions {
+  backend: Backend;
+  routes: RouteTable<Peer>;
+  /** Sender lookup for ingress: underlay address → peer. */
+  peersByAddr: Map<number, Peer>;
+  network: Cidr;
+  localSubnet: Cidr;
+  /** Source address of the ICMP errors we originate: the TUN device's address, as a router uses its interface address. */
+  icmpSource: number;
+  stats: DatapathStats;
+  /** Packets per batch; sizes the ICMP reply list. */
+  batchSize: number;
+}
+
+/**
+ * The per-packet decisions, with no I/O: given a batch read from TUN or a socket, fill the
+ * lists of what must be sent or written. This is where a debugger breakpoint shows every
+ * routing and encapsulation decision; the I/O loop around it (datapath.ts) only moves batches.
+ */
+export class Pipeline {
+  readonly backend: Backend;
+  readonly stats: DatapathStats;
+  /** ICMP errors we originate, written back into TUN after each egress batch. */
+  readonly icmpOut: PacketList;
+  private readonly routes: RouteTable<Peer>;
+  private readonly peersByAddr: Map<number, Peer>;
+  private readonly network: Cidr;
+  private readonly localSubnet: Cidr;
+  private readonly icmpSource: number;
+
+  constructor(opts: PipelineOptions) {
+    this.backend = opts.backend;
+    this.routes = opts.routes;
+    this.peersByAddr = opts.peersByAddr;
+    this.network = opts.network;
+    this.localSubnet = opts.localSubnet;
+    this.icmpSource = opts.icmpSource;
+    this.stats = opts.stats;
+    this.icmpOut = new PacketList({ capacity: opts.batchSize, slotSize: ICMP_SLOT, headroom: 0 });
+  }
+
+  /**
+   * Egress: packets the kernel routed into TUN. Valid packets with a leased destination are
+   * handed to the backend, which queues them (outer headers written in place) on `tx`.
+   * The caller clears `tx` and `icmpOut` before each batch.
+   */
+  egress(rx: PacketList, tx: PacketList): void {
+    const buf = rx.buf;
+    const stats = this.stats;
+    const backend = this.backend;
+    const n = rx.count;
+    stats.tunReadPackets += n;
+    for (let i = 0; i < n; i++) {
+      const off = rx.offs[i];
+      const len = rx.lens[i];
+      const verdict = validateIpv4(buf, off, len);
+      if (verdict !== Ipv4Verdict.Ok) {
+        stats.drops[verdict]++;
+        continue;
+      }
+      const dst = ipv4Dst(buf, off);
+      const peer = this.routes.lookup(dst);
+      if (peer === undefined) {
+        if (cidrContains(this.network, dst)) {
+          // No lease covers it: answer as a router with no route would (RFC 1812 §5.2.7.1).
+          this.icmpError(buf, off, len, ICMP_DEST_UNREACH, ICMP_NET_UNREACH);
+          stats.drops[Drop.NoRoute]++;
+        } else {
+          stats.drops[Drop.NotInNetwork]++;
+        }
+        continue;
+      }
+      if (peer.local) {
+        stats.drops[Drop.LocalDestination]++;
+        continue;
+      }
+      // We forward like a router, so we decrement TTL as flannel's udp proxy does; a packet
+      // that would leave with TTL 0 is answered with time-exceeded (RFC 1812 §5.3.1).
+      if (ipv4Ttl(buf, off) <= 1) {
+        this.icmpError(buf, off, len, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED);
+        stats.drops[Drop.TtlExpired]++;
+        continue;
+      }
+      decrementTtl(buf, off);
+      // Send exactly the IP datagram: anything the device appended past Total Length is not ours.
+      const total = ipv4TotalLength(buf, off);
+      if (backend.encap(buf, off, total, peer, tx)) {
+        stats.txPackets++;
+        stats.txBytes += total;
+      } else {
+        stats.drops[Drop.SendFailed]++;
+      }
+    }
+  }
+
+  /**
+   * Ingress: datagrams from the underlay. Only a node holding a lease may send to us, only
+   * for sources inside its own subnet, and only to destinations inside ours.
+   */
+  ingress(rx: PacketList, toTun: PacketList): void {
+    const buf = rx.buf;
+    const stats = this.stats;
+    const n = rx.count;
+    for (let i = 0; i < n; i++) {
+      const len = rx.lens[i];
+      if (len < 0) {
+        stats.drops[Drop.Oversize]++;
+        continue;
+      }
+      const peer = this.peersByAddr.get(rx.addrs[i]);
+      if (peer === undefined || peer.local) {
+        stats.drops[Drop.UnknownPeer]++;
+        continue;
+      }
+      const off = rx.offs[i];
+      const inner = this.backend.decap(buf, off, len, peer);
+      if (inner < 0) {
+        stats.drops[-inner]++;
+        continue;
+      }
+      const innerLen = len - (inner - off);
+      const verdict = validateIpv4(buf, inner, innerLen);
+      if (verdict !== Ipv4Verdict.Ok) {
+        stats.drops[verdict]++;
+        continue;
+      }
+      if (!cidrContains(peer.subnet, ipv4Src(buf, inner))) {
+        stats.drops[Drop.SrcNotInPeerSubnet]++;
+        continue;
+      }
+      if (!cidrContains(this.localSubnet, ipv4Dst(buf, inner))) {
+        stats.drops[Drop.DstNotLocal]++;
+        continue;
+      }
+      const total = ipv4TotalLength(buf, inner);
+      toTun.push(inner, total);
+      stats.rxPackets++;
+      stats.rxBytes += total;
+    }
+  }
+
+  private icmpError(buf: Buffer, off: number, len: number, type: number, code: number): void {
+    const out = this.icmpOut;
+    if (out.count >= out.capacity) return;
+    const slot = out.count * ICMP_SLOT;
+    const n = buildIcmpError(out.buf, slot, buf, off, len, type, code, this.icmpSource);
+    if (n > 0) out.push(slot, n);
+  }
+}

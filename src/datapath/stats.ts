@@ -1,0 +1,74 @@
+// Datapath counters. Drops are counted by reason in one typed array so the hot loop does a
+// single indexed increment; names are only materialised when someone asks (status, metrics).
+
+/** Why a packet was dropped. The first six mirror Ipv4Verdict so a validator's verdict indexes here directly. */
+export const Drop = {
+  Truncated: 1,
+  NotIpv4: 2,
+  BadIhl: 3,
+  BadTotalLength: 4,
+  BadChecksum: 5,
+  /** Destination inside the Network but no node holds a lease for it (ICMP net-unreachable sent). */
+  NoRoute: 6,
+  /** Destination outside the Network: the kernel should never have routed it to us. */
+  NotInNetwork: 7,
+  /** TTL would reach zero in transit (ICMP time-exceeded sent), as a router does (RFC 1812 §5.3.1). */
+  TtlExpired: 8,
+  /** Datagram from an address that holds no lease. */
+  UnknownPeer: 9,
+  /** Inner source is not inside the sending node's subnet (spoofing or a stale lease). */
+  SrcNotInPeerSubnet: 10,
+  /** Inner destination is not inside our own subnet; writing it to TUN would loop it back out. */
+  DstNotLocal: 11,
+  /** Egress packet addressed to our own subnet: the kernel's more specific bridge route should have taken it. */
+  LocalDestination: 12,
+  /** Datagram larger than a slab slot (recvmmsg reported MSG_TRUNC). */
+  Oversize: 13,
+  /** Socket refused the datagram (buffer full, unreachable). */
+  SendFailed: 14,
+  /** The TUN device refused the packet. */
+  TunWriteFailed: 15,
+  /** Malformed encapsulation header (backend-specific). */
+  BadEncap: 16,
+} as const;
+
+export const DROP_NAMES: readonly string[] = (() => {
+  const names: string[] = ['none'];
+  for (const [k, v] of Object.entries(Drop)) {
+    names[v] = k.replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c.toLowerCase());
+  }
+  return names;
+})();
+
+export class DatapathStats {
+  txPackets = 0;
+  txBytes = 0;
+  rxPackets = 0;
+  rxBytes = 0;
+  tunReadPackets = 0;
+  tunWritePackets = 0;
+  icmpSent = 0;
+  readonly drops = new Float64Array(DROP_NAMES.length);
+
+  dropCount(reason: number): number {
+    return this.drops[reason] ?? 0;
+  }
+
+  toJSON(): Record<string, unknown> {
+    const drops: Record<string, number> = {};
+    for (let i = 1; i < DROP_NAMES.length; i++) {
+      const n = this.drops[i];
+      if (n) drops[DROP_NAMES[i]] = n;
+    }
+    return {
+      txPackets: this.txPackets,
+      txBytes: this.txBytes,
+      rxPackets: this.rxPackets,
+      rxBytes: this.rxBytes,
+      tunReadPackets: this.tunReadPackets,
+      tunWritePackets: this.tunWritePackets,
+      icmpSent: this.icmpSent,
+      drops,
+    };
+  }
+}
