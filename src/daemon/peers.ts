@@ -24,6 +24,7 @@ export class PeerSet {
     private readonly log?: { info(o: object, m: string): void; warn(o: object, m: string): void },
   ) {
     this.add(local);
+    this.commit();
   }
 
   get localLease(): Lease {
@@ -44,6 +45,7 @@ export class PeerSet {
       if (!l || parseIpv4(l.publicIp) !== peer.publicIp) this.removeSubnet(subnet);
     }
     for (const l of wanted.values()) if (!this.bySubnet.has(l.subnet)) this.add(l);
+    this.commit();
   }
 
   apply(events: LeaseEvent[]): void {
@@ -56,6 +58,14 @@ export class PeerSet {
         this.removeSubnet(ev.lease.subnet);
       }
     }
+    this.commit();
+  }
+
+  /** One new route snapshot per batch of lease changes, swapped in whole (the table is copy-on-write). */
+  private commit(): void {
+    const entries = [];
+    for (const p of this.bySubnet.values()) entries.push({ addr: p.subnet.addr, len: p.subnet.len, value: p });
+    this.routes.replaceAll(entries);
   }
 
   private add(lease: Lease): void {
@@ -78,7 +88,6 @@ export class PeerSet {
     if (previous && !previous.local && !isLocal) this.removeSubnet(formatCidr(previous.subnet));
     this.bySubnet.set(lease.subnet, peer);
     if (!isLocal) this.byAddr.set(peer.publicIp, peer);
-    this.routes.update((t) => t.insert(subnet.addr, subnet.len, peer));
     if (!isLocal) {
       this.backend.onPeerAdded(peer);
       this.log?.info({ subnet: lease.subnet, publicIp: lease.publicIp }, 'peer added');
@@ -90,9 +99,6 @@ export class PeerSet {
     if (!peer || peer.local) return;
     this.bySubnet.delete(subnet);
     if (this.byAddr.get(peer.publicIp) === peer) this.byAddr.delete(peer.publicIp);
-    this.routes.update((t) => {
-      t.delete(peer.subnet.addr, peer.subnet.len);
-    });
     this.backend.onPeerRemoved(peer);
     this.log?.info({ subnet }, 'peer removed');
   }

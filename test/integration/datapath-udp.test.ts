@@ -1,0 +1,162 @@
+// The udp datapath in a real 3-node netns lab: the router behaviour weft owes pods (ICMP
+// net-unreachable, TTL expiry), drops of traffic from addresses without a lease, and the
+// control-plane faults a node must ride out (control SIGKILLed and restarted, a daemon
+// restarted on the same public IP).
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  daemonStatus,
+  killControl,
+  labDown,
+  labExec,
+  labUp,
+  mustReadState,
+  pingPair,
+  readSubnetEnv,
+  restartDaemon,
+  startControl,
+  type LabState,
+} from '../../src/lab';
+import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
+
+const ROOT = join(__dirname, '..', '..');
+
+interface Status {
+  lease: { subnet: string };
+  control: { watching: boolean; revision: number };
+  peers: { subnet: string; publicIp: string }[];
+  counters: { txPackets: number; rxPackets: number; icmpSent: number; drops: Record<string, number> };
+}
+
+async function status(prefix: string, node: string): Promise<Status> {
+  return (await daemonStatus(prefix, node)) as Status;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** The node's lease as a network ("10.244.7.0/24"), read from the subnet.env its daemon wrote ("10.244.7.1/24"). */
+function subnetOf(state: LabState, node: string): string {
+  const env = readSubnetEnv(state.nodes.find((n) => n.name === node)!.subnetFile);
+  if (!env) throw new Error(`${node}: no subnet.env`);
+  const [ip, len] = env.subnet.split('/');
+  return formatCidr({ addr: (parseIpv4(ip) & maskOf(Number(len))) >>> 0, len: Number(len) });
+}
+
+/** The .0 address flannel (and weft) gives the tunnel device: the source of ICMP errors weft originates. */
+function tunAddress(state: LabState, node: string): string {
+  return subnetOf(state, node).split('/')[0];
+}
+
+const escape = (s: string) => s.replace(/\./g, '\\.');
+
+describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => {
+  const prefix = `weft-t-dp-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  let state: LabState;
+  const pod = (node: string) => state.pods.find((p) => p.node === node)!;
+
+  beforeAll(async () => {
+    // `npm test` builds dist/ first; this keeps a bare `vitest run` honest too.
+    spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit', timeout: 120_000 });
+    state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp' });
+  }, 180_000);
+
+  afterAll(async () => {
+    await labDown(prefix);
+  }, 60_000);
+
+  it('answers a destination inside the Network that no node leases with ICMP net-unreachable', async () => {
+    const leased = state.nodes.map((n) => parseCidr(subnetOf(state, n.name)));
+    let dst = '';
+    for (let x = 250; x > 0; x--) {
+      const a = parseCidr(`10.244.${x}.0/24`);
+      if (!leased.some((l) => l.addr === a.addr)) {
+        dst = `10.244.${x}.9`;
+        break;
+      }
+    }
+    const before = (await status(prefix, 'n1')).counters;
+    const r = await pingPair(prefix, 'n1/p1', dst, { count: 1, waitS: 2 });
+    expect(r.ok).toBe(false);
+    expect(r.output).toMatch(new RegExp(`From ${escape(tunAddress(state, 'n1'))}.*Destination Net Unreachable`));
+    const after = (await status(prefix, 'n1')).counters;
+    expect(after.drops.no_route ?? 0).toBeGreaterThan(before.drops.no_route ?? 0);
+    expect(after.icmpSent).toBeGreaterThan(before.icmpSent);
+  });
+
+  it('answers a packet whose TTL expires in the tunnel with ICMP time-exceeded, and forwards it with one more hop', async () => {
+    // TTL 2 from the pod: the node's kernel forwards it into weft0 with TTL 1, and weft,
+    // as the next router, must not send it on.
+    const expired = await pingPair(prefix, 'n1/p1', pod('n2').ip, { count: 1, waitS: 2, args: ['-t', '2'] });
+    expect(expired.ok).toBe(false);
+    expect(expired.output).toMatch(new RegExp(`From ${escape(tunAddress(state, 'n1'))}.*Time to live exceeded`));
+    expect((await status(prefix, 'n1')).counters.drops.ttl_expired ?? 0).toBeGreaterThan(0);
+    // Hops: n1 kernel, weft on n1, n2 kernel: TTL 4 arrives with 1 left.
+    const ok = await pingPair(prefix, 'n1/p1', pod('n2').ip, { count: 1, waitS: 2, args: ['-t', '4'] });
+    expect(ok.ok).toBe(true);
+  });
+
+  it('drops and counts datagrams from an underlay address that holds no lease', async () => {
+    const n1 = state.nodes[0];
+    const before = (await status(prefix, 'n1')).counters.drops.unknown_peer ?? 0;
+    // The switch namespace (192.168.77.1, the control plane's address) holds no lease.
+    const send = `const d=require('dgram').createSocket('udp4');const b=Buffer.alloc(60);b[0]=0x45;` +
+      `d.send(b,8285,'${n1.publicIp}',()=>d.send(b,8285,'${n1.publicIp}',()=>d.close()))`;
+    const r = await labExec(prefix, 'ul', [process.execPath, '-e', send], { timeoutMs: 10_000 });
+    expect(r.code).toBe(0);
+    await until('unknown_peer drops', async () => ((await status(prefix, 'n1')).counters.drops.unknown_peer ?? 0) >= before + 2);
+  });
+
+  it('keeps forwarding while weft control is SIGKILLed, and everyone resynchronises with the same leases after restart', async () => {
+    const leasesBefore = state.nodes.map((n) => subnetOf(state, n.name));
+    const stateFile = readFileSync(join(state.control.stateDir, 'leases.json'), 'utf8');
+    await killControl(prefix, 'SIGKILL');
+    // Data plane on last-known routes: still every pair.
+    for (const [a, b] of [['n1', 'n2'], ['n3', 'n1']]) {
+      const r = await pingPair(prefix, `${a}/p1`, pod(b).ip, { count: 2, intervalS: 0.2 });
+      expect(r.ok, r.output).toBe(true);
+    }
+    await until('daemons to notice the watch is gone', async () => !(await status(prefix, 'n1')).control.watching);
+    await startControl(prefix);
+    const st = mustReadState(prefix);
+    expect(st.nodes.map((n) => subnetOf(st, n.name))).toEqual(leasesBefore);
+    const persisted = JSON.parse(readFileSync(join(state.control.stateDir, 'leases.json'), 'utf8')) as { leases: { subnet: string }[] };
+    const before = JSON.parse(stateFile) as { leases: { subnet: string }[] };
+    expect(persisted.leases.map((l) => l.subnet).sort()).toEqual(before.leases.map((l) => l.subnet).sort());
+    for (const n of state.nodes) {
+      await until(`${n.name} to resume its watch`, async () => (await status(prefix, n.name)).control.watching, 30_000);
+      const s = await status(prefix, n.name);
+      expect(s.peers.map((p) => p.subnet).sort()).toEqual(leasesBefore.filter((_, i) => state.nodes[i].name !== n.name).sort());
+    }
+    const r = await pingPair(prefix, 'n2/p1', pod('n3').ip, { count: 2, intervalS: 0.2 });
+    expect(r.ok, r.output).toBe(true);
+  }, 90_000);
+
+  it('gives a daemon restarted on the same public IP its subnet back, and traffic recovers', async () => {
+    const before = subnetOf(state, 'n2');
+    await restartDaemon(prefix, 'n2', { signal: 'SIGKILL' });
+    const st = mustReadState(prefix);
+    expect(subnetOf(st, 'n2')).toBe(before);
+    const r = await until('ping n1/p1 → n2/p1 after restart', async () => {
+      const p = await pingPair(prefix, 'n1/p1', pod('n2').ip, { count: 1, waitS: 1 });
+      return p.ok ? p : undefined;
+    });
+    expect(r.ok).toBe(true);
+    const back = await pingPair(prefix, 'n2/p1', pod('n3').ip, { count: 2, intervalS: 0.2 });
+    expect(back.ok, back.output).toBe(true);
+  }, 60_000);
+});

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PeerSet } from '../../src/daemon/peers';
+import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from '../../src/daemon/subnet-env';
+import { UdpBackend } from '../../src/datapath/backends/udp';
+import type { Lease } from '../../src/control/registry';
+import { parseIpv4 } from '../../src/route/cidr';
+
+const lease = (subnet: string, publicIp: string, backendType = 'udp'): Lease => ({
+  subnet,
+  publicIp,
+  backendType,
+  backendData: {},
+  expiration: Date.now() + 3_600_000,
+});
+
+const local = lease('10.244.1.0/24', '192.168.77.11');
+
+describe('PeerSet', () => {
+  it('routes a snapshot by longest prefix and maps senders by address', () => {
+    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    ps.applySnapshot([local, lease('10.244.2.0/24', '192.168.77.12'), lease('10.244.3.0/24', '192.168.77.13')]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.77'))?.publicIp).toBe(parseIpv4('192.168.77.12'));
+    expect(ps.routes.lookup(parseIpv4('10.244.1.5'))?.local).toBe(true);
+    expect(ps.routes.lookup(parseIpv4('10.244.9.5'))).toBeUndefined();
+    expect(ps.byAddr.get(parseIpv4('192.168.77.13'))?.port).toBe(8285);
+    expect(ps.byAddr.has(parseIpv4('192.168.77.11'))).toBe(false);
+  });
+
+  it('applies added/removed events and swaps a new route snapshot per batch', () => {
+    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const v0 = ps.routes.version;
+    ps.apply([
+      { type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12') },
+      { type: 'added', lease: lease('10.244.3.0/24', '192.168.77.13') },
+    ]);
+    expect(ps.routes.version).toBe(v0 + 1);
+    ps.apply([{ type: 'removed', lease: lease('10.244.2.0/24', '192.168.77.12') }]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
+    expect(ps.byAddr.has(parseIpv4('192.168.77.12'))).toBe(false);
+    expect(ps.routes.lookup(parseIpv4('10.244.3.1'))).toBeDefined();
+  });
+
+  it('moves a node that re-registers with a new subnet instead of keeping both', () => {
+    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    ps.apply([{ type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12') }]);
+    ps.apply([{ type: 'added', lease: lease('10.244.5.0/24', '192.168.77.12') }]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
+    expect(ps.byAddr.get(parseIpv4('192.168.77.12'))?.subnet.addr).toBe(parseIpv4('10.244.5.0'));
+  });
+
+  it('drops peers missing from a resync snapshot and never drops its own subnet', () => {
+    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    ps.applySnapshot([lease('10.244.2.0/24', '192.168.77.12')]);
+    ps.applySnapshot([lease('10.244.3.0/24', '192.168.77.13')]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
+    expect(ps.routes.lookup(parseIpv4('10.244.3.1'))).toBeDefined();
+    expect(ps.routes.lookup(parseIpv4('10.244.1.1'))?.local).toBe(true);
+  });
+
+  it('ignores leases of another backend type, and counts them', () => {
+    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    ps.apply([{ type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12', 'vxlan') }]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
+    expect(ps.mismatched).toBe(1);
+  });
+});
+
+describe('subnet.env', () => {
+  const env = { network: '10.244.0.0/16', subnet: '10.244.7.1/24', mtu: 1472, ipmasq: false };
+
+  it('is flannel\'s four variables and parses back', () => {
+    const text = formatSubnetEnv(env);
+    expect(text).toBe('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
+    expect(parseSubnetEnv(text)).toEqual(env);
+  });
+
+  it('rejects a file without a usable MTU or subnet', () => {
+    expect(() => parseSubnetEnv('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_MTU=1472\n')).toThrow(/FLANNEL_SUBNET missing/);
+    expect(() => parseSubnetEnv(formatSubnetEnv({ ...env, mtu: 20 }))).toThrow(/FLANNEL_MTU/);
+  });
+
+  it('is written atomically, leaving no temp file behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-senv-'));
+    const file = join(dir, 'run', 'subnet.env');
+    await writeSubnetEnv(file, env);
+    await writeSubnetEnv(file, { ...env, mtu: 1450 });
+    expect(parseSubnetEnv(readFileSync(file, 'utf8')).mtu).toBe(1450);
+    expect(readdirSync(join(dir, 'run'))).toEqual(['subnet.env']);
+  });
+});
