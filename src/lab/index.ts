@@ -24,6 +24,7 @@ export {
   startControl,
   killControl,
   waitDaemonReady,
+  waitDaemonPeers,
   waitControlReady,
 } from './procs';
 export {

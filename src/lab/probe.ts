@@ -7,7 +7,11 @@ export interface HttpProbe {
   url: string;
   status: number; // 0 when no response
   body: string;
+  /** The success condition held (connected; HTTP 200 and, with `peers`, all of them listed). */
+  ok: boolean;
   error?: string;
+  /** With `peers`: the publicIps the body's `peers` array lists, or null when it has no such array. */
+  peersSeen?: string[] | null;
 }
 
 export interface ProbeSpec {
@@ -19,6 +23,12 @@ export interface ProbeSpec {
   deadlineMs: number;
   intervalMs: number;
   perTryTimeoutMs: number;
+  /**
+   * http only: success also needs the JSON body's \`peers\` array (of {publicIp} objects or of
+   * address strings) to list every one of these addresses. A body without such an array counts
+   * as success, with peersSeen null, since the probe cannot judge it.
+   */
+  peers?: string[];
 }
 
 // Runs inside the namespace; prints one JSON array of the last round's results. Kept as plain JS
@@ -33,20 +43,30 @@ function httpGet(url) {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { if (body.length < 1 << 20) body += d; });
-      res.on('end', () => resolve({ url, status: res.statusCode || 0, body }));
-      res.on('error', (e) => resolve({ url, status: 0, body, error: e.message }));
+      res.on('end', () => resolve(judge({ url, status: res.statusCode || 0, body })));
+      res.on('error', (e) => resolve({ url, status: 0, body, ok: false, error: e.message }));
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (e) => resolve({ url, status: 0, body: '', error: e.message }));
+    req.on('error', (e) => resolve({ url, status: 0, body: '', ok: false, error: e.message }));
   });
+}
+function judge(r) {
+  r.ok = r.status === 200;
+  if (r.ok && spec.peers) {
+    let list = null;
+    try { const j = JSON.parse(r.body); if (Array.isArray(j.peers)) list = j.peers; } catch {}
+    r.peersSeen = list && list.map((p) => (typeof p === 'string' ? p : p && p.publicIp)).filter(Boolean);
+    if (r.peersSeen) r.ok = spec.peers.every((ip) => r.peersSeen.includes(ip));
+  }
+  return r;
 }
 function tcp(target) {
   return new Promise((resolve) => {
     const i = target.lastIndexOf(':');
     const s = net.connect({ host: target.slice(0, i), port: Number(target.slice(i + 1)) });
-    const t = setTimeout(() => { s.destroy(); resolve({ url: target, status: 0, body: '', error: 'timeout' }); }, spec.perTryTimeoutMs);
-    s.on('connect', () => { clearTimeout(t); s.end(); resolve({ url: target, status: 200, body: '' }); });
-    s.on('error', (e) => { clearTimeout(t); resolve({ url: target, status: 0, body: '', error: e.message }); });
+    const t = setTimeout(() => { s.destroy(); resolve({ url: target, status: 0, body: '', ok: false, error: 'timeout' }); }, spec.perTryTimeoutMs);
+    s.on('connect', () => { clearTimeout(t); s.end(); resolve({ url: target, status: 200, body: '', ok: true }); });
+    s.on('error', (e) => { clearTimeout(t); resolve({ url: target, status: 0, body: '', ok: false, error: e.message }); });
   });
 }
 (async () => {
@@ -55,7 +75,7 @@ function tcp(target) {
     for (const t of spec.targets) {
       const r = spec.mode === 'tcp' ? await tcp(t) : await httpGet(t);
       results.push(r);
-      if (spec.untilOk && r.status === 200) { process.stdout.write(JSON.stringify(results)); return; }
+      if (spec.untilOk && r.ok) { process.stdout.write(JSON.stringify(results)); return; }
     }
     if (!spec.untilOk || Date.now() + spec.intervalMs > deadline) { process.stdout.write(JSON.stringify(results)); return; }
     await new Promise((r) => setTimeout(r, spec.intervalMs));

@@ -102,7 +102,7 @@ export async function waitControlReady(state: LabState, timeoutMs = CONTROL_READ
   );
   if (outer?.aborted) throw new Error('interrupted');
   if (died) throw failWithLog(`weft control (pid ${c.pid}) exited before listening on ${c.address}`, c.logFile, 'process gone');
-  if (!results?.some((r) => r.status === 200)) {
+  if (!results?.some((r) => r.ok)) {
     throw failWithLog(`weft control not listening on ${c.address} after ${timeoutMs / 1000}s`, c.logFile, describeProbe(results));
   }
 }
@@ -120,9 +120,37 @@ export async function waitDaemonReady(state: LabState, node: LabNode, timeoutMs 
   );
   if (outer?.aborted) throw new Error('interrupted');
   if (died) throw failWithLog(`weft daemon ${node.name} (pid ${node.pid}, ${node.ns}) exited before becoming ready`, node.logFile, 'process gone');
-  if (!results?.some((r) => r.status === 200)) {
+  if (!results?.some((r) => r.ok)) {
     throw failWithLog(`weft daemon ${node.name} (${node.ns}) not ready after ${timeoutMs / 1000}s`, node.logFile, `last /readyz: ${describeProbe(results)}`);
   }
+}
+
+/**
+ * Waits until the daemon's /status lists every other node as a peer. /readyz says the node's own
+ * side is in place; this says the overlay has converged, so the first packet a pod sends already
+ * has somewhere to go. Returns false (without waiting) when /status has no recognisable `peers`.
+ */
+export async function waitDaemonPeers(state: LabState, node: LabNode, timeoutMs = DAEMON_READY_TIMEOUT_MS, outer?: AbortSignal): Promise<boolean> {
+  const want = state.nodes.filter((n) => n !== node).map((n) => n.publicIp);
+  const { results, died } = await probeWhileAlive(
+    node.pid,
+    (signal) =>
+      probe(
+        node.ns,
+        { mode: 'http', targets: healthUrls(node.publicIp, node.healthzPort, '/status'), untilOk: true, deadlineMs: timeoutMs, intervalMs: 100, perTryTimeoutMs: 1000, peers: want },
+        { nodeBin: state.nodeBin, signal },
+      ),
+    outer,
+  );
+  if (outer?.aborted) throw new Error('interrupted');
+  if (died) throw failWithLog(`weft daemon ${node.name} (pid ${node.pid}, ${node.ns}) exited while learning its peers`, node.logFile, 'process gone');
+  const ok = results?.find((r) => r.ok);
+  if (!ok) {
+    const seen = results?.find((r) => r.peersSeen)?.peersSeen ?? [];
+    const missing = want.filter((ip) => !seen.includes(ip));
+    throw failWithLog(`weft daemon ${node.name} (${node.ns}) does not know its peers after ${timeoutMs / 1000}s`, node.logFile, `missing ${missing.join(', ')}; last /status: ${describeProbe(results)}`);
+  }
+  return ok.peersSeen !== null && ok.peersSeen !== undefined;
 }
 
 function daemonEnv(state: LabState): NodeJS.ProcessEnv {
@@ -139,13 +167,22 @@ export async function spawnControl(state: LabState, opts: { wait?: boolean; time
   if (opts.wait !== false) await waitControlReady(state, opts.timeoutMs, opts.signal);
 }
 
-/** Starts one node's daemon (must not be running); with wait (default) until /readyz is 200. Updates state.json. */
-export async function spawnDaemon(state: LabState, node: LabNode, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<void> {
+export interface StartOptions {
+  /** Wait for /readyz (default true). */
+  wait?: boolean;
+  /** Also wait until the daemon's /status lists every other node (default: same as wait). */
+  peers?: boolean;
+  timeoutMs?: number;
+}
+
+/** Starts one node's daemon (must not be running) and by default waits until it is ready and knows its peers. Updates state.json. */
+export async function spawnDaemon(state: LabState, node: LabNode, opts: StartOptions = {}): Promise<void> {
   if (isLabPid(node.pid, state.dir)) throw new Error(`weft daemon ${node.name} already running (pid ${node.pid})`);
   logStart(node.logFile, node.argv);
   node.pid = await spawnDetached(node.argv, node.logFile, daemonEnv(state));
   writeState(state);
   if (opts.wait !== false) await waitDaemonReady(state, node, opts.timeoutMs);
+  if (opts.wait !== false && opts.peers !== false) await waitDaemonPeers(state, node, opts.timeoutMs);
 }
 
 /**
@@ -167,7 +204,7 @@ export async function stopDaemon(prefix: string, node: string, sig: NodeJS.Signa
   await stopPid(findNode(state, node).pid, state.dir, sig, graceMs);
 }
 
-export async function startDaemon(prefix: string, node: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<LabNode> {
+export async function startDaemon(prefix: string, node: string, opts: StartOptions = {}): Promise<LabNode> {
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   await spawnDaemon(state, n, opts);
@@ -178,7 +215,7 @@ export async function startDaemon(prefix: string, node: string, opts: { wait?: b
 export async function restartDaemon(
   prefix: string,
   node: string,
-  opts: { signal?: NodeJS.Signals; wait?: boolean; timeoutMs?: number } = {},
+  opts: StartOptions & { signal?: NodeJS.Signals } = {},
 ): Promise<LabNode> {
   await stopDaemon(prefix, node, opts.signal ?? 'SIGTERM');
   return startDaemon(prefix, node, opts);

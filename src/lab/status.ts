@@ -76,7 +76,7 @@ export async function labStatus(prefix: string): Promise<LabStatus> {
           { mode: 'http', targets, untilOk: false, deadlineMs: 0, intervalMs: 0, perTryTimeoutMs: 1500 },
           { nodeBin: state.nodeBin },
         ).catch(() => [] as HttpProbe[]);
-        ready = pick(results, '/readyz')?.status === 200;
+        ready = pick(results, '/readyz')?.ok === true;
         const st = pick(results, '/status');
         if (st?.status === 200) {
           try {
@@ -178,7 +178,7 @@ export async function daemonStatus(prefix: string, node: string): Promise<unknow
     { mode: 'http', targets: healthUrls(n.publicIp, n.healthzPort, '/status'), untilOk: true, deadlineMs: 0, intervalMs: 0, perTryTimeoutMs: 2000 },
     { nodeBin: state.nodeBin },
   );
-  const ok = results.find((r) => r.status === 200);
+  const ok = results.find((r) => r.ok);
   if (!ok) throw new Error(`daemon ${node} /status: ${results.map((r) => `${r.url} → ${r.status || r.error}`).join('; ')}`);
   return JSON.parse(ok.body) as unknown;
 }

@@ -6,7 +6,7 @@ import { hostAt, parseCidr, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
-import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonReady } from './procs';
+import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './procs';
 import {
   BACKENDS,
   CNI_BIN_DIR,
@@ -252,6 +252,11 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     ).finally(() => opts.signal?.removeEventListener('abort', onAbort));
     if (opts.signal?.aborted) throw new Error('interrupted');
     log('daemons ready');
+
+    at('wait for every daemon to know its peers');
+    const checked = await Promise.all(state.nodes.map((n) => waitDaemonPeers(state, n, opts.readyTimeoutMs, opts.signal)));
+    if (checked.every(Boolean)) log('every daemon knows every other node');
+    else log('note: a daemon\'s /status has no `peers` list; not waiting for the overlay to converge');
 
     for (const n of state.nodes) {
       at(`attach pods on ${n.name}`);

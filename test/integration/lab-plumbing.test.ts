@@ -31,7 +31,8 @@ import {
 import { listNs } from '../../src/lab/netns';
 
 // Speaks the lab's contract: control listens on --listen; a daemon gets a /24 from control, writes
-// subnet.env, routes peers' /24s via their public IPs, answers /readyz once that is done, and
+// subnet.env, routes peers' /24s via their public IPs, answers /readyz once its own side is done
+// (like the real one: before it has necessarily heard of every peer), lists peers in /status, and
 // undoes it on SIGTERM. `--standin-exit-on IP` makes the daemon with that public IP die at start.
 const STANDIN = String.raw`
 const { parseArgs } = require('node:util'), http = require('node:http'), fs = require('node:fs');
@@ -53,7 +54,7 @@ if (cmd === 'control') {
   const { values } = parseArgs({ args: rest, options: opt(['control', 'public-ip', 'iface', 'subnet-file', 'healthz-port', 'tun-name', 'standin-exit-on']) });
   if (values['standin-exit-on'] === values['public-ip']) { console.error('stand-in: exiting on purpose'); process.exit(3); }
   const get = (p) => new Promise((ok, ko) => http.get('http://' + values.control + p, (r) => { let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => ok(JSON.parse(b))); }).on('error', ko));
-  let ready = false, mine = null; const routes = new Set();
+  let ready = false, mine = null; const routes = new Map();
   const loop = async () => {
     try {
       if (!mine) {
@@ -62,7 +63,7 @@ if (cmd === 'control') {
       }
       for (const [ip, s] of Object.entries(await get('/leases'))) {
         if (s === mine || routes.has(s + '.0/24')) continue;
-        execFileSync('ip', ['route', 'replace', s + '.0/24', 'via', ip, 'dev', values.iface]); routes.add(s + '.0/24');
+        execFileSync('ip', ['route', 'replace', s + '.0/24', 'via', ip, 'dev', values.iface]); routes.set(s + '.0/24', ip);
       }
       ready = true;
     } catch (e) { console.error('stand-in:', e.message); }
@@ -70,11 +71,11 @@ if (cmd === 'control') {
   loop(); setInterval(loop, 200);
   http.createServer((req, res) => {
     if (req.url === '/readyz') { res.statusCode = ready ? 200 : 503; return res.end(ready ? 'ok' : 'waiting'); }
-    if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...routes], counters: {} }));
+    if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...routes].map(([subnet, publicIp]) => ({ subnet, publicIp })), counters: {} }));
     res.end('ok');
   }).listen(Number(values['healthz-port']), '0.0.0.0');
   process.on('SIGTERM', () => {
-    for (const r of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
+    for (const [r] of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
     try { fs.unlinkSync(values['subnet-file']); } catch {}
     process.exit(0);
   });
