@@ -13,7 +13,13 @@ export interface SubnetEnv {
   FLANNEL_SUBNET: string;
   FLANNEL_MTU: number;
   FLANNEL_IPMASQ: boolean;
-  [k: string]: string | number | boolean;
+  /** The same four under plain names: network "10.244.0.0/16", subnet "10.244.7.1/24" (the node's gateway address with the lease's length), mtu, ipmasq. */
+  network: string;
+  subnet: string;
+  mtu: number;
+  ipmasq: boolean;
+  /** Every KEY=VALUE line as written. */
+  raw: Record<string, string>;
 }
 
 /** Parses flannel's subnet.env (KEY=VALUE lines; the format flanneld writes and its CNI plugin reads). */
@@ -26,12 +32,18 @@ export function parseSubnetEnv(text: string): SubnetEnv {
   for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU']) {
     if (!kv[k]) throw new Error(`subnet.env lacks ${k}`);
   }
+  const mtu = Number(kv.FLANNEL_MTU);
+  const ipmasq = kv.FLANNEL_IPMASQ === 'true';
   return {
-    ...kv,
     FLANNEL_NETWORK: kv.FLANNEL_NETWORK,
     FLANNEL_SUBNET: kv.FLANNEL_SUBNET,
-    FLANNEL_MTU: Number(kv.FLANNEL_MTU),
-    FLANNEL_IPMASQ: kv.FLANNEL_IPMASQ === 'true',
+    FLANNEL_MTU: mtu,
+    FLANNEL_IPMASQ: ipmasq,
+    network: kv.FLANNEL_NETWORK,
+    subnet: kv.FLANNEL_SUBNET,
+    mtu,
+    ipmasq,
+    raw: kv,
   };
 }
 

@@ -6,7 +6,7 @@ import { cniDel } from './cni';
 import { deleteNs, listNs, nsExists, nsPids } from './netns';
 import { cmdline, pidsWithCmdline, terminate } from './proc';
 import { isLabPid } from './procs';
-import { LAB_ROOT, labDir, labNsPattern, readState, type LabState } from './state';
+import { LAB_ROOT, labDir, labNsPattern, prefixOf, readState, type LabRef, type LabState } from './state';
 
 export interface LabDownOptions {
   log?: (msg: string) => void;
@@ -26,7 +26,8 @@ function safeReadState(prefix: string): LabState | null {
  * Every live process belonging to the lab: those whose arguments mention the lab dir (control,
  * daemons, also after their namespace is gone) and those inside its namespaces.
  */
-export async function labProcesses(prefix: string): Promise<number[]> {
+export async function labProcesses(lab: LabRef): Promise<number[]> {
+  const prefix = prefixOf(lab);
   const pattern = labNsPattern(prefix);
   const pids = new Set(pidsWithCmdline(labDir(prefix) + '/'));
   for (const ns of (await listNs()).filter((n) => pattern.test(n))) {
@@ -35,7 +36,8 @@ export async function labProcesses(prefix: string): Promise<number[]> {
   return [...pids].sort((a, b) => a - b);
 }
 
-export async function labDown(prefix: string, opts: LabDownOptions = {}): Promise<void> {
+export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<void> {
+  const prefix = prefixOf(lab);
   const log = opts.log ?? (() => undefined);
   const graceMs = opts.graceMs ?? 5_000;
   const dir = labDir(prefix);

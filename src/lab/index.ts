@@ -46,6 +46,8 @@ export {
   type LabNode,
   type LabPod,
   type LabControl,
+  type LabRef,
+  prefixOf,
 } from './state';
 export { readSubnetEnv, parseSubnetEnv, type SubnetEnv } from './cni';
 export { contains, within, networkOf } from './addr';

@@ -3,7 +3,7 @@
 import { appendFileSync } from 'node:fs';
 import { healthUrls, probe, type HttpProbe } from './probe';
 import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './proc';
-import { findNode, mustReadState, writeState, type LabControl, type LabNode, type LabState } from './state';
+import { findNode, mustReadState, prefixOf, writeState, type LabControl, type LabNode, type LabRef, type LabState } from './state';
 
 export const DAEMON_READY_TIMEOUT_MS = 30_000;
 export const CONTROL_READY_TIMEOUT_MS = 20_000;
@@ -199,12 +199,14 @@ async function stopPid(pid: number, dir: string, sig: NodeJS.Signals, graceMs: n
   }
 }
 
-export async function stopDaemon(prefix: string, node: string, sig: NodeJS.Signals = 'SIGTERM', graceMs = 5_000): Promise<void> {
+export async function stopDaemon(lab: LabRef, node: string, sig: NodeJS.Signals = 'SIGTERM', graceMs = 5_000): Promise<void> {
+  const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   await stopPid(findNode(state, node).pid, state.dir, sig, graceMs);
 }
 
-export async function startDaemon(prefix: string, node: string, opts: StartOptions = {}): Promise<LabNode> {
+export async function startDaemon(lab: LabRef, node: string, opts: StartOptions = {}): Promise<LabNode> {
+  const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   await spawnDaemon(state, n, opts);
@@ -213,22 +215,25 @@ export async function startDaemon(prefix: string, node: string, opts: StartOptio
 
 /** Stops a node's daemon (SIGTERM by default, SIGKILL to simulate a crash) and starts it again, waiting for /readyz. */
 export async function restartDaemon(
-  prefix: string,
+  lab: LabRef,
   node: string,
   opts: StartOptions & { signal?: NodeJS.Signals } = {},
 ): Promise<LabNode> {
+  const prefix = prefixOf(lab);
   await stopDaemon(prefix, node, opts.signal ?? 'SIGTERM');
   return startDaemon(prefix, node, opts);
 }
 
 /** Signals control (SIGKILL by default) and waits for it to exit. */
-export async function killControl(prefix: string, sig: NodeJS.Signals = 'SIGKILL', graceMs = 5_000): Promise<void> {
+export async function killControl(lab: LabRef, sig: NodeJS.Signals = 'SIGKILL', graceMs = 5_000): Promise<void> {
+  const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   await stopPid(state.control.pid, state.dir, sig, graceMs);
 }
 
 /** Starts control again with its original arguments (same state dir) and waits until it listens. */
-export async function startControl(prefix: string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<LabControl> {
+export async function startControl(lab: LabRef, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<LabControl> {
+  const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   await spawnControl(state, opts);
   return state.control;

@@ -132,6 +132,10 @@ export function targetNs(prefix: string, target: string): string {
   return m[2] === undefined ? nodeNsName(prefix, Number(m[1])) : podNsName(prefix, Number(m[1]), Number(m[2]));
 }
 
+/** API functions take a lab by prefix or by its state (which carries the prefix). */
+export type LabRef = string | Pick<LabState, 'prefix'>;
+export const prefixOf = (lab: LabRef): string => (typeof lab === 'string' ? lab : lab.prefix);
+
 export function readState(prefix: string): LabState | null {
   const p = statePath(prefix);
   if (!existsSync(p)) return null;

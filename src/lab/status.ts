@@ -4,7 +4,7 @@ import { readSubnetEnv } from './cni';
 import { listNs, nsExists } from './netns';
 import { healthUrls, probe, type HttpProbe } from './probe';
 import { isLabPid } from './procs';
-import { DEFAULT_PREFIX, findNode, labDir, labNsPattern, mustReadState, readState } from './state';
+import { DEFAULT_PREFIX, findNode, labDir, labNsPattern, mustReadState, prefixOf, readState, type LabRef } from './state';
 
 export interface NodeStatus {
   name: string;
@@ -54,7 +54,8 @@ function pick(results: HttpProbe[], path: string): HttpProbe | undefined {
   return results.find((r) => r.url.endsWith(path) && r.status !== 0);
 }
 
-export async function labStatus(prefix: string): Promise<LabStatus> {
+export async function labStatus(lab: LabRef): Promise<LabStatus> {
+  const prefix = prefixOf(lab);
   const pattern = labNsPattern(prefix);
   const namespaces = (await listNs()).filter((n) => pattern.test(n)).sort();
   const state = readState(prefix);
@@ -170,7 +171,8 @@ export function formatStatus(s: LabStatus): string {
 }
 
 /** One daemon's /status JSON ({lease, peers, counters}); throws when it does not answer 200. */
-export async function daemonStatus(prefix: string, node: string): Promise<unknown> {
+export async function daemonStatus(lab: LabRef, node: string): Promise<unknown> {
+  const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   const results = await probe(

@@ -1,7 +1,7 @@
 // Running commands and test traffic inside lab namespaces: exec, ping between pods, iperf3.
 import { nsExists } from './netns';
 import { run, sleep, type RunOptions } from './proc';
-import { addressOf, mustReadState, targetNs } from './state';
+import { addressOf, mustReadState, prefixOf, targetNs, type LabRef } from './state';
 
 export interface ExecResult {
   code: number;
@@ -14,7 +14,8 @@ export interface ExecResult {
  * Runs argv inside a lab namespace ("n1", "n1/p1", "ul") and captures its output. Bounded by
  * opts.timeoutMs (default 30 s); a timeout gives code 124.
  */
-export async function labExec(prefix: string, target: string, argv: string[], opts: RunOptions = {}): Promise<ExecResult> {
+export async function labExec(lab: LabRef, target: string, argv: string[], opts: RunOptions = {}): Promise<ExecResult> {
+  const prefix = prefixOf(lab);
   const ns = targetNs(prefix, target);
   if (!nsExists(ns)) throw new Error(`lab target ${target}: namespace ${ns} does not exist`);
   if (argv.length === 0) throw new Error('labExec: empty command');
@@ -24,7 +25,8 @@ export async function labExec(prefix: string, target: string, argv: string[], op
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /** A target's address, or the argument itself when it already is an IPv4 address. */
-export function resolveAddress(prefix: string, target: string): string {
+export function resolveAddress(lab: LabRef, target: string): string {
+  const prefix = prefixOf(lab);
   return IPV4.test(target) ? target : addressOf(mustReadState(prefix), target);
 }
 
@@ -75,7 +77,8 @@ export function parsePing(out: string): Pick<PingResult, 'transmitted' | 'receiv
  * Pings `to` (a target such as "n2/p1", or an IPv4 address) from inside `from`. ok means every
  * request got a reply.
  */
-export async function pingPair(prefix: string, from: string, to: string, opts: PingOptions = {}): Promise<PingResult> {
+export async function pingPair(lab: LabRef, from: string, to: string, opts: PingOptions = {}): Promise<PingResult> {
+  const prefix = prefixOf(lab);
   const count = opts.count ?? 3;
   const intervalS = opts.intervalS ?? 0.2;
   const waitS = opts.waitS ?? 2;
@@ -155,7 +158,8 @@ export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | '
  * with -1 (one test, then exit) and is killed if the client never reaches it; both ends are
  * bounded by timeouts.
  */
-export async function iperf3Pair(prefix: string, client: string, server: string, opts: IperfOptions = {}): Promise<IperfResult> {
+export async function iperf3Pair(lab: LabRef, client: string, server: string, opts: IperfOptions = {}): Promise<IperfResult> {
+  const prefix = prefixOf(lab);
   const seconds = opts.seconds ?? 3;
   const port = opts.port ?? 5201;
   const dst = resolveAddress(prefix, server);

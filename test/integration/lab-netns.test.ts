@@ -1,0 +1,125 @@
+// The netns lab with the real `weft control` and `weft daemon` (udp backend): three nodes, one
+// pod each, attached through the CNI bridge plugin; traffic between every pair of nodes; the CLI's
+// status/exec/down; and nothing left behind afterwards.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  contains,
+  iperf3Pair,
+  labDir,
+  labDown,
+  labNsPattern,
+  labProcesses,
+  labUp,
+  pingPair,
+  within,
+  type LabState,
+  type LabStatus,
+} from '../../src/lab';
+import { listNs } from '../../src/lab/netns';
+
+const ROOT = join(__dirname, '..', '..');
+const WEFT = join(ROOT, 'bin', 'weft.js');
+
+/** dist/ is stale when any .ts under src/ is newer than its compiled .js (or has none). */
+function distStale(dir: string): boolean {
+  let stale = false;
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
+        const out = join(ROOT, 'dist', relative(ROOT, p)).replace(/\.ts$/, '.js');
+        if (!existsSync(out) || statSync(out).mtimeMs < statSync(p).mtimeMs) stale = true;
+      }
+    }
+  };
+  walk(dir);
+  return stale;
+}
+
+/** The compiled CLI, as a user runs it; bounded so a hung command fails the test instead of the run. */
+function weft(args: string[], timeoutMs = 60_000): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)', () => {
+  const prefix = `weft-t-lab-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  let state: LabState;
+
+  beforeAll(async () => {
+    if (distStale(join(ROOT, 'src'))) {
+      // tsc exits non-zero on type errors but still emits; a broken build shows up as a daemon
+      // that fails to start, with its log in the error.
+      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit', timeout: 120_000 });
+    }
+    state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp' });
+  }, 180_000);
+
+  afterAll(async () => {
+    await labDown(prefix);
+  });
+
+  it('status --json: three nodes with distinct /24 leases in 10.244.0.0/16, pods inside them', () => {
+    const r = weft(['lab', 'status', '--prefix', prefix, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as LabStatus;
+    expect(s.exists).toBe(true);
+    expect(s.backend).toBe('udp');
+    expect(s.control?.alive).toBe(true);
+    expect(s.nodes).toHaveLength(3);
+    for (const n of s.nodes) {
+      expect(n.alive && n.ready, `${n.name} alive/ready`).toBe(true);
+      expect(n.subnet).toMatch(/\/24$/);
+      expect(within('10.244.0.0/16', n.subnet!)).toBe(true);
+      expect(n.mtu).toBe(1472);
+    }
+    expect(new Set(s.nodes.map((n) => n.subnet)).size).toBe(3);
+    expect(s.pods).toHaveLength(3);
+    for (const p of s.pods) {
+      const node = s.nodes.find((n) => n.name === p.node)!;
+      expect(contains(node.subnet!, p.ip), `${p.name} ${p.ip} in ${node.subnet}`).toBe(true);
+    }
+  });
+
+  it('ping crosses the overlay between pods on every ordered pair of nodes', async () => {
+    const failures: string[] = [];
+    for (const a of state.pods) {
+      for (const b of state.pods) {
+        if (a.node === b.node) continue;
+        const r = await pingPair(prefix, a.name, b.name, { count: 3, waitS: 2 });
+        if (!r.ok) failures.push(`${a.name} → ${b.name} (${b.ip}): ${r.received}/${r.transmitted}\n${r.output}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('iperf3 moves data between pods on two nodes', async () => {
+    const r = await iperf3Pair(prefix, 'n1/p1', 'n3/p1', { seconds: 2 });
+    expect(r.error).toBeUndefined();
+    expect(r.ok).toBe(true);
+    expect(r.bitsPerSecond).toBeGreaterThan(0);
+  });
+
+  it('exec runs commands in node and pod namespaces and returns their exit code', () => {
+    const dst = state.pods.find((p) => p.node === 'n2')!.ip;
+    const ping = weft(['lab', 'exec', '--prefix', prefix, 'n1/p1', '--', 'ping', '-c', '1', '-W', '2', dst]);
+    expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    expect(ping.stdout).toContain('1 received');
+    expect(weft(['lab', 'exec', '--prefix', prefix, 'n2', '--', 'sh', '-c', 'exit 3']).code).toBe(3);
+    // The daemon's TUN and the overlay route into it live in the node namespace.
+    const route = weft(['lab', 'exec', '--prefix', prefix, 'n1', '--', 'ip', 'route', 'show', '10.244.0.0/16']);
+    expect(route.stdout).toContain('dev weft0');
+  });
+
+  it('down leaves no namespace, process or state behind', async () => {
+    const r = weft(['lab', 'down', '--prefix', prefix]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await listNs()).filter((n) => labNsPattern(prefix).test(n))).toEqual([]);
+    expect(await labProcesses(prefix)).toEqual([]);
+    expect(existsSync(labDir(prefix))).toBe(false);
+  });
+});
