@@ -1,4 +1,832 @@
-// Placeholder; replaced by the real addon.
+// weft's native addon: the kernel interfaces Node lacks, and nothing else.
+//
+// Every entry point moves a *batch* of packets between one file descriptor and a caller-owned
+// slab (a Buffer cut into fixed-size slots, packet i at i*slotSize + headroom). Routing,
+// parsing and every other decision stay in TypeScript; there is no per-packet JS<->C++ call.
+//
+// Layout, so later kernel features slot in beside what is here:
+//   - argument checking (Args*): everything a caller passes is bounds-checked before the first
+//     syscall, so a bad offset throws a TypeError/RangeError instead of touching memory;
+//   - scratch (Scratch): per-environment mmsghdr/iovec/sockaddr arrays, grown only when a
+//     larger batch is asked for, so the per-batch path does not allocate;
+//   - openers (tunOpen, udpOpen; later a raw IPPROTO_IPIP socket, IFF_VNET_HDR);
+//   - batch movers (readPackets/writePackets for TUN, recvBatch/sendBatch for any AF_INET
+//     datagram socket; later UDP_SEGMENT/UDP_GRO control messages go into the same mmsghdrs);
+//   - readiness (Poller): a uv_poll_t on Node's own loop.
+
 #include <napi.h>
-static Napi::Object Init(Napi::Env env, Napi::Object exports) { return exports; }
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace {
+
+// The kernel clamps recvmmsg/sendmmsg's vlen to UIO_MAXIOV (1024, net/socket.c); asking for
+// more per call only wastes scratch, so larger batches are split into calls of this size.
+constexpr size_t kMaxMsgsPerCall = 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+const char* ErrnoName(int err) {
+  const char* n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+// strerrordesc_np, unlike strerror, neither depends on the locale nor shares a static buffer
+// between worker threads.
+const char* ErrnoDesc(int err) {
+  const char* d = strerrordesc_np(err);
+  return d ? d : "Unknown error";
+}
+
+// Throws `<what>: <strerror>` with Node's usual `code` and `syscall` properties, so callers can
+// branch on err.code the way they would for an fs or net error.
+void ThrowErrno(Napi::Env env, const std::string& syscall, const std::string& what, int err) {
+  Napi::Error e = Napi::Error::New(env, what + ": " + ErrnoDesc(err));
+  e.Set("code", Napi::String::New(env, ErrnoName(err)));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+}
+
+void ThrowType(Napi::Env env, const std::string& msg) {
+  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
+}
+
+void ThrowRange(Napi::Env env, const std::string& msg) {
+  Napi::RangeError::New(env, msg).ThrowAsJavaScriptException();
+}
+
+std::string Ipv4String(uint32_t host_order) {
+  return std::to_string(host_order >> 24) + "." + std::to_string((host_order >> 16) & 0xff) +
+         "." + std::to_string((host_order >> 8) & 0xff) + "." + std::to_string(host_order & 0xff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checking. Each helper throws and returns false on a bad argument; callers return
+// undefined straight away so the pending exception reaches JS.
+
+bool ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min, int64_t max,
+            int64_t* out) {
+  Napi::Env env = info.Env();
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    ThrowType(env, std::string(name) + " must be a number");
+    return false;
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || std::trunc(v) != v) {
+    ThrowRange(env, std::string(name) + " must be an integer");
+    return false;
+  }
+  if (v < static_cast<double>(min) || v > static_cast<double>(max)) {
+    ThrowRange(env, std::string(name) + " out of range [" + std::to_string(min) + ", " +
+                        std::to_string(max) + "]: " + std::to_string(static_cast<int64_t>(v)));
+    return false;
+  }
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
+bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
+  int64_t v;
+  if (!ArgInt(info, i, "fd", 0, INT32_MAX, &v)) return false;
+  *fd = static_cast<int>(v);
+  return true;
+}
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* name, bool* out) {
+  if (i >= info.Length() || !info[i].IsBoolean()) {
+    ThrowType(info.Env(), std::string(name) + " must be a boolean");
+    return false;
+  }
+  *out = info[i].As<Napi::Boolean>().Value();
+  return true;
+}
+
+// The data pointer napi hands back already includes the view's byteOffset, and JS guarantees a
+// typed array's byteOffset is a multiple of its element size, so E* is correctly aligned.
+template <napi_typedarray_type Type, typename E>
+bool ArgTyped(const Napi::CallbackInfo& info, size_t i, const char* name, const char* type_name,
+              E** data, size_t* length) {
+  napi_env env = info.Env();
+  bool is = false;
+  if (i < info.Length()) napi_is_typedarray(env, info[i], &is);
+  napi_typedarray_type type;
+  size_t len = 0;
+  void* ptr = nullptr;
+  if (is) napi_get_typedarray_info(env, info[i], &type, &len, &ptr, nullptr, nullptr);
+  if (!is || type != Type) {
+    ThrowType(info.Env(), std::string(name) + " must be a " + type_name);
+    return false;
+  }
+  *data = static_cast<E*>(ptr);
+  *length = ptr ? len : 0;  // a detached buffer reports no data: treat it as empty
+  return true;
+}
+
+bool ArgBytes(const Napi::CallbackInfo& info, size_t i, uint8_t** data, size_t* length) {
+  return ArgTyped<napi_uint8_array, uint8_t>(info, i, "buf", "Buffer or Uint8Array", data,
+                                             length);
+}
+
+// A slab: maxCount slots of slotSize bytes, each packet at slot + headroom.
+struct SlabArgs {
+  uint8_t* buf;
+  size_t buf_len;
+  size_t slot_size;
+  size_t headroom;
+  size_t max_count;
+};
+
+bool ArgSlab(const Napi::CallbackInfo& info, size_t first, SlabArgs* s) {
+  int64_t slot, head, count;
+  if (!ArgBytes(info, first, &s->buf, &s->buf_len)) return false;
+  if (!ArgInt(info, first + 1, "slotSize", 1, INT32_MAX, &slot)) return false;
+  if (!ArgInt(info, first + 2, "headroom", 0, slot - 1, &head)) return false;
+  if (!ArgInt(info, first + 3, "maxCount", 0, INT32_MAX, &count)) return false;
+  // 64-bit product: both factors are below 2^31, so it cannot overflow.
+  if (static_cast<uint64_t>(count) * static_cast<uint64_t>(slot) > s->buf_len) {
+    ThrowRange(info.Env(), "maxCount * slotSize (" + std::to_string(count) + " * " +
+                               std::to_string(slot) + ") exceeds buf length " +
+                               std::to_string(s->buf_len));
+    return false;
+  }
+  s->slot_size = static_cast<size_t>(slot);
+  s->headroom = static_cast<size_t>(head);
+  s->max_count = static_cast<size_t>(count);
+  return true;
+}
+
+bool CheckArrayLen(Napi::Env env, const char* name, size_t have, size_t need) {
+  if (have < need) {
+    ThrowRange(env, std::string(name) + " has " + std::to_string(have) +
+                        " elements, batch needs " + std::to_string(need));
+    return false;
+  }
+  return true;
+}
+
+// Checks every descriptor i < count with lens[i] > 0 against the buffer before any packet is
+// sent, so a bad entry in the middle never leaves half a batch on the wire.
+bool CheckDescriptors(Napi::Env env, size_t buf_len, const int32_t* offs, const int32_t* lens,
+                      size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    if (lens[i] <= 0) continue;
+    int64_t off = offs[i];
+    if (off < 0 || off + static_cast<int64_t>(lens[i]) > static_cast<int64_t>(buf_len)) {
+      ThrowRange(env, "packet " + std::to_string(i) + " [" + std::to_string(off) + ", +" +
+                          std::to_string(lens[i]) + ") is outside buf (length " +
+                          std::to_string(buf_len) + ")");
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-environment state. Worker threads each get their own napi_env and may run batches at the
+// same time, so scratch lives here rather than in globals.
+
+struct Scratch {
+  std::vector<mmsghdr> msgs;
+  std::vector<iovec> iovs;
+  std::vector<sockaddr_in> addrs;
+
+  void Reserve(size_t n) {
+    if (msgs.size() >= n) return;
+    msgs.resize(n);
+    iovs.resize(n);
+    addrs.resize(n);
+  }
+};
+
+struct AddonData {
+  Napi::FunctionReference poller_ctor;
+  Scratch scratch;
+};
+
+AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
+
+// ---------------------------------------------------------------------------------------------
+// TUN
+
+// tunOpen(name, multiQueue) -> { fd, name }
+Napi::Value TunOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    ThrowType(env, "name must be a string");
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  bool multi_queue;
+  if (!ArgBool(info, 1, "multiQueue", &multi_queue)) return env.Undefined();
+  // IFNAMSIZ counts the terminating NUL; the kernel rejects longer names with EINVAL, but the
+  // copy into ifr_name below must not overflow first.
+  if (name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
+    ThrowRange(env, "interface name must be at most " + std::to_string(IFNAMSIZ - 1) +
+                        " bytes without NUL: " + name);
+    return env.Undefined();
+  }
+
+  // O_NONBLOCK: reads are driven by uv_poll readiness and must return EAGAIN when drained.
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrno(env, "open", "open /dev/net/tun", errno);
+    return env.Undefined();
+  }
+  ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  // IFF_NO_PI: packets start at the IP header, without the 4-byte tun_pi prefix, so slot
+  // offsets line up with what the datapath parses (as wireguard-go and flannel open it).
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  if (multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ioctl", "TUNSETIFF " + (name.empty() ? std::string("(any)") : name), err);
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  // The kernel fills in the name it chose (it expands "%d" templates and picks tunN for "").
+  out.Set("name", Napi::String::New(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ)));
+  return out;
+}
+
+// readPackets(fd, buf, slotSize, headroom, maxCount, offs, lens) -> count
+Napi::Value ReadPackets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  SlabArgs s;
+  int32_t *offs, *lens;
+  size_t offs_len, lens_len;
+  if (!ArgFd(info, 0, &fd) || !ArgSlab(info, 1, &s) ||
+      !ArgTyped<napi_int32_array>(info, 5, "offs", "Int32Array", &offs, &offs_len) ||
+      !ArgTyped<napi_int32_array>(info, 6, "lens", "Int32Array", &lens, &lens_len) ||
+      !CheckArrayLen(env, "offs", offs_len, s.max_count) ||
+      !CheckArrayLen(env, "lens", lens_len, s.max_count))
+    return env.Undefined();
+
+  const size_t cap = s.slot_size - s.headroom;
+  // tun_chr_read_iter returns min(packet length, buffer length) (drivers/net/tun.c), so a
+  // packet cut to fit looks exactly like one that fills the slot. A one-byte spill iovec after
+  // the slot tells them apart: the kernel only reaches it when the packet is longer.
+  uint8_t spill;
+  iovec iov[2];
+  iov[1].iov_base = &spill;
+  iov[1].iov_len = 1;
+  size_t n = 0;
+  while (n < s.max_count) {
+    size_t off = n * s.slot_size + s.headroom;
+    iov[0].iov_base = s.buf + off;
+    iov[0].iov_len = cap;
+    ssize_t r = readv(fd, iov, 2);
+    if (r < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      // After at least one packet, hand those over; a persistent error repeats on the next
+      // call, where it is thrown with nothing lost.
+      if (n > 0) break;
+      ThrowErrno(env, "readv", "read fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    // A TUN device never yields an empty read; 0 means EOF on some other kind of fd, and
+    // reading on would spin.
+    if (r == 0) break;
+    offs[n] = static_cast<int32_t>(off);
+    // -1 tells the caller to count a drop instead of parsing a truncated packet.
+    lens[n] = static_cast<size_t>(r) > cap ? -1 : static_cast<int32_t>(r);
+    n++;
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// writePackets(fd, buf, offs, lens, count) -> written
+Napi::Value WritePackets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* buf;
+  size_t buf_len, offs_len, lens_len;
+  int32_t *offs, *lens;
+  int64_t count;
+  if (!ArgFd(info, 0, &fd) || !ArgBytes(info, 1, &buf, &buf_len) ||
+      !ArgTyped<napi_int32_array>(info, 2, "offs", "Int32Array", &offs, &offs_len) ||
+      !ArgTyped<napi_int32_array>(info, 3, "lens", "Int32Array", &lens, &lens_len) ||
+      !ArgInt(info, 4, "count", 0, INT32_MAX, &count) ||
+      !CheckArrayLen(env, "offs", offs_len, count) ||
+      !CheckArrayLen(env, "lens", lens_len, count) ||
+      !CheckDescriptors(env, buf_len, offs, lens, count))
+    return env.Undefined();
+
+  size_t written = 0;
+  for (size_t i = 0; i < static_cast<size_t>(count); i++) {
+    if (lens[i] <= 0) continue;
+    ssize_t r;
+    do {
+      r = write(fd, buf + offs[i], static_cast<size_t>(lens[i]));
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written++;
+      continue;
+    }
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
+    // A closed or wrong fd fails every packet the same way; skipping them all would turn a
+    // programming error into silent loss.
+    if (err == EBADF) {
+      ThrowErrno(env, "write", "write fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    // Anything else (EINVAL for a malformed packet, EIO while the link is down) concerns this
+    // packet only: drop it and carry on with the batch.
+  }
+  return Napi::Number::New(env, static_cast<double>(written));
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP (and, later, raw IP: recvBatch/sendBatch only assume an AF_INET datagram socket)
+
+bool SetBuf(int fd, int force_opt, int opt, int bytes) {
+  // *BUFFORCE (CAP_NET_ADMIN) ignores net.core.[rw]mem_max, which defaults to ~208 KiB and is
+  // far too small for a tunnel's burst; without the capability, the plain option is clamped
+  // to the sysctl limit but still helps.
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &bytes, sizeof bytes) == 0) return true;
+  return setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes) == 0;
+}
+
+// udpOpen(bindAddr, port, rcvbuf, sndbuf) -> fd
+Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t addr, port, rcvbuf, sndbuf;
+  if (!ArgInt(info, 0, "bindAddr", 0, UINT32_MAX, &addr) ||
+      !ArgInt(info, 1, "port", 0, 65535, &port) ||
+      !ArgInt(info, 2, "rcvbuf", 0, INT32_MAX / 2, &rcvbuf) ||
+      !ArgInt(info, 3, "sndbuf", 0, INT32_MAX / 2, &sndbuf))
+    return env.Undefined();
+
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, "socket", "socket AF_INET SOCK_DGRAM", errno);
+    return env.Undefined();
+  }
+  // 0 keeps the kernel default.
+  if ((rcvbuf > 0 && !SetBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, static_cast<int>(rcvbuf))) ||
+      (sndbuf > 0 && !SetBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, static_cast<int>(sndbuf)))) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "setsockopt", "setsockopt SO_RCVBUF/SO_SNDBUF", err);
+    return env.Undefined();
+  }
+  sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(addr));
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "bind",
+               "bind " + Ipv4String(static_cast<uint32_t>(addr)) + ":" + std::to_string(port),
+               err);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// localPort(fd) -> port
+Napi::Value LocalPort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) < 0) {
+    ThrowErrno(env, "getsockname", "getsockname fd " + std::to_string(fd), errno);
+    return env.Undefined();
+  }
+  if (sa.sin_family != AF_INET) {
+    ThrowType(env, "fd " + std::to_string(fd) + " is not an AF_INET socket");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, ntohs(sa.sin_port));
+}
+
+// recvBatch(fd, buf, slotSize, headroom, maxCount, offs, lens, addrs, ports) -> count
+Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  SlabArgs s;
+  int32_t *offs, *lens;
+  uint32_t* addrs;
+  uint16_t* ports;
+  size_t offs_len, lens_len, addrs_len, ports_len;
+  if (!ArgFd(info, 0, &fd) || !ArgSlab(info, 1, &s) ||
+      !ArgTyped<napi_int32_array>(info, 5, "offs", "Int32Array", &offs, &offs_len) ||
+      !ArgTyped<napi_int32_array>(info, 6, "lens", "Int32Array", &lens, &lens_len) ||
+      !ArgTyped<napi_uint32_array>(info, 7, "addrs", "Uint32Array", &addrs, &addrs_len) ||
+      !ArgTyped<napi_uint16_array>(info, 8, "ports", "Uint16Array", &ports, &ports_len) ||
+      !CheckArrayLen(env, "offs", offs_len, s.max_count) ||
+      !CheckArrayLen(env, "lens", lens_len, s.max_count) ||
+      !CheckArrayLen(env, "addrs", addrs_len, s.max_count) ||
+      !CheckArrayLen(env, "ports", ports_len, s.max_count))
+    return env.Undefined();
+
+  Scratch& sc = Data(env)->scratch;
+  const size_t cap = s.slot_size - s.headroom;
+  size_t got = 0;
+  while (got < s.max_count) {
+    size_t want = std::min(s.max_count - got, kMaxMsgsPerCall);
+    sc.Reserve(want);
+    for (size_t j = 0; j < want; j++) {
+      size_t slot = got + j;
+      sc.iovs[j].iov_base = s.buf + slot * s.slot_size + s.headroom;
+      sc.iovs[j].iov_len = cap;
+      msghdr& h = sc.msgs[j].msg_hdr;
+      h.msg_name = &sc.addrs[j];
+      h.msg_namelen = sizeof(sockaddr_in);  // value-result: the kernel overwrites it
+      h.msg_iov = &sc.iovs[j];
+      h.msg_iovlen = 1;
+      h.msg_control = nullptr;
+      h.msg_controllen = 0;
+      h.msg_flags = 0;
+      sc.msgs[j].msg_len = 0;
+    }
+    int r = recvmmsg(fd, sc.msgs.data(), static_cast<unsigned>(want), MSG_DONTWAIT, nullptr);
+    if (r < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      if (got > 0) break;
+      ThrowErrno(env, "recvmmsg", "recvmmsg fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    for (size_t j = 0; j < static_cast<size_t>(r); j++) {
+      size_t i = got + j;
+      const msghdr& h = sc.msgs[j].msg_hdr;
+      offs[i] = static_cast<int32_t>(i * s.slot_size + s.headroom);
+      // MSG_TRUNC: the datagram was larger than the slot and the kernel dropped the rest
+      // (udp_recvmsg); -1 makes the caller count a drop instead of parsing a fragment.
+      lens[i] = (h.msg_flags & MSG_TRUNC) ? -1 : static_cast<int32_t>(sc.msgs[j].msg_len);
+      if (h.msg_namelen >= sizeof(sockaddr_in) && sc.addrs[j].sin_family == AF_INET) {
+        addrs[i] = ntohl(sc.addrs[j].sin_addr.s_addr);
+        ports[i] = ntohs(sc.addrs[j].sin_port);
+      } else {
+        addrs[i] = 0;
+        ports[i] = 0;
+      }
+    }
+    got += static_cast<size_t>(r);
+    // Fewer than asked: the receive queue is empty (or an error is parked in sk_err, which
+    // the next call reports), so another syscall now would only return EAGAIN.
+    if (static_cast<size_t>(r) < want) break;
+  }
+  return Napi::Number::New(env, static_cast<double>(got));
+}
+
+// sendBatch(fd, buf, offs, lens, addrs, ports, count) -> sent
+Napi::Value SendBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* buf;
+  size_t buf_len, offs_len, lens_len, addrs_len, ports_len;
+  int32_t *offs, *lens;
+  uint32_t* addrs;
+  uint16_t* ports;
+  int64_t count;
+  if (!ArgFd(info, 0, &fd) || !ArgBytes(info, 1, &buf, &buf_len) ||
+      !ArgTyped<napi_int32_array>(info, 2, "offs", "Int32Array", &offs, &offs_len) ||
+      !ArgTyped<napi_int32_array>(info, 3, "lens", "Int32Array", &lens, &lens_len) ||
+      !ArgTyped<napi_uint32_array>(info, 4, "addrs", "Uint32Array", &addrs, &addrs_len) ||
+      !ArgTyped<napi_uint16_array>(info, 5, "ports", "Uint16Array", &ports, &ports_len) ||
+      !ArgInt(info, 6, "count", 0, INT32_MAX, &count) ||
+      !CheckArrayLen(env, "offs", offs_len, count) ||
+      !CheckArrayLen(env, "lens", lens_len, count) ||
+      !CheckArrayLen(env, "addrs", addrs_len, count) ||
+      !CheckArrayLen(env, "ports", ports_len, count) ||
+      !CheckDescriptors(env, buf_len, offs, lens, count))
+    return env.Undefined();
+
+  Scratch& sc = Data(env)->scratch;
+  size_t sent = 0;
+  size_t next = 0;  // next descriptor not yet packed into a chunk
+  bool stop = false;
+  while (!stop && next < static_cast<size_t>(count)) {
+    // Pack up to kMaxMsgsPerCall non-empty descriptors into one chunk.
+    sc.Reserve(std::min(static_cast<size_t>(count) - next, kMaxMsgsPerCall));
+    size_t n = 0;
+    while (next < static_cast<size_t>(count) && n < kMaxMsgsPerCall) {
+      size_t i = next++;
+      if (lens[i] <= 0) continue;
+      sockaddr_in& sa = sc.addrs[n];
+      memset(&sa, 0, sizeof sa);
+      sa.sin_family = AF_INET;
+      sa.sin_addr.s_addr = htonl(addrs[i]);
+      sa.sin_port = htons(ports[i]);
+      sc.iovs[n].iov_base = buf + offs[i];
+      sc.iovs[n].iov_len = static_cast<size_t>(lens[i]);
+      msghdr& h = sc.msgs[n].msg_hdr;
+      h.msg_name = &sa;
+      h.msg_namelen = sizeof sa;
+      h.msg_iov = &sc.iovs[n];
+      h.msg_iovlen = 1;
+      h.msg_control = nullptr;
+      h.msg_controllen = 0;
+      h.msg_flags = 0;
+      n++;
+    }
+    size_t pos = 0;
+    while (pos < n) {
+      int r = sendmmsg(fd, sc.msgs.data() + pos, static_cast<unsigned>(n - pos), MSG_DONTWAIT);
+      if (r > 0) {
+        sent += static_cast<size_t>(r);
+        pos += static_cast<size_t>(r);
+        continue;
+      }
+      int err = r < 0 ? errno : EAGAIN;
+      if (err == EINTR) continue;
+      // Socket buffer full (EAGAIN) or the device queue pushed back (ENOBUFS): the rest of
+      // the batch would fail the same way; the caller counts them as drops.
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+        stop = true;
+        break;
+      }
+      if (err == EBADF || err == ENOTSOCK) {
+        if (sent > 0) return Napi::Number::New(env, static_cast<double>(sent));
+        ThrowErrno(env, "sendmmsg", "sendmmsg fd " + std::to_string(fd), err);
+        return env.Undefined();
+      }
+      // sendmmsg reports an error only when the first message fails (later failures end the
+      // call early with a short count, and recur here as the first message of the next call):
+      // skip that one datagram, e.g. EMSGSIZE or ENETUNREACH, and send the rest.
+      pos++;
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(sent));
+}
+
+// close(fd)
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  // Linux releases the descriptor even when close() reports EINTR, so retrying could close a
+  // descriptor another thread has just been given (close(2), "Dealing with error returns").
+  if (close(fd) < 0 && errno != EINTR) {
+    ThrowErrno(env, "close", "close fd " + std::to_string(fd), errno);
+    return env.Undefined();
+  }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness: a uv_poll_t on Node's event loop.
+//
+// Lifetimes: the uv_poll_t must stay allocated until libuv's close callback runs, which is
+// after close() returns, while the JS handle object may be collected at any time after it is
+// closed. So the uv side (PollState) and the JS side (Poller) are separate allocations that
+// point at each other until close() cuts the link; the close callback then frees PollState
+// without touching JS.
+
+class Poller;
+
+struct PollState {
+  uv_poll_t handle;
+  Poller* owner;  // null once detached
+};
+
+void OnPollClosed(uv_handle_t* h) { delete static_cast<PollState*>(h->data); }
+
+class Poller : public Napi::ObjectWrap<Poller> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "PollHandle",
+                       {InstanceMethod<&Poller::Start>("start"),
+                        InstanceMethod<&Poller::Stop>("stop"),
+                        InstanceMethod<&Poller::CloseMethod>("close")});
+  }
+
+  // new PollHandle(fd, onReadable); only pollStart constructs these.
+  explicit Poller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Poller>(info) {
+    Napi::Env env = info.Env();
+    env_ = env;
+    if (!ArgFd(info, 0, &fd_)) return;
+    if (info.Length() < 2 || !info[1].IsFunction()) {
+      ThrowType(env, "onReadable must be a function");
+      return;
+    }
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      Napi::Error::New(env, "no libuv event loop for this environment")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    auto* st = new PollState();
+    st->handle.data = st;
+    st->owner = this;
+    int rc = uv_poll_init(loop, &st->handle, fd_);
+    if (rc < 0) {
+      // uv_poll_init fails before registering the handle with the loop, so no uv_close.
+      delete st;
+      ThrowUv(env, "uv_poll_init", rc);
+      return;
+    }
+    state_ = st;
+    napi_add_env_cleanup_hook(env, &Poller::OnEnvTeardown, this);
+    hook_added_ = true;
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    napi_async_init(env, info.This(), Napi::String::New(env, "weft:poll"), &async_ctx_);
+    rc = uv_poll_start(&state_->handle, UV_READABLE, &Poller::OnPoll);
+    if (rc < 0) {
+      Release();
+      ThrowUv(env, "uv_poll_start", rc);
+      return;
+    }
+    // An open handle must survive even if JS drops every reference to it, or its callback and
+    // this object would be collected while libuv still fires on the fd.
+    Ref();
+    ref_held_ = true;
+  }
+
+  ~Poller() override {
+    // Only reached after close() (the strong reference held while open prevents collection)
+    // or during environment teardown; either way, release whatever is still attached.
+    if (state_) {
+      state_->owner = nullptr;
+      uv_poll_stop(&state_->handle);
+      uv_close(reinterpret_cast<uv_handle_t*>(&state_->handle), OnPollClosed);
+      state_ = nullptr;
+    }
+    if (hook_added_ && !tearing_down_)
+      napi_remove_env_cleanup_hook(env_, &Poller::OnEnvTeardown, this);
+    if (async_ctx_ && !tearing_down_) napi_async_destroy(env_, async_ctx_);
+  }
+
+ private:
+  static void ThrowUv(Napi::Env env, const char* what, int rc) {
+    Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + uv_strerror(rc));
+    e.Set("code", Napi::String::New(env, uv_err_name(rc)));
+    e.ThrowAsJavaScriptException();
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!state_) {
+      Napi::Error::New(env, "poll handle is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int rc = uv_poll_start(&state_->handle, UV_READABLE, &Poller::OnPoll);
+    if (rc < 0) ThrowUv(env, "uv_poll_start", rc);
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (state_) uv_poll_stop(&state_->handle);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info) {
+    Release();
+    return info.Env().Undefined();
+  }
+
+  // Idempotent: detaches the uv handle (freed later by its close callback) and drops the JS
+  // references so this object can be collected.
+  void Release() {
+    if (state_) {
+      state_->owner = nullptr;
+      uv_poll_stop(&state_->handle);
+      uv_close(reinterpret_cast<uv_handle_t*>(&state_->handle), OnPollClosed);
+      state_ = nullptr;
+    }
+    if (hook_added_) {
+      napi_remove_env_cleanup_hook(env_, &Poller::OnEnvTeardown, this);
+      hook_added_ = false;
+    }
+    if (!callback_.IsEmpty()) callback_.Reset();
+    if (async_ctx_) {
+      napi_async_destroy(env_, async_ctx_);
+      async_ctx_ = nullptr;
+    }
+    if (ref_held_) {
+      ref_held_ = false;
+      Unref();
+    }
+  }
+
+  // Environment teardown (a worker thread ending, or Node freeing its main environment): the
+  // loop is about to be closed, so the uv handle must be closed now; JS references are left
+  // for napi's own teardown, which runs after this hook (hooks run in reverse order of
+  // registration, and napi registered its hook when the module loaded).
+  static void OnEnvTeardown(void* arg) {
+    Poller* self = static_cast<Poller*>(arg);
+    self->tearing_down_ = true;
+    self->hook_added_ = false;
+    if (self->state_) {
+      self->state_->owner = nullptr;
+      uv_poll_stop(&self->state_->handle);
+      uv_close(reinterpret_cast<uv_handle_t*>(&self->state_->handle), OnPollClosed);
+      self->state_ = nullptr;
+    }
+  }
+
+  static void OnPoll(uv_poll_t* h, int status, int /*events*/) {
+    PollState* st = static_cast<PollState*>(h->data);
+    if (st->owner) st->owner->Fire(status);
+  }
+
+  void Fire(int status) {
+    napi_env env = env_;
+    Napi::HandleScope scope(env_);
+    napi_value argv[1];
+    size_t argc = 0;
+    if (status < 0) {
+      // libuv has already stopped the handle (it does so on POLLERR, e.g. when the TUN device
+      // is deleted under an open fd); pass the error so the caller can close or restart.
+      Napi::Error e = Napi::Error::New(
+          env_, "poll fd " + std::to_string(fd_) + ": " + uv_strerror(status));
+      e.Set("code", Napi::String::New(env_, uv_err_name(status)));
+      argv[0] = e.Value();
+      argc = 1;
+    }
+    napi_value recv = Value();
+    napi_value fn = callback_.Value();
+    // Everything after this call must avoid `this`: the callback may close this handle, and
+    // the object is then free to be collected.
+    //
+    // napi_make_callback (not napi_call_function): it enters the handle's async context and,
+    // on the way out, runs process.nextTick callbacks and microtasks, as Node does for its own
+    // I/O callbacks.
+    napi_value result;
+    napi_status rc = napi_make_callback(env, async_ctx_, recv, fn, argc, argv, &result);
+    if (rc != napi_ok) {
+      // No JS frame is below a libuv callback to catch this; without napi_fatal_exception the
+      // error would sit pending in napi and vanish. This routes it to process 'uncaughtException'
+      // (and, without a handler, the usual crash with the stack printed). A worker being
+      // terminated also fails the call, but with nothing pending: there is nothing to report.
+      bool pending = false;
+      napi_value exc;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+          napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+        napi_fatal_exception(env, exc);
+    }
+  }
+
+  napi_env env_ = nullptr;
+  int fd_ = -1;
+  PollState* state_ = nullptr;
+  Napi::FunctionReference callback_;
+  napi_async_context async_ctx_ = nullptr;
+  bool hook_added_ = false;
+  bool ref_held_ = false;
+  bool tearing_down_ = false;
+};
+
+// pollStart(fd, onReadable) -> { start(), stop(), close() }
+Napi::Value PollStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  napi_value args[2] = {info.Length() > 0 ? info[0] : env.Undefined(),
+                        info.Length() > 1 ? info[1] : env.Undefined()};
+  Napi::Object obj = Data(env)->poller_ctor.New({args[0], args[1]});
+  if (env.IsExceptionPending()) return env.Undefined();
+  return obj;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  data->poller_ctor = Napi::Persistent(Poller::Define(env));
+  env.SetInstanceData(data);
+
+  exports.Set("tunOpen", Napi::Function::New(env, TunOpen, "tunOpen"));
+  exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
+  exports.Set("localPort", Napi::Function::New(env, LocalPort, "localPort"));
+  exports.Set("readPackets", Napi::Function::New(env, ReadPackets, "readPackets"));
+  exports.Set("writePackets", Napi::Function::New(env, WritePackets, "writePackets"));
+  exports.Set("recvBatch", Napi::Function::New(env, RecvBatch, "recvBatch"));
+  exports.Set("sendBatch", Napi::Function::New(env, SendBatch, "sendBatch"));
+  exports.Set("pollStart", Napi::Function::New(env, PollStart, "pollStart"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+  return exports;
+}
+
+}  // namespace
+
 NODE_API_MODULE(weft_native, Init)
