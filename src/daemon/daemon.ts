@@ -7,7 +7,7 @@ import { createBackend } from '../datapath/backends';
 import { Datapath } from '../datapath/datapath';
 import { Pipeline } from '../datapath/pipeline';
 import { DatapathStats } from '../datapath/stats';
-import { addrAdd, ifaceForAddress, ifaceInfo, linkSetUpMtu, routeReplace } from '../io/iproute';
+import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
 import { UdpSocket } from '../io/udp';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
@@ -34,6 +34,7 @@ export interface DaemonOptions {
 }
 
 const BACKOFF_MIN_MS = 500;
+const TUN_TXQUEUELEN = 1000;
 const BACKOFF_MAX_MS = 10_000;
 
 /**
@@ -113,6 +114,10 @@ export class NodeDaemon {
     // (holding .1/SubnetLen, more specific) keeps local traffic local.
     const tunAddr = `${formatIpv4(subnet.addr)}/${this.network.len}`;
     await linkSetUpMtu(this.tun.name, this.mtu);
+    // The kernel queues packets for a TUN reader in the device's qdisc, 500 deep by default
+    // (TUN_READQ_SIZE). A burst larger than that while we are busy with the other direction
+    // is dropped there and TCP backs off; 1000 (Ethernet's default) absorbs it.
+    await ip(['link', 'set', 'dev', this.tun.name, 'txqueuelen', String(TUN_TXQUEUELEN)]);
     await addrAdd(this.tun.name, tunAddr);
     await routeReplace(this.config.network, this.tun.name);
     // ICMP errors we originate carry the TUN address as source; the kernel drops packets

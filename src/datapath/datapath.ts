@@ -60,6 +60,7 @@ export class Datapath {
     for (let round = 0; round < ROUNDS_PER_WAKEUP && this.running; round++) {
       const n = this.tun.read(rx);
       if (n === 0) break;
+      stats.tunReadBatches++;
       tx.clear();
       icmp.clear();
       this.pipeline.egress(rx, tx);
@@ -87,6 +88,7 @@ export class Datapath {
     for (let round = 0; round < ROUNDS_PER_WAKEUP && this.running; round++) {
       const n = this.sock.recv(rx);
       if (n === 0) break;
+      stats.sockRecvBatches++;
       out.clear();
       this.pipeline.ingress(rx, out);
       if (out.count > 0) {

@@ -47,6 +47,9 @@ export class DatapathStats {
   rxBytes = 0;
   tunReadPackets = 0;
   tunWritePackets = 0;
+  /** Batches read from TUN and from the socket: packets / batches is the batching actually achieved. */
+  tunReadBatches = 0;
+  sockRecvBatches = 0;
   icmpSent = 0;
   readonly drops = new Float64Array(DROP_NAMES.length);
 
@@ -67,6 +70,8 @@ export class DatapathStats {
       rxBytes: this.rxBytes,
       tunReadPackets: this.tunReadPackets,
       tunWritePackets: this.tunWritePackets,
+      tunReadBatches: this.tunReadBatches,
+      sockRecvBatches: this.sockRecvBatches,
       icmpSent: this.icmpSent,
       drops,
     };
