@@ -203,13 +203,15 @@ export class EmbeddedRegistry implements Registry {
   }
 
   /**
-   * The batch that brings a client from `from` to now, or undefined when it is already current.
-   * A snapshot when the client has nothing (0), when its revision is newer than ours (we lost
-   * history it saw — only possible if the state dir was replaced), or when the events it missed
-   * have rotated out of the log (or predate this process: the log starts empty).
+   * The batch that brings a client from `from` to now; for a client that is already current,
+   * an empty one, so every watch opens with a batch confirming its revision (the client learns
+   * the stream is established without waiting for the next change, as etcd's watch-created
+   * response does). A snapshot when the client has nothing (0), when its revision is newer than
+   * ours (we lost history it saw — only possible if the state dir was replaced), or when the
+   * events it missed have rotated out of the log (or predate this process: the log starts empty).
    */
   private catchUp(s: StoreState, from: number): WatchBatch | undefined {
-    if (from === s.revision && from !== 0) return undefined;
+    if (from === s.revision && from !== 0) return { revision: s.revision, snapshot: false, leases: [], events: [] };
     const oldest = this.events.length > 0 ? this.events[0].revision : Infinity;
     if (from === 0 || from > s.revision || oldest > from + 1) {
       return { revision: s.revision, snapshot: true, leases: s.leases.map(cloneLease), events: [] };

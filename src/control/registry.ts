@@ -53,6 +53,11 @@ export interface Registry {
   renew(lease: LeaseRef): Promise<Lease>;
   revoke(lease: LeaseRef): Promise<void>;
   list(): Promise<{ leases: Lease[]; revision: number }>;
+  /**
+   * Stream lease changes after `fromRevision`. The first batch always comes at once and brings
+   * the client to the current revision (a snapshot, the missed events, or none at all when it is
+   * already current), so receiving it means the watch is established.
+   */
   watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle;
   close(): void;
 }

@@ -38,6 +38,13 @@ async function open(over: Partial<EmbeddedRegistryOptions> = {}, conf: unknown =
 }
 
 /** Collects batches; `next()` resolves with the next one (or one already queued). */
+/** A watch from the current revision, past the empty batch that confirms it. */
+async function collectCurrent(r: EmbeddedRegistry, rev: number) {
+  const w = collect(r, rev);
+  expect(await w.next()).toEqual({ revision: rev, snapshot: false, leases: [], events: [] });
+  return w;
+}
+
 function collect(r: EmbeddedRegistry, from: number) {
   const batches: WatchBatch[] = [];
   const errors: Error[] = [];
@@ -142,7 +149,7 @@ describe('EmbeddedRegistry', () => {
   it('an expired lease is swept, announced as removed, and renewing it is not_found', async () => {
     const r = await open();
     const l = await r.acquire({ publicIp: '192.0.2.1' });
-    const w = collect(r, 1);
+    const w = await collectCurrent(r, 1);
     clock = l.expiration; // expiration is exclusive: at that instant the lease is gone
     expect(await r.sweep()).toBe(1);
     const b = await w.next();
@@ -164,7 +171,7 @@ describe('EmbeddedRegistry', () => {
     await r.acquire({ publicIp: '192.0.2.1' });
     expect((await rejection(r.acquire({ publicIp: '192.0.2.2' }))).code).toBe('exhausted');
     clock += TTL;
-    const w = collect(r, 1);
+    const w = await collectCurrent(r, 1);
     const l2 = await r.acquire({ publicIp: '192.0.2.2' });
     expect(l2.subnet).toBe('10.244.5.0/24');
     const b = await w.next();
@@ -186,7 +193,7 @@ describe('EmbeddedRegistry', () => {
   it('revoke removes, announces and remembers; revoking again is not_found', async () => {
     const r = await open();
     const l = await r.acquire({ publicIp: '192.0.2.1' });
-    const w = collect(r, 1);
+    const w = await collectCurrent(r, 1);
     await r.revoke({ subnet: l.subnet, publicIp: '192.0.2.1' });
     expect(await w.next()).toEqual({ revision: 2, snapshot: false, leases: [], events: [{ type: 'removed', lease: l }] });
     expect((await r.list()).leases).toEqual([]);
@@ -228,12 +235,11 @@ describe('EmbeddedRegistry', () => {
       expect(w.batches).toHaveLength(1);
     });
 
-    it('from the current revision: nothing until the next change', async () => {
+    it('from the current revision: an empty batch confirming it, then the next change', async () => {
       const r = await open();
       await r.acquire({ publicIp: '192.0.2.1' });
       const w = collect(r, 1);
-      await flush();
-      expect(w.batches).toEqual([]);
+      expect(await w.next()).toEqual({ revision: 1, snapshot: false, leases: [], events: [] });
       const l = await r.acquire({ publicIp: '192.0.2.2' });
       expect(await w.next()).toEqual({ revision: 2, snapshot: false, leases: [], events: [{ type: 'added', lease: l }] });
     });
@@ -309,7 +315,8 @@ describe('EmbeddedRegistry', () => {
       await r.acquire({ publicIp: '192.0.2.2' });
       await flush();
       expect(closed.batches).toEqual([]);
-      expect(live.batches).toHaveLength(1);
+      // The batch confirming revision 1, then the change.
+      expect(live.batches.map((b) => b.revision)).toEqual([1, 2]);
       r.close();
       await flush();
       expect(live.errors).toHaveLength(1);
@@ -340,7 +347,7 @@ describe('EmbeddedRegistry', () => {
   it('a failed write rejects with unavailable and changes nothing', async () => {
     const r = await open();
     const l = await r.acquire({ publicIp: '192.0.2.1' });
-    const w = collect(r, 1);
+    const w = await collectCurrent(r, 1);
     // Pull the directory out from under the store: the temp file can no longer be created.
     await fsp.rm(dir, { recursive: true });
     await fsp.writeFile(dir, 'not a directory');
@@ -349,7 +356,7 @@ describe('EmbeddedRegistry', () => {
     expect(e.message).toMatch(/cannot persist lease state/);
     expect(await r.list()).toEqual({ leases: [l], revision: 1 });
     await flush();
-    expect(w.batches).toEqual([]);
+    expect(w.batches).toHaveLength(1); // only the batch that confirmed revision 1: nothing announced
     await fsp.rm(dir);
   });
 
