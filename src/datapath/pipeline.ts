@@ -79,6 +79,11 @@ export class Pipeline {
     for (let i = 0; i < n; i++) {
       const off = rx.offs[i];
       const len = rx.lens[i];
+      if (len < 0) {
+        // Larger than a slot: only possible if someone raised the TUN MTU past what we sized for.
+        stats.drops[Drop.Oversize]++;
+        continue;
+      }
       const verdict = validateIpv4(buf, off, len);
       if (verdict !== Ipv4Verdict.Ok) {
         stats.drops[verdict]++;

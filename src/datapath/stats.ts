@@ -22,7 +22,7 @@ export const Drop = {
   DstNotLocal: 11,
   /** Egress packet addressed to our own subnet: the kernel's more specific bridge route should have taken it. */
   LocalDestination: 12,
-  /** Datagram larger than a slab slot (recvmmsg reported MSG_TRUNC). */
+  /** Packet or datagram larger than a slab slot (MSG_TRUNC, or a TUN read that filled its slot). */
   Oversize: 13,
   /** Socket refused the datagram (buffer full, unreachable). */
   SendFailed: 14,

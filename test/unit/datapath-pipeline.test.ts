@@ -130,6 +130,14 @@ describe('egress', () => {
     expect(stats.dropCount(Drop.BadIhl)).toBe(1);
   });
 
+  it('counts a TUN read larger than its slot as oversize', () => {
+    const { pipeline, rx, tx, stats } = setup();
+    rx.clear();
+    rx.push(64, -1);
+    pipeline.egress(rx, tx);
+    expect(stats.dropCount(Drop.Oversize)).toBe(1);
+  });
+
   it('never throws and accounts for every packet on random input', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ minLength: 0, maxLength: 200 }), { maxLength: 16 }), (pkts) => {
