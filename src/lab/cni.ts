@@ -4,52 +4,29 @@
 // CNI_* environment variables, result JSON on stdout, error JSON on stdout with non-zero exit).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseSubnetEnv as parseDaemonSubnetEnv, type SubnetEnv } from '../daemon/subnet-env';
 import { networkOf } from './addr';
 import { run } from './proc';
 import { CNI_BIN_DIR } from './state';
 
-export interface SubnetEnv {
+/**
+ * The daemon's parse of subnet.env (one definition of flannel's file), with each value also under
+ * its flannel variable name, as a CNI plugin reading the file sees it.
+ */
+export function parseSubnetEnv(text: string): SubnetEnv & {
   FLANNEL_NETWORK: string;
   FLANNEL_SUBNET: string;
   FLANNEL_MTU: number;
   FLANNEL_IPMASQ: boolean;
-  /** The same four under plain names: network "10.244.0.0/16", subnet "10.244.7.1/24" (the node's gateway address with the lease's length), mtu, ipmasq. */
-  network: string;
-  subnet: string;
-  mtu: number;
-  ipmasq: boolean;
-  /** Every KEY=VALUE line as written. */
-  raw: Record<string, string>;
+} {
+  const env = parseDaemonSubnetEnv(text);
+  return { ...env, FLANNEL_NETWORK: env.network, FLANNEL_SUBNET: env.subnet, FLANNEL_MTU: env.mtu, FLANNEL_IPMASQ: env.ipmasq };
 }
 
-/** Parses flannel's subnet.env (KEY=VALUE lines; the format flanneld writes and its CNI plugin reads). */
-export function parseSubnetEnv(text: string): SubnetEnv {
-  const kv: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^\s*([A-Z0-9_]+)\s*=\s*"?([^"]*?)"?\s*$/.exec(line);
-    if (m) kv[m[1]] = m[2];
-  }
-  for (const k of ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU']) {
-    if (!kv[k]) throw new Error(`subnet.env lacks ${k}`);
-  }
-  const mtu = Number(kv.FLANNEL_MTU);
-  const ipmasq = kv.FLANNEL_IPMASQ === 'true';
-  return {
-    FLANNEL_NETWORK: kv.FLANNEL_NETWORK,
-    FLANNEL_SUBNET: kv.FLANNEL_SUBNET,
-    FLANNEL_MTU: mtu,
-    FLANNEL_IPMASQ: ipmasq,
-    network: kv.FLANNEL_NETWORK,
-    subnet: kv.FLANNEL_SUBNET,
-    mtu,
-    ipmasq,
-    raw: kv,
-  };
-}
-
+/** The node's subnet.env, or null while the daemon has not written it (or it is unreadable). */
 export function readSubnetEnv(path: string): SubnetEnv | null {
   try {
-    return parseSubnetEnv(readFileSync(path, 'utf8'));
+    return parseDaemonSubnetEnv(readFileSync(path, 'utf8'));
   } catch {
     return null;
   }
@@ -68,11 +45,11 @@ export function bridgeConfig(env: SubnetEnv, dataDir: string): Record<string, un
     bridge: 'cni0',
     isGateway: true,
     ipMasq: false,
-    mtu: env.FLANNEL_MTU,
+    mtu: env.mtu,
     ipam: {
       type: 'host-local',
-      ranges: [[{ subnet: networkOf(env.FLANNEL_SUBNET) }]],
-      routes: [{ dst: env.FLANNEL_NETWORK }],
+      ranges: [[{ subnet: networkOf(env.subnet) }]],
+      routes: [{ dst: env.network }],
       dataDir,
     },
   };

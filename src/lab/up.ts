@@ -2,7 +2,8 @@
 // attached through the CNI bridge plugin. Any failure tears down what was made.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { hostAt, parseCidr, within } from './addr';
+import { parseAddrPrefix } from '../route/cidr';
+import { hostAt, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
@@ -79,7 +80,7 @@ function validate(o: Required<Pick<LabUpOptions, 'prefix' | 'nodes' | 'pods' | '
   if (!Number.isInteger(o.pods) || o.pods < 0 || o.pods > 32) throw new Error(`--pods must be 0..32, got ${o.pods}`);
   if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got ${o.backend}`);
   hostAt(o.underlay, NODE_HOST_OFFSET + o.nodes); // throws when the nodes do not fit
-  const net = parseCidr(o.network);
+  const net = parseAddrPrefix(o.network);
   if (net.len > 24) throw new Error(`--network ${o.network} must be /24 or larger (SubnetLen is 24)`);
   if (within(o.network, o.underlay) || within(o.underlay, o.network)) throw new Error(`--network ${o.network} overlaps --underlay ${o.underlay}`);
   if (inspect !== undefined) {
@@ -129,7 +130,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   }
 
   const dir = labDir(o.prefix);
-  const ulLen = parseCidr(o.underlay).len;
+  const ulLen = parseAddrPrefix(o.underlay).len;
   const controlIp = hostAt(o.underlay, CONTROL_HOST_OFFSET);
   const switchNs = switchNsName(o.prefix);
   const controlPart = {
@@ -283,7 +284,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
           cniConfig: config,
         });
         writeState(state);
-        log(`pod ${podName(n.index, j)}: ${ns} ${ip4.address} (lease ${env.FLANNEL_SUBNET} on ${n.name})`);
+        log(`pod ${podName(n.index, j)}: ${ns} ${ip4.address} (lease ${env.subnet} on ${n.name})`);
       }
     }
     return state;

@@ -39,7 +39,12 @@ export function maskOf(len: number): number {
   return len <= 0 ? 0 : len >= 32 ? 0xffffffff : (0xffffffff << (32 - len)) >>> 0;
 }
 
-export function parseCidr(s: string): Cidr {
+/**
+ * An address with the length of the prefix it sits in, as `ip addr` and subnet.env write it
+ * ("10.244.7.1/24", the node's gateway in its lease). Host bits are kept: mask with maskOf for
+ * the network.
+ */
+export function parseAddrPrefix(s: string): Cidr {
   if (typeof s !== 'string') throw new Error(`invalid CIDR "${s}": not a string`);
   const slash = s.indexOf('/');
   if (slash < 0) throw new Error(`invalid CIDR "${s}": missing "/<prefix length>"`);
@@ -48,8 +53,15 @@ export function parseCidr(s: string): Cidr {
   const lenStr = s.slice(slash + 1);
   const len = LEN_RE.test(lenStr) ? +lenStr : -1;
   if (len < 0 || len > 32) throw new Error(`invalid CIDR "${s}": bad prefix length "${lenStr}" (want 0-32)`);
-  if ((addr & ~maskOf(len)) !== 0) throw new Error(`invalid CIDR "${s}": host bits set`);
   return { addr, len };
+}
+
+export function parseCidr(s: string): Cidr {
+  const c = parseAddrPrefix(s);
+  // Where a prefix is meant, host bits are refused rather than masked: "10.244.1.0/16" is a
+  // typo for one of two different things, and guessing would route the wrong one.
+  if ((c.addr & ~maskOf(c.len)) !== 0) throw new Error(`invalid CIDR "${s}": host bits set`);
+  return c;
 }
 
 export function formatCidr(c: Cidr): string {

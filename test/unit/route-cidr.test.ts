@@ -7,6 +7,7 @@ import {
   formatCidr,
   formatIpv4,
   maskOf,
+  parseAddrPrefix,
   parseCidr,
   parseIpv4,
 } from '../../src/route/cidr';
@@ -97,6 +98,14 @@ describe('parseCidr / formatCidr', () => {
     for (const len of ['33', '-1', '', '08', '1.5', '16/16', ' 16', 'x']) {
       expect(() => parseCidr(`10.0.0.0/${len}`), len).toThrow(/bad prefix length/);
     }
+  });
+
+  it('reads an address with its prefix length, host bits kept, and otherwise checks as parseCidr does', () => {
+    expect(parseAddrPrefix('10.244.7.1/24')).toEqual({ addr: 0x0af40701, len: 24 });
+    expect(parseAddrPrefix('10.244.0.0/16')).toEqual(parseCidr('10.244.0.0/16'));
+    expect(() => parseAddrPrefix('10.244.7.1')).toThrow(/missing/);
+    expect(() => parseAddrPrefix('10.244.7.01/24')).toThrow(/bad address/);
+    expect(() => parseAddrPrefix('10.244.7.1/33')).toThrow(/bad prefix length/);
   });
 
   it('round-trips canonical prefixes (fast-check)', () => {
