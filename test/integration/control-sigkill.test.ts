@@ -3,7 +3,7 @@
 // dir. Every acquire that returned success must still be there with the same subnet, and no
 // subnet may ever be granted to two nodes. Loopback only; no root needed.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcRegistry } from '../../src/control/client';
 import type { Lease } from '../../src/control/registry';
 import { formatIpv4 } from '../../src/route/cidr';
+import { ensureBuilt } from '../support/build';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = path.join(ROOT, 'bin', 'weft.js');
@@ -20,17 +21,7 @@ const children = new Set<ChildProcess>();
 const clients = new Set<GrpcRegistry>();
 
 beforeAll(async () => {
-  // bin/weft.js runs dist/, so build it from the current sources. tsc emits even when files
-  // outside the control plane have type errors (work in progress elsewhere), so its exit code
-  // is not the gate; the emitted entry points are.
-  await new Promise<void>((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT }, () =>
-      resolve(),
-    );
-  });
-  for (const f of ['dist/src/cli/main.js', 'dist/src/cli/control.js', 'dist/src/control/server.js']) {
-    if (!existsSync(path.join(ROOT, f))) throw new Error(`build did not produce ${f}`);
-  }
+  await ensureBuilt();
   dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'weft-sigkill-'));
   await fsp.writeFile(path.join(dir, 'net-conf.json'), JSON.stringify({ Network: '10.244.0.0/16', Backend: { Type: 'udp' } }));
 });

@@ -2,7 +2,6 @@
 // net-unreachable, TTL expiry), drops of traffic from addresses without a lease, and the
 // control-plane faults a node must ride out (control SIGKILLed and restarted, a daemon
 // restarted on the same public IP).
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +19,7 @@ import {
   type LabState,
 } from '../../src/lab';
 import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { ensureBuilt } from '../support/build';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -71,7 +71,7 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
 
   beforeAll(async () => {
     // `npm test` builds dist/ first; this keeps a bare `vitest run` honest too.
-    spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit', timeout: 120_000 });
+    await ensureBuilt();
     state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp' });
   }, 180_000);
 

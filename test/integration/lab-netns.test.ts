@@ -2,8 +2,8 @@
 // pod each, attached through the CNI bridge plugin; traffic between every pair of nodes; the CLI's
 // status/exec/down; and nothing left behind afterwards.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   contains,
@@ -19,26 +19,10 @@ import {
   type LabStatus,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
+import { ensureBuilt } from '../support/build';
 
 const ROOT = join(__dirname, '..', '..');
 const WEFT = join(ROOT, 'bin', 'weft.js');
-
-/** dist/ is stale when any .ts under src/ is newer than its compiled .js (or has none). */
-function distStale(dir: string): boolean {
-  let stale = false;
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) {
-        const out = join(ROOT, 'dist', relative(ROOT, p)).replace(/\.ts$/, '.js');
-        if (!existsSync(out) || statSync(out).mtimeMs < statSync(p).mtimeMs) stale = true;
-      }
-    }
-  };
-  walk(dir);
-  return stale;
-}
 
 /** The compiled CLI, as a user runs it; bounded so a hung command fails the test instead of the run. */
 function weft(args: string[], timeoutMs = 60_000): { code: number; stdout: string; stderr: string } {
@@ -51,11 +35,7 @@ describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)'
   let state: LabState;
 
   beforeAll(async () => {
-    if (distStale(join(ROOT, 'src'))) {
-      // tsc exits non-zero on type errors but still emits; a broken build shows up as a daemon
-      // that fails to start, with its log in the error.
-      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit', timeout: 120_000 });
-    }
+    await ensureBuilt();
     state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp' });
   }, 180_000);
 
