@@ -2,7 +2,8 @@
 // they had arrived on a link. Opened IFF_TUN | IFF_NO_PI, so every packet starts at its IP
 // header.
 
-import { native, type PollHandle } from './native';
+import { FdHandle } from './fd-handle';
+import { native } from './native';
 import type { PacketList } from './packet-list';
 
 export interface TunOpenOptions {
@@ -16,13 +17,11 @@ export interface TunOpenOptions {
 export class TunDevice {
   /** The interface name the kernel assigned (a "tun%d" template comes back expanded). */
   readonly name: string;
-  private fdValue: number;
-  private poll: PollHandle | undefined;
+  private readonly handle: FdHandle;
 
   private constructor(fd: number, name: string) {
-    this.fdValue = fd;
     this.name = name;
-    this.poll = undefined;
+    this.handle = new FdHandle(fd, `TUN ${name}`);
   }
 
   /** Creates (or, with multiQueue, attaches another queue to) the TUN interface `name`. */
@@ -33,7 +32,7 @@ export class TunDevice {
 
   /** The file descriptor; -1 once closed. */
   get fd(): number {
-    return this.fdValue;
+    return this.handle.fd;
   }
 
   /**
@@ -42,7 +41,7 @@ export class TunDevice {
    */
   read(list: PacketList): number {
     const n = native.readPackets(
-      this.liveFd(),
+      this.handle.live(),
       list.buf,
       list.slotSize,
       list.headroom,
@@ -56,7 +55,7 @@ export class TunDevice {
 
   /** Writes list's first `count` packets; returns how many the kernel took. */
   write(list: PacketList): number {
-    return native.writePackets(this.liveFd(), list.buf, list.offs, list.lens, list.count);
+    return native.writePackets(this.handle.live(), list.buf, list.offs, list.lens, list.count);
   }
 
   /**
@@ -65,29 +64,11 @@ export class TunDevice {
    * fd, cb gets the error once and is not called again.
    */
   onReadable(cb: (err?: Error) => void): void {
-    const fd = this.liveFd();
-    if (this.poll) this.poll.close();
-    this.poll = undefined;
-    this.poll = native.pollStart(fd, cb);
+    this.handle.onReadable(cb);
   }
 
   /** Stops polling and closes the fd (the interface disappears unless other queues hold it). Idempotent. */
   close(): void {
-    if (this.poll) {
-      this.poll.close();
-      this.poll = undefined;
-    }
-    const fd = this.fdValue;
-    if (fd < 0) return;
-    // Forget the number first: the kernel reuses it at the next open, and a stale read would
-    // then hit someone else's file.
-    this.fdValue = -1;
-    native.close(fd);
-  }
-
-  private liveFd(): number {
-    const fd = this.fdValue;
-    if (fd < 0) throw new Error(`TUN ${this.name} is closed`);
-    return fd;
+    this.handle.close();
   }
 }

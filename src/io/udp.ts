@@ -2,7 +2,8 @@
 // and vxlan backends. node:dgram delivers one datagram per callback with a fresh Buffer each,
 // which is exactly the per-packet cost the data path avoids.
 
-import { native, type PollHandle } from './native';
+import { FdHandle } from './fd-handle';
+import { native } from './native';
 import type { PacketList } from './packet-list';
 
 export interface UdpBindOptions {
@@ -19,13 +20,11 @@ const DEFAULT_SOCKET_BUFFER = 4 << 20;
 export class UdpSocket {
   /** The bound local port (the kernel's choice when bound to port 0). */
   readonly port: number;
-  private fdValue: number;
-  private poll: PollHandle | undefined;
+  private readonly handle: FdHandle;
 
   private constructor(fd: number, port: number) {
-    this.fdValue = fd;
     this.port = port;
-    this.poll = undefined;
+    this.handle = new FdHandle(fd, `UDP socket on port ${port}`);
   }
 
   /** Binds addr:port (addr a host-order uint32; 0 = any address, port 0 = ephemeral). */
@@ -48,7 +47,7 @@ export class UdpSocket {
 
   /** The file descriptor; -1 once closed. */
   get fd(): number {
-    return this.fdValue;
+    return this.handle.fd;
   }
 
   /**
@@ -58,7 +57,7 @@ export class UdpSocket {
    */
   recv(list: PacketList): number {
     const n = native.recvBatch(
-      this.liveFd(),
+      this.handle.live(),
       list.buf,
       list.slotSize,
       list.headroom,
@@ -78,33 +77,16 @@ export class UdpSocket {
    * kernel refuses (too large, unreachable).
    */
   send(list: PacketList): number {
-    return native.sendBatch(this.liveFd(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
+    return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
   }
 
   /** Calls cb whenever datagrams are waiting (level-triggered); a second call replaces the first. */
   onReadable(cb: (err?: Error) => void): void {
-    const fd = this.liveFd();
-    if (this.poll) this.poll.close();
-    this.poll = undefined;
-    this.poll = native.pollStart(fd, cb);
+    this.handle.onReadable(cb);
   }
 
   /** Stops polling and closes the socket. Idempotent. */
   close(): void {
-    if (this.poll) {
-      this.poll.close();
-      this.poll = undefined;
-    }
-    const fd = this.fdValue;
-    if (fd < 0) return;
-    // Forget the number first: the kernel hands it out again at the next open.
-    this.fdValue = -1;
-    native.close(fd);
-  }
-
-  private liveFd(): number {
-    const fd = this.fdValue;
-    if (fd < 0) throw new Error(`UDP socket on port ${this.port} is closed`);
-    return fd;
+    this.handle.close();
   }
 }
