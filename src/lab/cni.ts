@@ -4,29 +4,15 @@
 // CNI_* environment variables, result JSON on stdout, error JSON on stdout with non-zero exit).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseSubnetEnv as parseDaemonSubnetEnv, type SubnetEnv } from '../daemon/subnet-env';
+import { parseSubnetEnv, type SubnetEnv } from '../daemon/subnet-env';
 import { networkOf } from './addr';
 import { run } from './proc';
 import { CNI_BIN_DIR } from './state';
 
-/**
- * The daemon's parse of subnet.env (one definition of flannel's file), with each value also under
- * its flannel variable name, as a CNI plugin reading the file sees it.
- */
-export function parseSubnetEnv(text: string): SubnetEnv & {
-  FLANNEL_NETWORK: string;
-  FLANNEL_SUBNET: string;
-  FLANNEL_MTU: number;
-  FLANNEL_IPMASQ: boolean;
-} {
-  const env = parseDaemonSubnetEnv(text);
-  return { ...env, FLANNEL_NETWORK: env.network, FLANNEL_SUBNET: env.subnet, FLANNEL_MTU: env.mtu, FLANNEL_IPMASQ: env.ipmasq };
-}
-
 /** The node's subnet.env, or null while the daemon has not written it (or it is unreadable). */
 export function readSubnetEnv(path: string): SubnetEnv | null {
   try {
-    return parseDaemonSubnetEnv(readFileSync(path, 'utf8'));
+    return parseSubnetEnv(readFileSync(path, 'utf8'));
   } catch {
     return null;
   }

@@ -49,6 +49,6 @@ export {
   type LabRef,
   prefixOf,
 } from './state';
-export { readSubnetEnv, parseSubnetEnv } from './cni';
+export { readSubnetEnv } from './cni';
 export type { SubnetEnv } from '../daemon/subnet-env';
 export { contains, within, networkOf } from './addr';

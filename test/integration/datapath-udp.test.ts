@@ -21,7 +21,6 @@ import {
 import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
 import { ensureBuilt } from '../support/build';
 
-const ROOT = join(__dirname, '..', '..');
 
 interface Status {
   lease: { subnet: string };

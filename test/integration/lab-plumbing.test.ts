@@ -19,7 +19,6 @@ import {
   labUp,
   parseIperf3,
   parsePing,
-  parseSubnetEnv,
   pingPair,
   readState,
   restartDaemon,
@@ -95,11 +94,6 @@ describe('lab output parsers', () => {
     const tcp = JSON.stringify({ end: { sum_sent: { bits_per_second: 2e9, retransmits: 4 }, sum_received: { bits_per_second: 1.9e9 } } });
     expect(parseIperf3(tcp)).toMatchObject({ bitsPerSecond: 1.9e9, sentBitsPerSecond: 2e9, retransmits: 4 });
     expect(parseIperf3(JSON.stringify({ error: 'unable to connect to server' })).error).toBe('unable to connect to server');
-  });
-
-  it('reads flannel subnet.env', () => {
-    const env = parseSubnetEnv('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
-    expect(env).toMatchObject({ FLANNEL_NETWORK: '10.244.0.0/16', FLANNEL_SUBNET: '10.244.7.1/24', FLANNEL_MTU: 1472, FLANNEL_IPMASQ: false });
   });
 
   it('maps targets to namespaces and matches only its own prefix', () => {
