@@ -4,4 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc -p tsconfig.json --noEmit
-exec npx vitest run "$@"
+report=$(mktemp -t weft-vitest-XXXXXX.json)
+trap 'rm -f "$report"' EXIT
+set +e
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
+code=$?
+set -e
+# One plain summary line ("vitest: N passed, N failed, N skipped") for readers that do not
+# know vitest's own summary format.
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = (r.numPendingTests || 0) + (r.numTodoTests || 0);
+  console.log(`vitest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+' "$report" 2>/dev/null || true
+exit $code
