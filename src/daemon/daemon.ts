@@ -137,6 +137,7 @@ export class NodeDaemon {
       icmpSource: subnet.addr,
       stats: this.stats,
       batchSize: 64,
+      tunnelMtu: this.mtu,
     });
     this.datapath = new Datapath(this.tun, this.sock, pipeline);
     this.datapath.start();

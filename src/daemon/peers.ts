@@ -82,6 +82,8 @@ export class PeerSet {
       port: this.port,
       backendData: lease.backendData,
       local: isLocal,
+      direct: false,
+      backendState: null,
     };
     // A node that re-registers with a new subnet leaves its old entry behind in the map by address; replace it.
     const previous = this.byAddr.get(peer.publicIp);

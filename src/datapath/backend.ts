@@ -1,27 +1,34 @@
 import type { PacketList } from '../io/packet-list';
 import type { Peer } from './peer';
 
+export type BackendType = 'udp' | 'vxlan' | 'ipip' | 'host-gw';
+
 /**
  * One encapsulation. The pipeline does everything that is the same for every backend
- * (validation, LPM, TTL, ICMP, sender checks); a backend only knows its own outer headers.
- * Methods are called once per packet from the hot loop: they must not allocate.
+ * (validation, LPM, TTL, ICMP, MTU, sender checks); a backend only knows its own outer
+ * headers. encap/decap are called once per packet from the hot loop: they must not allocate.
  */
 export interface Backend {
-  readonly type: 'udp' | 'vxlan' | 'ipip' | 'host-gw';
+  readonly type: BackendType;
   /** Bytes the encapsulation adds on the underlay; TUN MTU = underlay MTU - mtuOverhead. */
   readonly mtuOverhead: number;
   /** Bytes the backend may write in front of an inner packet in its slab slot. */
   readonly headroom: number;
+  /** BackendData for our own lease (vxlan: { VNI, VtepMAC }, as flannel stores it). */
+  leaseData(): Record<string, unknown>;
   /**
    * Queue the inner packet buf[off, off+len) for `peer` on `tx`, writing any outer headers
-   * into the headroom in place. Returns false if the packet could not be queued.
+   * into the headroom in place (tx entries may start before `off`). Returns false if the packet
+   * could not be queued.
    */
   encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean;
   /**
    * Given a received datagram buf[off, off+len) from `peer`, return the offset of the inner
-   * IPv4 packet, or a negative Drop reason.
+   * IPv4 packet, or a negative Drop reason. A backend that must answer on the underlay
+   * (vxlan answering ARP for its VTEP address) writes the answer into `replies` (own slab)
+   * and returns -Drop.Consumed.
    */
-  decap(buf: Buffer, off: number, len: number, peer: Peer): number;
+  decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number;
   onPeerAdded(peer: Peer): void;
   onPeerRemoved(peer: Peer): void;
 }

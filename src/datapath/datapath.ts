@@ -1,6 +1,6 @@
 import { PacketList } from '../io/packet-list';
 import type { TunDevice } from '../io/tun';
-import type { UdpSocket } from '../io/udp';
+import type { Transport } from '../io/transport';
 import type { Pipeline } from './pipeline';
 import { Drop } from './stats';
 
@@ -17,7 +17,8 @@ const ROUNDS_PER_WAKEUP = 8;
 
 /**
  * The I/O loop around the pipeline: TUN readable → read a batch → pipeline.egress → one
- * sendmmsg; socket readable → recvmmsg a batch → pipeline.ingress → write the batch to TUN.
+ * batched send on the backend's transport; transport readable → receive a batch →
+ * pipeline.ingress → write the batch to TUN (and send any replies the backend wrote).
  * All lists are allocated here once; nothing on this path allocates per packet.
  */
 export class Datapath {
@@ -29,7 +30,7 @@ export class Datapath {
 
   constructor(
     private readonly tun: TunDevice,
-    private readonly sock: UdpSocket,
+    private readonly sock: Transport,
     private readonly pipeline: Pipeline,
     batchSize = DEFAULT_BATCH,
   ) {
@@ -84,18 +85,21 @@ export class Datapath {
   onSocketReadable(): void {
     const rx = this.sockRx;
     const out = this.toTun;
+    const replies = this.pipeline.replies;
     const stats = this.pipeline.stats;
     for (let round = 0; round < ROUNDS_PER_WAKEUP && this.running; round++) {
       const n = this.sock.recv(rx);
       if (n === 0) break;
       stats.sockRecvBatches++;
       out.clear();
+      replies.clear();
       this.pipeline.ingress(rx, out);
       if (out.count > 0) {
         const written = this.tun.write(out);
         stats.tunWritePackets += written;
         if (written < out.count) stats.drops[Drop.TunWriteFailed] += out.count - written;
       }
+      if (replies.count > 0) this.sock.send(replies);
       if (n < rx.capacity) break;
     }
   }

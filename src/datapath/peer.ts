@@ -10,10 +10,21 @@ export interface Peer {
   readonly subnet: Cidr;
   /** Underlay address of the node, host-order uint32. */
   readonly publicIp: number;
-  /** Destination port on the underlay (flannel udp: 8285). */
+  /** Destination port on the underlay (flannel udp: 8285, vxlan: 8472; 0 for ipip). */
   readonly port: number;
-  /** Backend data from the lease (VTEP MAC for vxlan later). */
+  /** Backend data from the lease (vxlan: VtepMAC, VNI). */
   readonly backendData: Record<string, unknown>;
   /** True for our own subnet: packets routed here must not be sent anywhere. */
   readonly local: boolean;
+  /**
+   * DirectRouting: the peer shares our underlay subnet, so the kernel reaches its pods by a
+   * host-gw route and the tunnel is not used for it.
+   */
+  direct: boolean;
+  /**
+   * What the backend precomputed for this peer in onPeerAdded (vxlan: the inner Ethernet
+   * header from its neighbor and forwarding entries), so encap does no table lookups per
+   * packet. Every Peer has the field, set or null, to keep one object shape.
+   */
+  backendState: unknown;
 }

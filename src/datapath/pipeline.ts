@@ -3,6 +3,7 @@ import { cidrContains, type Cidr } from '../route/cidr';
 import type { RouteTable } from '../route/route-table';
 import {
   decrementTtl,
+  ipv4Df,
   ipv4Dst,
   ipv4Src,
   ipv4TotalLength,
@@ -13,6 +14,7 @@ import {
 import {
   buildIcmpError,
   ICMP_DEST_UNREACH,
+  ICMP_FRAG_NEEDED,
   ICMP_NET_UNREACH,
   ICMP_TIME_EXCEEDED,
   ICMP_TTL_EXCEEDED,
@@ -23,6 +25,8 @@ import { DatapathStats, Drop } from './stats';
 
 /** Largest ICMP error we build: IPv4 (20) + ICMP (8) + quoted header (≤60) + 8 bytes. */
 const ICMP_SLOT = 128;
+/** Largest underlay reply a backend writes (vxlan ARP reply: 20 + 8 + 8 + 14 + 28 = 78 bytes). */
+const REPLY_SLOT = 128;
 
 export interface PipelineOptions {
   backend: Backend;
@@ -34,8 +38,14 @@ export interface PipelineOptions {
   /** Source address of the ICMP errors we originate: the TUN device's address, as a router uses its interface address. */
   icmpSource: number;
   stats: DatapathStats;
-  /** Packets per batch; sizes the ICMP reply list. */
+  /** Packets per batch; sizes the ICMP and reply lists. */
   batchSize: number;
+  /**
+   * Largest inner packet the tunnel carries without fragmenting the outer one: underlay MTU
+   * minus the backend's overhead. Normally the TUN MTU, so the kernel never hands us more;
+   * if the TUN MTU is raised past it, DF packets get ICMP fragmentation-needed from us.
+   */
+  tunnelMtu: number;
 }
 
 /**
@@ -48,6 +58,9 @@ export class Pipeline {
   readonly stats: DatapathStats;
   /** ICMP errors we originate, written back into TUN after each egress batch. */
   readonly icmpOut: PacketList;
+  /** Underlay answers a backend writes while decapsulating (ARP replies), sent after each ingress batch. */
+  readonly replies: PacketList;
+  private readonly tunnelMtu: number;
   private readonly routes: RouteTable<Peer>;
   private readonly peersByAddr: Map<number, Peer>;
   private readonly network: Cidr;
@@ -62,7 +75,9 @@ export class Pipeline {
     this.localSubnet = opts.localSubnet;
     this.icmpSource = opts.icmpSource;
     this.stats = opts.stats;
+    this.tunnelMtu = opts.tunnelMtu;
     this.icmpOut = new PacketList({ capacity: opts.batchSize, slotSize: ICMP_SLOT, headroom: 0 });
+    this.replies = new PacketList({ capacity: opts.batchSize, slotSize: REPLY_SLOT, headroom: 0 });
   }
 
   /**
@@ -112,9 +127,16 @@ export class Pipeline {
         stats.drops[Drop.TtlExpired]++;
         continue;
       }
-      decrementTtl(buf, off);
       // Send exactly the IP datagram: anything the device appended past Total Length is not ours.
       const total = ipv4TotalLength(buf, off);
+      if (total > this.tunnelMtu && ipv4Df(buf, off)) {
+        // Path MTU discovery (RFC 1191): tell the sender what fits; its kernel caches it and
+        // TCP shrinks its segments. Without DF the outer packet is fragmented by the kernel.
+        this.icmpError(buf, off, len, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, this.tunnelMtu);
+        stats.drops[Drop.TooBig]++;
+        continue;
+      }
+      decrementTtl(buf, off);
       if (backend.encap(buf, off, total, peer, tx)) {
         stats.txPackets++;
         stats.txBytes += total;
@@ -129,6 +151,7 @@ export class Pipeline {
    * for sources inside its own subnet, and only to destinations inside ours.
    */
   ingress(rx: PacketList, toTun: PacketList): void {
+    const replies = this.replies;
     const buf = rx.buf;
     const stats = this.stats;
     const n = rx.count;
@@ -144,7 +167,7 @@ export class Pipeline {
         continue;
       }
       const off = rx.offs[i];
-      const inner = this.backend.decap(buf, off, len, peer);
+      const inner = this.backend.decap(buf, off, len, peer, replies);
       if (inner < 0) {
         stats.drops[-inner]++;
         continue;
@@ -170,11 +193,11 @@ export class Pipeline {
     }
   }
 
-  private icmpError(buf: Buffer, off: number, len: number, type: number, code: number): void {
+  private icmpError(buf: Buffer, off: number, len: number, type: number, code: number, mtu = 0): void {
     const out = this.icmpOut;
     if (out.count >= out.capacity) return;
     const slot = out.count * ICMP_SLOT;
-    const n = buildIcmpError(out.buf, slot, buf, off, len, type, code, this.icmpSource);
+    const n = buildIcmpError(out.buf, slot, buf, off, len, type, code, this.icmpSource, mtu);
     if (n > 0) out.push(slot, n);
   }
 }

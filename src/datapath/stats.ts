@@ -30,6 +30,18 @@ export const Drop = {
   TunWriteFailed: 15,
   /** Malformed encapsulation header (backend-specific). */
   BadEncap: 16,
+  /** VXLAN: VNI is not ours. */
+  WrongVni: 17,
+  /** VXLAN: inner Ethernet destination is not our VTEP MAC. */
+  WrongMac: 18,
+  /** VXLAN: inner ethertype is neither IPv4 nor ARP. */
+  WrongEthertype: 19,
+  /** Not a drop: the backend answered it on the underlay (an ARP request for our VTEP address). */
+  Consumed: 20,
+  /** Larger than the tunnel MTU with DF set (ICMP fragmentation-needed sent, RFC 1191). */
+  TooBig: 21,
+  /** vxlan: the peer's lease has no usable VtepMAC, so no inner Ethernet header can be built. */
+  NoNeighbor: 22,
 } as const;
 
 export const DROP_NAMES: readonly string[] = (() => {

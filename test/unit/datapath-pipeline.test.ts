@@ -16,7 +16,7 @@ const REMOTE = parseCidr('10.244.2.0/24');
 const REMOTE_IP = parseIpv4('192.168.77.12');
 
 function peer(subnet: typeof LOCAL, publicIp: number, local: boolean): Peer {
-  return { subnet, publicIp, port: 8285, backendData: {}, local };
+  return { subnet, publicIp, port: 8285, backendData: {}, local, direct: false, backendState: null };
 }
 
 function setup() {
@@ -38,6 +38,7 @@ function setup() {
     icmpSource: LOCAL.addr,
     stats,
     batchSize: 16,
+    tunnelMtu: 1472,
   });
   const rx = new PacketList({ capacity: 16, slotSize: 2048, headroom: 64 });
   const tx = PacketList.view(rx);
@@ -128,6 +129,31 @@ describe('egress', () => {
     expect(stats.dropCount(Drop.Truncated)).toBe(1);
     expect(stats.dropCount(Drop.NotIpv4)).toBe(1);
     expect(stats.dropCount(Drop.BadIhl)).toBe(1);
+  });
+
+  it('answers a DF packet larger than the tunnel MTU with fragmentation-needed carrying that MTU (RFC 1191)', () => {
+    const { pipeline, rx, tx, stats } = setup();
+    load(rx, [buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', df: true, payload: Buffer.alloc(1472 - 28 + 1) })]);
+    pipeline.egress(rx, tx);
+    expect(tx.count).toBe(0);
+    expect(stats.dropCount(Drop.TooBig)).toBe(1);
+    const icmp = pipeline.icmpOut;
+    expect(icmp.count).toBe(1);
+    const r = icmp.buf.subarray(icmp.offs[0], icmp.offs[0] + icmp.lens[0]);
+    expect(r[20]).toBe(3);
+    expect(r[21]).toBe(4);
+    expect(r.readUInt16BE(26)).toBe(1472);
+  });
+
+  it('forwards a packet exactly at the tunnel MTU, and an oversized one without DF', () => {
+    const { pipeline, rx, tx } = setup();
+    load(rx, [
+      buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', df: true, payload: Buffer.alloc(1472 - 28) }),
+      buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', df: false, payload: Buffer.alloc(1600) }),
+    ]);
+    pipeline.egress(rx, tx);
+    expect(tx.count).toBe(2);
+    expect(tx.lens[0]).toBe(1472);
   });
 
   it('counts a TUN read larger than its slot as oversize', () => {

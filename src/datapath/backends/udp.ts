@@ -15,11 +15,15 @@ export class UdpBackend implements Backend {
   readonly mtuOverhead = 28;
   readonly headroom = 0;
 
+  leaseData(): Record<string, unknown> {
+    return {};
+  }
+
   encap(_buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
     return tx.push(off, len, peer.publicIp, peer.port);
   }
 
-  decap(_buf: Buffer, off: number, _len: number, _peer: Peer): number {
+  decap(_buf: Buffer, off: number, _len: number, _peer: Peer, _replies: PacketList): number {
     return off;
   }
 

@@ -1,0 +1,16 @@
+import type { PacketList } from './packet-list';
+
+/**
+ * Where a backend's packets meet the underlay: a batch in, a batch out, and a readiness
+ * callback. UdpSocket is one; vxlan pairs a UDP socket (receive on 8472) with a raw
+ * IP_HDRINCL socket (send, so the outer headers, source port included, are ours); ipip uses
+ * raw IP sockets both ways.
+ */
+export interface Transport {
+  /** Fill `list` from slot 0 with received datagrams (source address/port per packet); returns the count. */
+  recv(list: PacketList): number;
+  /** Send list's first `count` entries to their addrs/ports; returns how many the kernel took. */
+  send(list: PacketList): number;
+  onReadable(cb: (err?: Error) => void): void;
+  close(): void;
+}
