@@ -3,15 +3,18 @@ import type { Logger } from 'pino';
 import type { Lease, Registry, WatchBatch } from '../control/registry';
 import { RegistryError } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
-import { createBackend } from '../datapath/backends';
+import { backendType, createBackend, leaseDataFor } from '../datapath/backends';
+import type { Backend } from '../datapath/backend';
+import type { Peer } from '../datapath/peer';
 import { Datapath } from '../datapath/datapath';
 import { Pipeline } from '../datapath/pipeline';
 import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
-import { UdpSocket } from '../io/udp';
+import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
 import { startHealthServer } from './health';
+import { HostRoutes } from './host-routes';
 import { PeerSet } from './peers';
 import { RuntimeStats } from './runtime-stats';
 import { writeSubnetEnv } from './subnet-env';
@@ -50,9 +53,11 @@ export class NodeDaemon {
   private network?: Cidr;
   private lease?: Lease;
   private tun?: TunDevice;
-  private sock?: UdpSocket;
+  private sock?: Transport;
   private peers?: PeerSet;
   private datapath?: Datapath;
+  private backend: Backend | null = null;
+  private hostRoutes?: HostRoutes;
   private health?: { port: number; close(): Promise<void> };
   private watchHandle?: { close(): void };
   private revision = 0;
@@ -98,50 +103,63 @@ export class NodeDaemon {
 
     this.config = await this.retry('get network config', () => opts.registry.config());
     this.network = parseCidr(this.config.network);
-    const { backend, port } = createBackend(this.config);
-    this.mtu = underlay.mtu - backend.mtuOverhead;
-
+    const type = backendType(this.config);
+    const leaseData = leaseDataFor(this.config, publicIp);
     this.lease = await this.retry('acquire lease', () =>
-      opts.registry.acquire({ publicIp: opts.publicIp, backendType: backend.type, backendData: {} }),
+      opts.registry.acquire({ publicIp: opts.publicIp, backendType: type, backendData: leaseData }),
     );
     const subnet = parseCidr(this.lease.subnet);
     this.log.info({ subnet: this.lease.subnet, expiration: new Date(this.lease.expiration).toISOString() }, 'lease acquired');
 
-    this.sock = UdpSocket.bind(publicIp, port);
-    this.tun = TunDevice.open(opts.tunName);
-    // flannel gives its device the subnet's .0 address with the Network's prefix, so the
-    // kernel's connected route sends the whole Network into it while the pods' bridge
-    // (holding .1/SubnetLen, more specific) keeps local traffic local.
-    const tunAddr = `${formatIpv4(subnet.addr)}/${this.network.len}`;
-    await linkSetUpMtu(this.tun.name, this.mtu);
-    // The kernel queues packets for a TUN reader in the device's qdisc, 500 deep by default
-    // (TUN_READQ_SIZE). A burst larger than that while we are busy with the other direction
-    // is dropped there and TCP backs off; 1000 (Ethernet's default) absorbs it.
-    await ip(['link', 'set', 'dev', this.tun.name, 'txqueuelen', String(TUN_TXQUEUELEN)]);
-    await addrAdd(this.tun.name, tunAddr);
-    await routeReplace(this.config.network, this.tun.name);
-    // ICMP errors we originate carry the TUN address as source; the kernel drops packets
-    // arriving with a local source address unless accept_local is set (fib_validate_source).
-    await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
-    await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
+    const setup = createBackend(this.config, { publicIp, subnet });
+    const backend = setup.backend;
+    this.backend = backend;
+    this.mtu = underlay.mtu - (backend?.mtuOverhead ?? 0);
+    if (type === 'host-gw' || setup.directRouting) {
+      this.hostRoutes = new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log });
+    }
+
+    if (backend) {
+      this.sock = setup.openTransport();
+      this.tun = TunDevice.open(opts.tunName);
+      // flannel gives its device the subnet's .0 address with the Network's prefix, so the
+      // kernel's connected route sends the whole Network into it while the pods' bridge
+      // (holding .1/SubnetLen, more specific) keeps local traffic local.
+      const tunAddr = `${formatIpv4(subnet.addr)}/${this.network.len}`;
+      await linkSetUpMtu(this.tun.name, this.mtu);
+      // The kernel queues packets for a TUN reader in the device's qdisc, 500 deep by default
+      // (TUN_READQ_SIZE). A burst larger than that while we are busy with the other direction
+      // is dropped there and TCP backs off; 1000 (Ethernet's default) absorbs it.
+      await ip(['link', 'set', 'dev', this.tun.name, 'txqueuelen', String(TUN_TXQUEUELEN)]);
+      await addrAdd(this.tun.name, tunAddr);
+      await routeReplace(this.config.network, this.tun.name);
+      // ICMP errors we originate carry the TUN address as source; the kernel drops packets
+      // arriving with a local source address unless accept_local is set (fib_validate_source).
+      await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
+      await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
+      this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port: setup.port, directRouting: setup.directRouting }, 'datapath up');
+    } else {
+      this.log.info({ iface: underlay.name, mtu: this.mtu }, 'host-gw: no tunnel; routing peers through the kernel');
+    }
     this.routesInstalled = true;
     await this.warnIfNotForwarding();
 
-    this.peers = new PeerSet(backend, port, this.lease, this.log);
-    const pipeline = new Pipeline({
-      backend,
-      routes: this.peers.routes,
-      peersByAddr: this.peers.byAddr,
-      network: this.network,
-      localSubnet: subnet,
-      icmpSource: subnet.addr,
-      stats: this.stats,
-      batchSize: 64,
-      tunnelMtu: this.mtu,
-    });
-    this.datapath = new Datapath(this.tun, this.sock, pipeline);
-    this.datapath.start();
-    this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: backend.type, port }, 'datapath up');
+    this.peers = new PeerSet(type, setup.port, this.lease, (added, removed) => this.onPeersChanged(added, removed), this.log);
+    if (backend && this.tun && this.sock) {
+      const pipeline = new Pipeline({
+        backend,
+        routes: this.peers.routes,
+        peersByAddr: this.peers.byAddr,
+        network: this.network,
+        localSubnet: subnet,
+        icmpSource: subnet.addr,
+        stats: this.stats,
+        batchSize: 64,
+        tunnelMtu: this.mtu,
+      });
+      this.datapath = new Datapath(this.tun, this.sock, pipeline);
+      this.datapath.start();
+    }
 
     await writeSubnetEnv(opts.subnetFile, {
       network: this.config.network,
@@ -155,6 +173,28 @@ export class NodeDaemon {
     this.scheduleRenew();
   }
 
+  /**
+   * Peers come and go with lease events. The backend prepares per-peer state synchronously
+   * (before the new route snapshot is swapped in); kernel routes for host-gw and DirectRouting
+   * follow asynchronously, serialised inside HostRoutes.
+   */
+  private onPeersChanged(added: readonly Peer[], removed: readonly Peer[]): void {
+    const hr = this.hostRoutes;
+    const direct = this.backend === null || this.config?.backend.directRouting === true;
+    for (const p of added) {
+      if (this.backend) this.backend.onPeerAdded(p);
+      if (hr && direct && (this.backend === null || hr.onLink(p.publicIp))) {
+        // DirectRouting: an on-link peer is reached by the kernel; the tunnel is for the rest.
+        p.direct = this.backend !== null;
+        void hr.add(p);
+      }
+    }
+    for (const p of removed) {
+      if (this.backend) this.backend.onPeerRemoved(p);
+      if (hr) void hr.remove(p);
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -162,6 +202,7 @@ export class NodeDaemon {
     clearTimeout(this.watchRetry);
     this.watchHandle?.close();
     this.datapath?.stop();
+    await this.hostRoutes?.removeAll();
     // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
     // addresses and routes that pointed into it.
     this.tun?.close();
@@ -176,7 +217,7 @@ export class NodeDaemon {
   notReady(): string[] {
     const missing: string[] = [];
     if (!this.lease) missing.push('lease');
-    if (!this.tun) missing.push('tun');
+    if (!this.tun && this.backend !== null) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
     if (!this.subnetFileWritten) missing.push('subnet file');
     if (!this.peersSynced) missing.push('peer sync');
@@ -196,25 +237,31 @@ export class NodeDaemon {
       control: { target: this.opts.controlTarget, watching: this.watchConnected, revision: this.revision },
       peers: (this.peers?.peers() ?? [])
         .filter((p) => !p.local)
-        .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port })),
+        .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port, direct: p.direct })),
       counters: this.stats.toJSON(),
+      backendState: this.backend?.status?.(),
+      hostRoutes: this.hostRoutes
+        ? { routes: this.hostRoutes.routes(), unreachable: this.hostRoutes.unreachable, unreachablePeers: this.hostRoutes.unreachablePeers() }
+        : undefined,
       runtime: this.runtime.snapshot(),
     };
   }
 
-  private async findUnderlay(): Promise<{ name: string; mtu: number }> {
-    const { iface, publicIp } = this.opts;
-    if (iface) {
-      const info = await ifaceInfo(iface);
-      if (!info) throw new Error(`--iface ${iface}: no such interface`);
-      if (!info.addrs.some((a) => a.ip === publicIp)) {
-        throw new Error(`--public-ip ${publicIp} is not an address of --iface ${iface}`);
-      }
-      return { name: info.name, mtu: info.mtu };
+  /** The underlay interface: --iface, or the one holding --public-ip; its MTU and addresses (host-gw needs its subnets). */
+  private async findUnderlay(): Promise<{ name: string; mtu: number; addrs: { ip: string; prefixLen: number }[] }> {
+    const { publicIp } = this.opts;
+    let name = this.opts.iface;
+    if (!name) {
+      const found = await ifaceForAddress(publicIp);
+      if (!found) throw new Error(`--public-ip ${publicIp} is not assigned to any interface here (pass --iface)`);
+      name = found.name;
     }
-    const found = await ifaceForAddress(publicIp);
-    if (!found) throw new Error(`--public-ip ${publicIp} is not assigned to any interface here (pass --iface)`);
-    return found;
+    const info = await ifaceInfo(name);
+    if (!info) throw new Error(`--iface ${name}: no such interface`);
+    if (!info.addrs.some((a) => a.ip === publicIp)) {
+      throw new Error(`--public-ip ${publicIp} is not an address of --iface ${name}`);
+    }
+    return { name: info.name, mtu: info.mtu, addrs: info.addrs };
   }
 
   private async warnIfNotForwarding(): Promise<void> {

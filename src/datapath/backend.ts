@@ -31,4 +31,6 @@ export interface Backend {
   decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number;
   onPeerAdded(peer: Peer): void;
   onPeerRemoved(peer: Peer): void;
+  /** Backend tables for /status (vxlan: neighbor and forwarding entries). */
+  status?(): Record<string, unknown>;
 }

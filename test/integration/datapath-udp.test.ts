@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   daemonStatus,
+  iperf3Pair,
   killControl,
   labDown,
   labExec,
@@ -110,6 +111,33 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
     const ok = await pingPair(prefix, 'n1/p1', pod('n2').ip, { count: 1, waitS: 2, args: ['-t', '4'] });
     expect(ok.ok).toBe(true);
   });
+
+  it('answers DF packets larger than the tunnel MTU with fragmentation-needed, and TCP then fits', async () => {
+    // The kernel never hands weft more than the TUN MTU, which normally is the tunnel MTU. Raise
+    // weft0's MTU on n1 so the node's own packets exceed what the tunnel carries: weft must
+    // answer with fragmentation-needed carrying 1472 (RFC 1191), and the kernel's PMTU cache
+    // must then make TCP fit.
+    const dst = pod('n2').ip;
+    const mtu = await labExec(prefix, 'n1', ['ip', 'link', 'set', 'dev', 'weft0', 'mtu', '1500']);
+    expect(mtu.code, mtu.stderr).toBe(0);
+    try {
+      const before = (await status(prefix, 'n1')).counters.drops.too_big ?? 0;
+      const big = await labExec(prefix, 'n1', ['ping', '-n', '-c', '2', '-i', '0.3', '-W', '1', '-M', 'do', '-s', String(1500 - 28), dst]);
+      expect(big.code).not.toBe(0);
+      expect(big.stdout + big.stderr).toMatch(/mtu\s*=\s*1472/i);
+      expect((await status(prefix, 'n1')).counters.drops.too_big ?? 0).toBeGreaterThan(before);
+      const route = await labExec(prefix, 'n1', ['ip', 'route', 'get', dst]);
+      expect(route.stdout).toMatch(/mtu 1472/);
+      // A packet that fits still goes through.
+      const fits = await labExec(prefix, 'n1', ['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', String(1472 - 28), dst]);
+      expect(fits.code, fits.stdout).toBe(0);
+      const tcp = await iperf3Pair(prefix, 'n1', 'n2/p1', { seconds: 2 });
+      expect(tcp.ok, tcp.error).toBe(true);
+    } finally {
+      await labExec(prefix, 'n1', ['ip', 'link', 'set', 'dev', 'weft0', 'mtu', '1472']);
+      await labExec(prefix, 'n1', ['ip', 'route', 'flush', 'cache']);
+    }
+  }, 60_000);
 
   it('drops and counts datagrams from an underlay address that holds no lease', async () => {
     const n1 = state.nodes[0];

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PeerSet } from '../../src/daemon/peers';
 import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from '../../src/daemon/subnet-env';
-import { UdpBackend } from '../../src/datapath/backends/udp';
 import type { Lease } from '../../src/control/registry';
 import { parseIpv4 } from '../../src/route/cidr';
 
@@ -20,7 +19,7 @@ const local = lease('10.244.1.0/24', '192.168.77.11');
 
 describe('PeerSet', () => {
   it('routes a snapshot by longest prefix and maps senders by address', () => {
-    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const ps = new PeerSet('udp', 8285, local);
     ps.applySnapshot([local, lease('10.244.2.0/24', '192.168.77.12'), lease('10.244.3.0/24', '192.168.77.13')]);
     expect(ps.routes.lookup(parseIpv4('10.244.2.77'))?.publicIp).toBe(parseIpv4('192.168.77.12'));
     expect(ps.routes.lookup(parseIpv4('10.244.1.5'))?.local).toBe(true);
@@ -30,7 +29,7 @@ describe('PeerSet', () => {
   });
 
   it('applies added/removed events and swaps a new route snapshot per batch', () => {
-    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const ps = new PeerSet('udp', 8285, local);
     const v0 = ps.routes.version;
     ps.apply([
       { type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12') },
@@ -44,7 +43,7 @@ describe('PeerSet', () => {
   });
 
   it('moves a node that re-registers with a new subnet instead of keeping both', () => {
-    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const ps = new PeerSet('udp', 8285, local);
     ps.apply([{ type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12') }]);
     ps.apply([{ type: 'added', lease: lease('10.244.5.0/24', '192.168.77.12') }]);
     expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
@@ -52,7 +51,7 @@ describe('PeerSet', () => {
   });
 
   it('drops peers missing from a resync snapshot and never drops its own subnet', () => {
-    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const ps = new PeerSet('udp', 8285, local);
     ps.applySnapshot([lease('10.244.2.0/24', '192.168.77.12')]);
     ps.applySnapshot([lease('10.244.3.0/24', '192.168.77.13')]);
     expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
@@ -60,8 +59,35 @@ describe('PeerSet', () => {
     expect(ps.routes.lookup(parseIpv4('10.244.1.1'))?.local).toBe(true);
   });
 
+  it('tells its listener about added peers before routing to them and removed ones after', () => {
+    const seen: string[] = [];
+    let ps: PeerSet | undefined;
+    const routed = (ip: string) => ps?.routes.lookup(parseIpv4(ip)) !== undefined;
+    ps = new PeerSet('udp', 8285, local, (added, removed) => {
+      for (const p of added) seen.push(`added ${p.publicIp} routed=${routed('10.244.2.1')}`);
+      for (const p of removed) seen.push(`removed ${p.publicIp} routed=${routed('10.244.2.1')}`);
+    });
+    const l2 = lease('10.244.2.0/24', '192.168.77.12');
+    ps.apply([{ type: 'added', lease: l2 }]);
+    // A renewal (same lease announced again) changes nothing.
+    ps.apply([{ type: 'added', lease: { ...l2, expiration: l2.expiration + 1000 } }]);
+    ps.apply([{ type: 'removed', lease: l2 }]);
+    const ip = parseIpv4('192.168.77.12');
+    expect(seen).toEqual([`added ${ip} routed=false`, `removed ${ip} routed=false`]);
+  });
+
+  it('replaces a peer whose backend data changed (a new VTEP MAC)', () => {
+    const added: unknown[] = [];
+    const ps = new PeerSet('vxlan', 8472, { ...local, backendType: 'vxlan' }, (a) => added.push(...a.map((p) => p.backendData)));
+    const l2 = { ...lease('10.244.2.0/24', '192.168.77.12', 'vxlan'), backendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:01' } };
+    ps.apply([{ type: 'added', lease: l2 }]);
+    ps.apply([{ type: 'added', lease: { ...l2, backendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:02' } } }]);
+    expect(added).toEqual([{ VNI: 1, VtepMAC: '0e:00:00:00:00:01' }, { VNI: 1, VtepMAC: '0e:00:00:00:00:02' }]);
+    expect(ps.routes.lookup(parseIpv4('10.244.2.9'))?.backendData.VtepMAC).toBe('0e:00:00:00:00:02');
+  });
+
   it('ignores leases of another backend type, and counts them', () => {
-    const ps = new PeerSet(new UdpBackend(), 8285, local);
+    const ps = new PeerSet('udp', 8285, local);
     ps.apply([{ type: 'added', lease: lease('10.244.2.0/24', '192.168.77.12', 'vxlan') }]);
     expect(ps.routes.lookup(parseIpv4('10.244.2.1'))).toBeUndefined();
     expect(ps.mismatched).toBe(1);

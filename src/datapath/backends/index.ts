@@ -1,20 +1,63 @@
 import type { NetworkConfig } from '../../control/netconfig';
-import type { Backend } from '../backend';
+import type { Transport } from '../../io/transport';
+import { UdpSocket } from '../../io/udp';
+import type { Cidr } from '../../route/cidr';
+import type { Backend, BackendType } from '../backend';
 import { UDP_DEFAULT_PORT, UdpBackend } from './udp';
 
+/** What the daemon needs to run the backend net-conf.json's Backend.Type names. */
 export interface BackendSetup {
-  backend: Backend;
-  /** Underlay port the backend listens and sends on. */
+  type: BackendType;
+  /** null for host-gw: the kernel forwards with routes weft installs; there is no userspace datapath. */
+  backend: Backend | null;
+  /** Underlay port the backend listens and sends on (0 for ipip and host-gw). */
   port: number;
+  /** Backend.DirectRouting: on-link peers get host-gw routes, the rest go through the tunnel. */
+  directRouting: boolean;
+  /** Open the underlay transport, bound to our public IP. */
+  openTransport(): Transport;
 }
 
-/** Pick the backend named by net-conf.json's Backend.Type. */
-export function createBackend(config: NetworkConfig): BackendSetup {
-  const type = config.backend.type;
-  switch (type) {
-    case 'udp':
-      return { backend: new UdpBackend(), port: config.backend.port ?? UDP_DEFAULT_PORT };
+export interface NodeIdentity {
+  publicIp: number;
+  /** Our lease. */
+  subnet: Cidr;
+}
+
+export function backendType(config: NetworkConfig): BackendType {
+  const t = config.backend.type;
+  if (t === 'udp' || t === 'vxlan' || t === 'ipip' || t === 'host-gw') return t;
+  throw new Error(`Backend.Type "${t}" is not one of udp, vxlan, ipip, host-gw`);
+}
+
+/**
+ * BackendData for our lease, decided before we know our subnet (flanneld likewise creates
+ * flannel.1, and so knows its MAC, before it acquires the lease that announces it).
+ */
+export function leaseDataFor(config: NetworkConfig, _publicIp: number): Record<string, unknown> {
+  switch (backendType(config)) {
     default:
-      throw new Error(`Backend.Type "${type}" has no datapath in this build yet (available: udp)`);
+      return {};
+  }
+}
+
+function noTransport(type: string): () => Transport {
+  return () => {
+    throw new Error(`the ${type} backend has no underlay transport`);
+  };
+}
+
+/** Build the backend net-conf.json's Backend.Type names, for a node that holds `node.subnet`. */
+export function createBackend(config: NetworkConfig, node: NodeIdentity): BackendSetup {
+  const type = backendType(config);
+  switch (type) {
+    case 'udp': {
+      const port = config.backend.port ?? UDP_DEFAULT_PORT;
+      return { type, backend: new UdpBackend(), port, directRouting: false, openTransport: () => UdpSocket.bind(node.publicIp, port) };
+    }
+    case 'host-gw':
+      return { type, backend: null, port: 0, directRouting: false, openTransport: noTransport(type) };
+    default:
+      throw new Error(`Backend.Type "${type}" has no datapath in this build yet`);
   }
 }
