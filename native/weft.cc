@@ -9,9 +9,10 @@
 //     syscall, so a bad offset throws a TypeError/RangeError instead of touching memory;
 //   - scratch (Scratch): per-environment mmsghdr/iovec/sockaddr arrays, grown only when a
 //     larger batch is asked for, so the per-batch path does not allocate;
-//   - openers (tunOpen, udpOpen; later a raw IPPROTO_IPIP socket, IFF_VNET_HDR);
+//   - openers (tunOpen, udpOpen, rawOpen; later IFF_VNET_HDR);
 //   - batch movers (readPackets/writePackets for TUN, recvBatch/sendBatch for any AF_INET
-//     datagram socket; later UDP_SEGMENT/UDP_GRO control messages go into the same mmsghdrs);
+//     datagram or raw IP socket; later UDP_SEGMENT/UDP_GRO control messages go into the same
+//     mmsghdrs);
 //   - readiness (Poller): a uv_poll_t on Node's own loop.
 
 #include <napi.h>
@@ -362,7 +363,8 @@ Napi::Value WritePackets(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// UDP (and, later, raw IP: recvBatch/sendBatch only assume an AF_INET datagram socket)
+// UDP and raw IP sockets (recvBatch/sendBatch only assume an AF_INET socket that keeps
+// message boundaries)
 
 bool SetBuf(int fd, int force_opt, int opt, int bytes) {
   // *BUFFORCE (CAP_NET_ADMIN) ignores net.core.[rw]mem_max, which defaults to ~208 KiB and is
@@ -407,6 +409,74 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
                "bind " + Ipv4String(static_cast<uint32_t>(addr)) + ":" + std::to_string(port),
                err);
     return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// rawOpen(protocol, hdrincl, bindAddr, rcvbuf, sndbuf) -> fd
+//
+// An AF_INET raw socket (raw(7)). What the batch movers see on it:
+//   - receive: every datagram starts at its IPv4 header (raw_recvmsg copies from the network
+//     header on), msg_name holds the source address with port 0, and MSG_TRUNC marks one that
+//     did not fit the slot, as for UDP. The kernel delivers to a raw socket after reassembly
+//     (ip_local_deliver), so a fragmented outer packet arrives whole.
+//   - send without IP_HDRINCL: the buffer is the payload and the kernel adds the IP header.
+//   - send with IP_HDRINCL (or protocol IPPROTO_RAW, which implies it): the buffer is the whole
+//     IP packet. raw_send_hdrinc always fills in Total Length and the header checksum, fills in
+//     the ID when it is 0 and the source when it is 0.0.0.0, routes on msg_name's address (not
+//     the header's), and never fragments: a packet over the route's MTU fails with EMSGSIZE,
+//     which sendBatch drops as one refused datagram.
+// An IPPROTO_RAW socket receives nothing (no protocol 255 arrives), so it is the send half that
+// never fills a receive queue nobody reads.
+Napi::Value RawOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t protocol, addr, rcvbuf, sndbuf;
+  bool hdrincl;
+  // Protocol 0 (IPPROTO_IP) names no protocol for a raw socket; the kernel would refuse it
+  // with EPROTONOSUPPORT, but it is the caller's mistake, so say so as one.
+  if (!ArgInt(info, 0, "protocol", 1, 255, &protocol) ||
+      !ArgBool(info, 1, "hdrincl", &hdrincl) ||
+      !ArgInt(info, 2, "bindAddr", 0, UINT32_MAX, &addr) ||
+      !ArgInt(info, 3, "rcvbuf", 0, INT32_MAX / 2, &rcvbuf) ||
+      !ArgInt(info, 4, "sndbuf", 0, INT32_MAX / 2, &sndbuf))
+    return env.Undefined();
+
+  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, static_cast<int>(protocol));
+  if (fd < 0) {
+    ThrowErrno(env, "socket", "socket AF_INET SOCK_RAW protocol " + std::to_string(protocol),
+               errno);
+    return env.Undefined();
+  }
+  if (hdrincl) {
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, "setsockopt", "setsockopt IP_HDRINCL", err);
+      return env.Undefined();
+    }
+  }
+  if ((rcvbuf > 0 && !SetBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, static_cast<int>(rcvbuf))) ||
+      (sndbuf > 0 && !SetBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, static_cast<int>(sndbuf)))) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "setsockopt", "setsockopt SO_RCVBUF/SO_SNDBUF", err);
+    return env.Undefined();
+  }
+  // For a raw socket bind() sets only the local address (there is no port): raw_v4_match then
+  // delivers only datagrams addressed to it, and it becomes the source of packets the kernel
+  // builds headers for. Unbound, the socket sees the protocol's datagrams to every local address.
+  if (addr != 0) {
+    sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(addr));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, "bind", "bind raw " + Ipv4String(static_cast<uint32_t>(addr)), err);
+      return env.Undefined();
+    }
   }
   return Napi::Number::New(env, fd);
 }
@@ -484,7 +554,8 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
       const msghdr& h = sc.msgs[j].msg_hdr;
       offs[i] = static_cast<int32_t>(i * s.slot_size + s.headroom);
       // MSG_TRUNC: the datagram was larger than the slot and the kernel dropped the rest
-      // (udp_recvmsg); -1 makes the caller count a drop instead of parsing a fragment.
+      // (udp_recvmsg, raw_recvmsg); -1 makes the caller count a drop instead of parsing a
+      // fragment.
       lens[i] = (h.msg_flags & MSG_TRUNC) ? -1 : static_cast<int32_t>(sc.msgs[j].msg_len);
       if (h.msg_namelen >= sizeof(sockaddr_in) && sc.addrs[j].sin_family == AF_INET) {
         addrs[i] = ntohl(sc.addrs[j].sin_addr.s_addr);
@@ -817,6 +888,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
   exports.Set("tunOpen", Napi::Function::New(env, TunOpen, "tunOpen"));
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
+  exports.Set("rawOpen", Napi::Function::New(env, RawOpen, "rawOpen"));
   exports.Set("localPort", Napi::Function::New(env, LocalPort, "localPort"));
   exports.Set("readPackets", Napi::Function::New(env, ReadPackets, "readPackets"));
   exports.Set("writePackets", Napi::Function::New(env, WritePackets, "writePackets"));

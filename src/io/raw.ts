@@ -1,0 +1,113 @@
+// A raw IPv4 socket (raw(7)) moving whole batches with recvmmsg/sendmmsg: the underlay of the
+// ipip backend both ways, and the send half of vxlan (which writes its own outer IPv4 + UDP
+// headers). What a batch holds differs from UdpSocket's:
+//   - received datagrams start at their IPv4 header (the kernel keeps it for raw sockets), and
+//     addrs[i] is the sender with ports[i] = 0;
+//   - on a socket opened with hdrincl (or protocol IPPROTO_RAW, which implies it), each entry
+//     sent is a complete IPv4 packet; the kernel routes it by addrs[i], not by the header's
+//     destination, fills in Total Length and the header checksum, and never fragments it (an
+//     entry over the route MTU is refused and dropped).
+
+import { FdHandle } from './fd-handle';
+import { loadNative, native } from './native';
+import type { PacketList } from './packet-list';
+import type { Transport } from './transport';
+
+/** IPPROTO_RAW: a send-only raw socket that implies IP_HDRINCL and never receives (raw(7)). */
+export const IPPROTO_RAW = 255;
+
+export interface RawOpenOptions {
+  /** Set IP_HDRINCL: sends carry their own IPv4 header (implied by IPPROTO_RAW). */
+  hdrincl?: boolean;
+  /**
+   * Local address (host-order uint32) to bind; 0 (default) leaves the socket unbound. For a raw
+   * socket, bind only filters: the socket then receives only datagrams addressed to it.
+   */
+  bindAddr?: number;
+  /** SO_RCVBUF in bytes (default 4 MiB); forced past net.core.rmem_max when running as root. */
+  rcvbuf?: number;
+  /** SO_SNDBUF in bytes (default 4 MiB); forced past net.core.wmem_max when running as root. */
+  sndbuf?: number;
+}
+
+// rawOpen is declared here rather than in native.ts's NativeAddon: it runs once per socket,
+// never on the packet path, so it does not need the lazy trampoline's fast property load.
+interface RawNative {
+  rawOpen(protocol: number, hdrincl: boolean, bindAddr: number, rcvbuf: number, sndbuf: number): number;
+}
+
+// As for UdpSocket: a few thousand full-size packets of slack between two event-loop turns.
+const DEFAULT_SOCKET_BUFFER = 4 << 20;
+
+export class RawSocket implements Transport {
+  /** The IP protocol number the socket was opened for. */
+  readonly protocol: number;
+  private readonly handle: FdHandle;
+
+  private constructor(fd: number, protocol: number) {
+    this.protocol = protocol;
+    this.handle = new FdHandle(fd, `raw IP socket for protocol ${protocol}`);
+  }
+
+  /**
+   * Opens socket(AF_INET, SOCK_RAW, protocol), non-blocking. Needs CAP_NET_RAW. Throws with
+   * `code`/`syscall` set when the kernel refuses (EPERM without the capability, EADDRNOTAVAIL
+   * for a bindAddr that is not local).
+   */
+  static open(protocol: number, opts: RawOpenOptions = {}): RawSocket {
+    const addon = loadNative() as unknown as RawNative;
+    const fd = addon.rawOpen(
+      protocol,
+      opts.hdrincl ?? false,
+      opts.bindAddr ?? 0,
+      opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER,
+      opts.sndbuf ?? DEFAULT_SOCKET_BUFFER,
+    );
+    return new RawSocket(fd, protocol);
+  }
+
+  /** The file descriptor; -1 once closed. */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
+  /**
+   * Receives every queued datagram (up to the list's slots) into the slab from slot 0, each
+   * starting at its IPv4 header, with the sender's address in addrs (ports are 0); sets
+   * list.count. A datagram larger than a slot comes back with lens[i] = -1.
+   */
+  recv(list: PacketList): number {
+    const n = native.recvBatch(
+      this.handle.live(),
+      list.buf,
+      list.slotSize,
+      list.headroom,
+      list.slots,
+      list.offs,
+      list.lens,
+      list.addrs,
+      list.ports,
+    );
+    list.count = n;
+    return n;
+  }
+
+  /**
+   * Sends list's first `count` entries, each to addrs[i]. Returns how many the kernel took: it
+   * stops early when the socket buffer or device queue is full, and drops single packets the
+   * kernel refuses (over the MTU, malformed header, unreachable).
+   */
+  send(list: PacketList): number {
+    return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
+  }
+
+  /** Calls cb whenever datagrams are waiting (level-triggered); a second call replaces the first. */
+  onReadable(cb: (err?: Error) => void): void {
+    this.handle.onReadable(cb);
+  }
+
+  /** Stops polling and closes the socket. Idempotent. */
+  close(): void {
+    this.handle.close();
+  }
+}
