@@ -7,6 +7,8 @@ import {
   DEFAULT_NETWORK,
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
+  DEFAULT_UNDERLAY_B,
+  TOPOLOGIES,
   formatDemo,
   formatStatus,
   labDemo,
@@ -15,6 +17,7 @@ import {
   labUp,
   targetNs,
   type BackendType,
+  type Topology,
 } from '../lab';
 import { nsExists } from '../lab/netns';
 
@@ -25,13 +28,17 @@ commands:
           (weft daemon each) and K pod namespaces per node attached with the CNI bridge plugin
             --nodes N (3)  --pods K (1)  --backend ${BACKENDS.join('|')} (udp)
             --prefix P (${DEFAULT_PREFIX})  --underlay CIDR (${DEFAULT_UNDERLAY})  --network CIDR (${DEFAULT_NETWORK})
+            --topology ${TOPOLOGIES.join('|')} (flat): routed puts the first half of the nodes on --underlay
+              and the rest on --underlay-b CIDR (${DEFAULT_UNDERLAY_B}), two bridges joined by a router
+              namespace (rt), so nodes on different subnets are not L2 neighbours
+            --direct-routing (net-conf Backend.DirectRouting: host routes to same-subnet peers)
             --inspect NODE (run that node's daemon under node --inspect=0.0.0.0:9229 in its namespace)
             --lease-ttl SECONDS  --force (recreate an existing lab)  --keep-on-failure
   demo    down any previous lab, up 3 nodes (udp), ping every pod pair across nodes, one iperf3;
-          the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K]
+          the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K] [--topology T] [--direct-routing]
   status  nodes, pods and control of a lab   [--prefix P] [--json]
   exec    run a command in a lab namespace: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...
-          TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs)
+          TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs), rt (router, routed topology)
   down    stop the lab's processes and delete its namespaces and state   [--prefix P]
 `;
 
@@ -44,6 +51,12 @@ function int(name: string, v: string | undefined, dflt?: number): number | undef
   const n = Number(v);
   if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
   return n;
+}
+
+function topology(v: string | undefined): Topology | undefined {
+  if (v === undefined) return undefined;
+  if (!(TOPOLOGIES as readonly string[]).includes(v)) throw new Error(`--topology must be one of ${TOPOLOGIES.join('|')}, got "${v}"`);
+  return v as Topology;
 }
 
 function backend(v: string | undefined): BackendType | undefined {
@@ -59,6 +72,9 @@ const UP_OPTIONS = {
   prefix: { type: 'string' },
   underlay: { type: 'string' },
   network: { type: 'string' },
+  topology: { type: 'string' },
+  'underlay-b': { type: 'string' },
+  'direct-routing': { type: 'boolean' },
   inspect: { type: 'string' },
   'lease-ttl': { type: 'string' },
   force: { type: 'boolean' },
@@ -97,6 +113,9 @@ async function up(argv: string[]): Promise<number> {
     backend: backend(values.backend),
     underlay: values.underlay,
     network: values.network,
+    topology: topology(values.topology),
+    underlayB: values['underlay-b'],
+    directRouting: values['direct-routing'],
     inspect: values.inspect,
     leaseTtl: int('lease-ttl', values['lease-ttl']),
     force: values.force,
@@ -111,7 +130,15 @@ async function up(argv: string[]): Promise<number> {
 async function demo(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { prefix: UP_OPTIONS.prefix, backend: UP_OPTIONS.backend, nodes: UP_OPTIONS.nodes, pods: UP_OPTIONS.pods, help: UP_OPTIONS.help },
+    options: {
+      prefix: UP_OPTIONS.prefix,
+      backend: UP_OPTIONS.backend,
+      nodes: UP_OPTIONS.nodes,
+      pods: UP_OPTIONS.pods,
+      topology: UP_OPTIONS.topology,
+      'direct-routing': UP_OPTIONS['direct-routing'],
+      help: UP_OPTIONS.help,
+    },
     strict: true,
   });
   if (values.help) return help();
@@ -120,6 +147,8 @@ async function demo(argv: string[]): Promise<number> {
     backend: backend(values.backend),
     nodes: int('nodes', values.nodes),
     pods: int('pods', values.pods),
+    topology: topology(values.topology),
+    directRouting: values['direct-routing'],
     log: progress,
   };
   const r = await interruptible((signal) => labDemo({ ...opts, signal }));

@@ -61,7 +61,7 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
 
   const namespaces = new Set((await listNs()).filter((n) => pattern.test(n)));
   if (state) {
-    for (const ns of [state.switchNs, ...state.nodes.map((n) => n.ns), ...state.pods.map((p) => p.ns)]) {
+    for (const ns of [state.switchNs, ...(state.router ? [state.router.ns] : []), ...state.nodes.map((n) => n.ns), ...state.pods.map((p) => p.ns)]) {
       if (nsExists(ns)) namespaces.add(ns);
     }
   }
@@ -92,8 +92,9 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
     }
   }
 
-  // Pods, then nodes, then the switch: the reverse of creation.
-  const rank = (ns: string): number => (/p\d+$/.test(ns) ? 0 : ns.endsWith('ul') ? 2 : 1);
+  // Pods, then nodes, then the router, then the switch: the reverse of creation. Names are
+  // checked against labNsPattern above, so the suffix alone tells them apart.
+  const rank = (ns: string): number => (/p\d+$/.test(ns) ? 0 : ns.endsWith('ul') ? 3 : ns.endsWith('rt') ? 2 : 1);
   const ordered = [...namespaces].sort((a, b) => rank(a) - rank(b));
   if (ordered.length) log(`deleting ${ordered.length} namespace(s)`);
   for (const ns of ordered) {

@@ -1,5 +1,5 @@
 // Programmatic API of the netns lab, for the CLI, integration tests and perf scripts.
-export { labUp, type LabUpOptions } from './up';
+export { labUp, underlaySide, type LabUpOptions } from './up';
 export { labDown, labProcesses, type LabDownOptions } from './down';
 export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus, type PodStatus } from './status';
 export {
@@ -39,9 +39,13 @@ export {
   labNsPattern,
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
+  DEFAULT_UNDERLAY_B,
   DEFAULT_NETWORK,
   BACKENDS,
+  TOPOLOGIES,
   type BackendType,
+  type Topology,
+  type LabRouter,
   type LabState,
   type LabNode,
   type LabPod,

@@ -7,17 +7,28 @@ import { dirname, join, resolve } from 'node:path';
 export const LAB_ROOT = '/run/weft-lab';
 export const DEFAULT_PREFIX = 'weft-';
 export const DEFAULT_UNDERLAY = '192.168.77.0/24';
+/** Routed topology: the second underlay subnet, behind the router (subnet "B"). */
+export const DEFAULT_UNDERLAY_B = '192.168.78.0/24';
 export const DEFAULT_NETWORK = '10.244.0.0/16';
 export const CONTROL_PORT = 7000;
 export const HEALTHZ_PORT = 9090;
 export const INSPECT_PORT = 9229;
 /** The underlay switch: a Linux bridge inside the switch namespace. */
 export const UNDERLAY_BRIDGE = 'br0';
+/** Routed topology: subnet B's switch, a second bridge in the same switch namespace. */
+export const UNDERLAY_BRIDGE_B = 'br1';
 export const NODE_IFACE = 'eth0';
 export const POD_IFACE = 'eth0';
 export const CNI_BIN_DIR = '/usr/lib/cni';
 export const BACKENDS = ['udp', 'vxlan', 'ipip', 'host-gw'] as const;
 export type BackendType = (typeof BACKENDS)[number];
+/**
+ * flat: every node on one underlay bridge (one L2 segment). routed: two underlay subnets, each
+ * its own bridge, joined only by a router namespace, so nodes on different subnets are not L2
+ * neighbours (what host-gw cannot cross and DirectRouting decides per peer).
+ */
+export const TOPOLOGIES = ['flat', 'routed'] as const;
+export type Topology = (typeof TOPOLOGIES)[number];
 
 export interface LabControl {
   ns: string;
@@ -48,6 +59,17 @@ export interface LabNode {
   cniDataDir: string;
   /** Set when the daemon runs under `node --inspect`: the address it listens on inside `ns`. */
   inspect?: string;
+  /** The underlay subnet eth0 sits on ("192.168.77.0/24"); absent in records from before topologies. */
+  underlay?: string;
+  /** Routed topology: the router's address on this node's subnet, next hop to the other subnet. */
+  underlayGateway?: string;
+}
+
+/** Routed topology: the namespace joining the two underlay subnets. */
+export interface LabRouter {
+  ns: string;
+  /** One leg per underlay subnet: its interface in the router namespace, address, subnet and bridge. */
+  legs: { iface: string; ip: string; underlay: string; bridge: string }[];
 }
 
 export interface LabPod {
@@ -76,6 +98,12 @@ export interface LabOptions {
   leaseTtl?: number;
   daemonArgs: string[];
   controlArgs: string[];
+  /** Absent in records from before topologies: flat. */
+  topology?: Topology;
+  /** Routed topology: subnet B. */
+  underlayB?: string;
+  /** Fields merged into net-conf.json's Backend object (e.g. { DirectRouting: true }). */
+  backendConfig?: Record<string, unknown>;
 }
 
 export interface LabState {
@@ -88,7 +116,10 @@ export interface LabState {
   nodeBin: string;
   options: LabOptions;
   switchNs: string;
+  /** Subnet A's bridge (the only one in a flat lab). */
   bridge: string;
+  /** Routed topology: the router namespace (absent in a flat lab). */
+  router?: LabRouter;
   control: LabControl;
   nodes: LabNode[];
   pods: LabPod[];
@@ -106,6 +137,7 @@ export function checkPrefix(prefix: string): string {
 export const labDir = (prefix: string): string => join(LAB_ROOT, checkPrefix(prefix));
 export const statePath = (prefix: string): string => join(labDir(prefix), 'state.json');
 export const switchNsName = (prefix: string): string => `${prefix}ul`;
+export const routerNsName = (prefix: string): string => `${prefix}rt`;
 export const nodeName = (i: number): string => `n${i}`;
 export const podName = (node: number, pod: number): string => `n${node}/p${pod}`;
 export const nodeNsName = (prefix: string, i: number): string => `${prefix}n${i}`;
@@ -117,18 +149,20 @@ export const podNsName = (prefix: string, node: number, pod: number): string => 
  */
 export function labNsPattern(prefix: string): RegExp {
   const esc = checkPrefix(prefix).replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
-  return new RegExp(`^${esc}(ul|n\\d+(p\\d+)?)$`);
+  return new RegExp(`^${esc}(ul|rt|n\\d+(p\\d+)?)$`);
 }
 
 /**
  * Resolves a lab target to its namespace: "n1" (node), "n1/p1" (pod), "ul" (the underlay
- * switch, where control runs). Names map directly to namespaces, so no state is needed.
+ * switch, where control runs), "rt" (the router of a routed lab). Names map directly to
+ * namespaces, so no state is needed.
  */
 export function targetNs(prefix: string, target: string): string {
   checkPrefix(prefix);
   if (target === 'ul' || target === 'control') return switchNsName(prefix);
+  if (target === 'rt' || target === 'router') return routerNsName(prefix);
   const m = /^n(\d+)(?:\/p(\d+))?$/.exec(target);
-  if (!m) throw new Error(`bad lab target "${target}": use nN (node), nN/pM (pod) or ul (underlay switch)`);
+  if (!m) throw new Error(`bad lab target "${target}": use nN (node), nN/pM (pod), ul (underlay switch) or rt (router, routed topology)`);
   return m[2] === undefined ? nodeNsName(prefix, Number(m[1])) : podNsName(prefix, Number(m[1]), Number(m[2]));
 }
 

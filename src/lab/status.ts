@@ -4,12 +4,14 @@ import { readSubnetEnv } from './cni';
 import { listNs, nsExists } from './netns';
 import { healthUrls, probe, type HttpProbe } from './probe';
 import { isLabPid } from './procs';
-import { DEFAULT_PREFIX, findNode, labDir, labNsPattern, mustReadState, prefixOf, readState, type LabRef } from './state';
+import { DEFAULT_PREFIX, findNode, labDir, labNsPattern, mustReadState, prefixOf, readState, type LabRef, type Topology } from './state';
 
 export interface NodeStatus {
   name: string;
   ns: string;
   publicIp: string;
+  /** The underlay subnet its eth0 sits on ("192.168.77.0/24"); in a routed lab, A or B. */
+  underlay: string;
   pid: number;
   alive: boolean;
   /** FLANNEL_SUBNET from the node's subnet.env ("10.244.7.1/24"), null when absent. */
@@ -43,7 +45,15 @@ export interface LabStatus {
   namespaces: string[];
   backend?: string;
   network?: string;
+  /** Subnet A: the only underlay subnet of a flat lab, the one control sits on in a routed lab. */
   underlay?: string;
+  topology?: Topology;
+  /** Every underlay subnet: [A] (flat) or [A, B] (routed). */
+  underlays?: string[];
+  /** Routed topology: the router namespace and its address on each subnet. */
+  router?: { ns: string; present: boolean; legs: { iface: string; ip: string; underlay: string }[] };
+  /** Extra net-conf.json Backend fields the lab was made with (e.g. { DirectRouting: true }). */
+  backendConfig?: Record<string, unknown>;
   createdAt?: string;
   control?: { ns: string; address: string; pid: number; alive: boolean; log: string };
   nodes: NodeStatus[];
@@ -91,6 +101,7 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
         name: n.name,
         ns: n.ns,
         publicIp: n.publicIp,
+        underlay: n.underlay ?? networkOf(state.options.underlay),
         pid: n.pid,
         alive,
         lease: env?.subnet ?? null,
@@ -111,6 +122,12 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
     backend: state.options.backend,
     network: state.options.network,
     underlay: state.options.underlay,
+    topology: state.options.topology ?? 'flat',
+    underlays: state.router ? state.router.legs.map((l) => l.underlay) : [networkOf(state.options.underlay)],
+    ...(state.router
+      ? { router: { ns: state.router.ns, present: nsExists(state.router.ns), legs: state.router.legs.map(({ iface, ip, underlay }) => ({ iface, ip, underlay })) } }
+      : {}),
+    ...(state.options.backendConfig ? { backendConfig: state.options.backendConfig } : {}),
     createdAt: state.createdAt,
     control: {
       ns: state.control.ns,
@@ -142,15 +159,28 @@ export function formatStatus(s: LabStatus): string {
     );
   }
   const c = s.control!;
-  let out = `lab "${s.prefix}": backend ${s.backend}, network ${s.network}, underlay ${s.underlay}, state ${s.dir}\n\n`;
+  const extra = s.backendConfig ? ` ${JSON.stringify(s.backendConfig)}` : '';
+  const r = s.router;
+  const underlay = r ? `routed underlay ${r.legs.map((l) => l.underlay).join(' + ')}` : `underlay ${s.underlay}`;
+  let out = `lab "${s.prefix}": backend ${s.backend}${extra}, network ${s.network}, ${underlay}, state ${s.dir}\n\n`;
   out += table(
     ['CONTROL', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE'],
     [['control', c.ns, c.address, String(c.pid), yn(c.alive)]],
   );
+  if (r) {
+    out += '\n';
+    out += table(
+      ['ROUTER', 'NAMESPACE', 'ADDRESSES', 'PRESENT'],
+      [['router', r.ns, r.legs.map((l) => `${l.iface} ${l.ip} (${l.underlay})`).join(', '), yn(r.present)]],
+    );
+  }
   out += '\n';
+  // The UNDERLAY column only where there is more than one underlay subnet to tell apart.
   out += table(
-    ['NODE', 'NAMESPACE', 'PUBLIC IP', 'PID', 'ALIVE', 'LEASE', 'MTU', 'READY'],
-    s.nodes.map((n) => [n.name, n.ns, n.publicIp, String(n.pid), yn(n.alive), n.lease ?? '-', n.mtu === null ? '-' : String(n.mtu), yn(n.ready)]),
+    ['NODE', 'NAMESPACE', 'PUBLIC IP', ...(r ? ['UNDERLAY'] : []), 'PID', 'ALIVE', 'LEASE', 'MTU', 'READY'],
+    s.nodes.map((n) => [
+      n.name, n.ns, n.publicIp, ...(r ? [n.underlay] : []), String(n.pid), yn(n.alive), n.lease ?? '-', n.mtu === null ? '-' : String(n.mtu), yn(n.ready),
+    ]),
   );
   if (s.pods.length) {
     out += '\n';

@@ -2,8 +2,8 @@
 // attached through the CNI bridge plugin. Any failure tears down what was made.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAddrPrefix } from '../route/cidr';
-import { hostAt, within } from './addr';
+import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/cidr';
+import { hostAt, networkOf, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
@@ -15,11 +15,14 @@ import {
   DEFAULT_NETWORK,
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
+  DEFAULT_UNDERLAY_B,
   HEALTHZ_PORT,
   INSPECT_PORT,
   NODE_IFACE,
   POD_IFACE,
+  TOPOLOGIES,
   UNDERLAY_BRIDGE,
+  UNDERLAY_BRIDGE_B,
   checkPrefix,
   defaultWeftJs,
   labDir,
@@ -29,11 +32,14 @@ import {
   podName,
   podNsName,
   readState,
+  routerNsName,
   switchNsName,
   writeState,
   type BackendType,
   type LabNode,
+  type LabRouter,
   type LabState,
+  type Topology,
 } from './state';
 
 export interface LabUpOptions {
@@ -43,6 +49,18 @@ export interface LabUpOptions {
   backend?: BackendType;
   underlay?: string;
   network?: string;
+  /**
+   * flat (default): one underlay bridge. routed: subnet A (`underlay`) and subnet B
+   * (`underlayB`) on two bridges joined by a router namespace; the first ceil(N/2) nodes sit on
+   * A, the rest on B.
+   */
+  topology?: Topology;
+  /** Routed topology: subnet B (default 192.168.78.0/24). */
+  underlayB?: string;
+  /** net-conf.json Backend.DirectRouting (vxlan, ipip): host routes to peers on the same underlay subnet. */
+  directRouting?: boolean;
+  /** Further fields merged into net-conf.json's Backend object as given (e.g. { VNI: 2 }). */
+  backendConfig?: Record<string, unknown>;
   /** Node name ("n1") whose daemon runs under `node --inspect=0.0.0.0:9229`. */
   inspect?: string;
   leaseTtl?: number;
@@ -62,27 +80,56 @@ export interface LabUpOptions {
   log?: (msg: string) => void;
 }
 
-// Node i sits at .10+i of the underlay; control listens on .1, the bridge's own address.
+// Node i sits at .10+i of its underlay subnet (in a routed lab too, so a node's last octet names
+// it on either side); control listens on .1 of subnet A, the bridge's own address; the router
+// takes the last usable address of each subnet (.254 of a /24), as a gateway conventionally does.
 const NODE_HOST_OFFSET = 10;
 const CONTROL_HOST_OFFSET = 1;
+const ROUTER_IFACES = ['eth0', 'eth1'] as const;
 
-function netConf(network: string, backend: BackendType): Record<string, unknown> {
+/** Routed topology: which underlay subnet node i (1-based) of n sits on: 0 = A, 1 = B. */
+export function underlaySide(topology: Topology, i: number, n: number): 0 | 1 {
+  return topology === 'routed' && i > Math.ceil(n / 2) ? 1 : 0;
+}
+
+/** The router's address on `cidr`: its last usable host. */
+function routerIp(cidr: string): string {
+  return formatIpv4(cidrLast(parseAddrPrefix(networkOf(cidr))) - 1);
+}
+
+function netConf(network: string, backend: BackendType, extra: Record<string, unknown>): Record<string, unknown> {
   // Ports are flannel's defaults (udp 8285, vxlan 8472) written out so the file reads like the seeds'.
   const b: Record<string, unknown> = { Type: backend };
   if (backend === 'udp') b.Port = 8285;
   if (backend === 'vxlan') Object.assign(b, { VNI: 1, Port: 8472 });
-  return { Network: network, SubnetLen: 24, Backend: b };
+  return { Network: network, SubnetLen: 24, Backend: { ...b, ...extra } };
 }
 
-function validate(o: Required<Pick<LabUpOptions, 'prefix' | 'nodes' | 'pods' | 'backend' | 'underlay' | 'network'>>, inspect?: string): void {
+type Validated = Required<Pick<LabUpOptions, 'prefix' | 'nodes' | 'pods' | 'backend' | 'underlay' | 'network' | 'topology' | 'underlayB'>>;
+
+function validate(o: Validated, inspect?: string): void {
   checkPrefix(o.prefix);
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 200) throw new Error(`--nodes must be 1..200, got ${o.nodes}`);
   if (!Number.isInteger(o.pods) || o.pods < 0 || o.pods > 32) throw new Error(`--pods must be 0..32, got ${o.pods}`);
   if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got ${o.backend}`);
-  hostAt(o.underlay, NODE_HOST_OFFSET + o.nodes); // throws when the nodes do not fit
+  if (!(TOPOLOGIES as readonly string[]).includes(o.topology)) throw new Error(`--topology must be one of ${TOPOLOGIES.join('|')}, got ${o.topology}`);
   const net = parseAddrPrefix(o.network);
   if (net.len > 24) throw new Error(`--network ${o.network} must be /24 or larger (SubnetLen is 24)`);
-  if (within(o.network, o.underlay) || within(o.underlay, o.network)) throw new Error(`--network ${o.network} overlaps --underlay ${o.underlay}`);
+  const overlap = (a: string, b: string): boolean => within(a, b) || within(b, a);
+  if (overlap(o.network, o.underlay)) throw new Error(`--network ${o.network} overlaps --underlay ${o.underlay}`);
+  if (o.topology === 'flat') {
+    hostAt(o.underlay, NODE_HOST_OFFSET + o.nodes); // throws when the nodes do not fit
+  } else {
+    if (overlap(o.network, o.underlayB)) throw new Error(`--network ${o.network} overlaps --underlay-b ${o.underlayB}`);
+    if (overlap(o.underlay, o.underlayB)) throw new Error(`--underlay ${o.underlay} and --underlay-b ${o.underlayB} overlap; a routed lab needs two separate subnets`);
+    for (const [flag, cidr] of [['--underlay', o.underlay], ['--underlay-b', o.underlayB]] as const) {
+      // The highest node offset on either side must stay below the router's address.
+      const net = parseAddrPrefix(networkOf(cidr));
+      if (net.addr + NODE_HOST_OFFSET + o.nodes >= cidrLast(net) - 1) {
+        throw new Error(`${flag} ${cidr} is too small for ${o.nodes} nodes (at .${NODE_HOST_OFFSET + 1} up) and the router (its last address)`);
+      }
+    }
+  }
   if (inspect !== undefined) {
     const m = /^n(\d+)$/.exec(inspect);
     if (!m || Number(m[1]) < 1 || Number(m[1]) > o.nodes) throw new Error(`--inspect must name a node n1..n${o.nodes}, got ${inspect}`);
@@ -110,8 +157,15 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     backend: opts.backend ?? 'udp',
     underlay: opts.underlay ?? DEFAULT_UNDERLAY,
     network: opts.network ?? DEFAULT_NETWORK,
+    topology: opts.topology ?? 'flat',
+    underlayB: opts.underlayB ?? DEFAULT_UNDERLAY_B,
   };
   validate(o, opts.inspect);
+  const backendConfig: Record<string, unknown> = {
+    ...(opts.directRouting !== undefined ? { DirectRouting: opts.directRouting } : {}),
+    ...(opts.backendConfig ?? {}),
+  };
+  const routed = o.topology === 'routed';
   const log = opts.log ?? (() => undefined);
   const weftJs = opts.weftJs ?? defaultWeftJs();
   preflight(weftJs, opts.weftJs === undefined);
@@ -133,6 +187,14 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   const ulLen = parseAddrPrefix(o.underlay).len;
   const controlIp = hostAt(o.underlay, CONTROL_HOST_OFFSET);
   const switchNs = switchNsName(o.prefix);
+  // Subnet A, then (routed) subnet B: each one bridge in the switch namespace and one router leg.
+  const sides = [
+    { underlay: networkOf(o.underlay), len: ulLen, bridge: UNDERLAY_BRIDGE },
+    ...(routed ? [{ underlay: networkOf(o.underlayB), len: parseAddrPrefix(o.underlayB).len, bridge: UNDERLAY_BRIDGE_B }] : []),
+  ];
+  const router: LabRouter | undefined = routed
+    ? { ns: routerNsName(o.prefix), legs: sides.map((sd, k) => ({ iface: ROUTER_IFACES[k], ip: routerIp(sd.underlay), underlay: sd.underlay, bridge: sd.bridge })) }
+    : undefined;
   const controlPart = {
     ns: switchNs,
     ip: controlIp,
@@ -146,7 +208,14 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     nodeBin: process.execPath,
     weftJs,
     options: {
-      ...o,
+      nodes: o.nodes,
+      pods: o.pods,
+      backend: o.backend,
+      underlay: o.underlay,
+      network: o.network,
+      topology: o.topology,
+      ...(routed ? { underlayB: o.underlayB } : {}),
+      ...(Object.keys(backendConfig).length ? { backendConfig } : {}),
       inspect: opts.inspect,
       leaseTtl: opts.leaseTtl,
       daemonArgs: opts.daemonArgs ?? [],
@@ -161,6 +230,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     ...base,
     switchNs,
     bridge: UNDERLAY_BRIDGE,
+    ...(router ? { router } : {}),
     control: { ...controlPart, pid: 0, argv: controlArgv(base, controlPart) },
     nodes: [],
     pods: [],
@@ -168,11 +238,12 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   for (let i = 1; i <= o.nodes; i++) {
     const name = nodeName(i);
     const ndir = join(dir, name);
+    const side = underlaySide(o.topology, i, o.nodes);
     const part: Omit<LabNode, 'argv' | 'pid'> = {
       name,
       index: i,
       ns: nodeNsName(o.prefix, i),
-      publicIp: hostAt(o.underlay, NODE_HOST_OFFSET + i),
+      publicIp: hostAt(sides[side].underlay, NODE_HOST_OFFSET + i),
       iface: NODE_IFACE,
       dir: ndir,
       subnetFile: join(ndir, 'subnet.env'),
@@ -180,6 +251,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       logFile: join(dir, 'logs', `${name}.log`),
       cniDataDir: join(ndir, 'cni'),
       inspect: opts.inspect === name ? `0.0.0.0:${INSPECT_PORT}` : undefined,
+      underlay: sides[side].underlay,
+      ...(router ? { underlayGateway: router.legs[side].ip } : {}),
     };
     state.nodes.push({ ...part, pid: 0, argv: daemonArgv(state, part) });
   }
@@ -195,31 +268,66 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     }
     // Recorded before anything exists, so a failed or interrupted up can always be taken down.
     writeState(state);
-    writeFileSync(state.control.netConfPath, JSON.stringify(netConf(o.network, o.backend), null, 2) + '\n');
+    writeFileSync(state.control.netConfPath, JSON.stringify(netConf(o.network, o.backend, backendConfig), null, 2) + '\n');
 
     at(`create the underlay switch namespace ${switchNs}`);
-    log(`creating underlay switch ${switchNs} (${UNDERLAY_BRIDGE} ${controlIp}/${ulLen})`);
+    log(`creating underlay switch ${switchNs} (${sides.map((sd) => `${sd.bridge} ${sd.underlay}`).join(', ')}; control at ${controlIp})`);
     await addNs(switchNs);
+    // ip_forward stays 0 here: in a routed lab the switch namespace holds both bridges but must
+    // not route between them itself, or the router would be bypassed.
     await setSysctls(switchNs, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
     await ipBatch(switchNs, [
-      `link add ${UNDERLAY_BRIDGE} mtu 1500 type bridge`,
+      ...sides.flatMap((sd) => [`link add ${sd.bridge} mtu 1500 type bridge`, `link set ${sd.bridge} up`]),
+      // Only bridge A carries an address (control's); B is pure L2, reached through the router.
       `addr add ${controlIp}/${ulLen} dev ${UNDERLAY_BRIDGE}`,
-      `link set ${UNDERLAY_BRIDGE} up`,
     ]);
+
+    if (router) {
+      at(`create the router namespace ${router.ns}`);
+      log(`creating router ${router.ns} (${router.legs.map((l) => `${l.iface} ${l.ip} on ${l.bridge}`).join(', ')})`);
+      await addNs(router.ns);
+      // Set before its legs exist, so they inherit rp_filter 0 from `default`.
+      await setSysctls(router.ns, {
+        'net.ipv4.ip_forward': 1,
+        'net.ipv4.conf.all.rp_filter': 0,
+        'net.ipv4.conf.default.rp_filter': 0,
+        'net.ipv6.conf.all.disable_ipv6': 1,
+        'net.ipv6.conf.default.disable_ipv6': 1,
+      });
+      for (const l of router.legs) {
+        const port = `vrt${l.iface.slice(-1)}`;
+        await ipBatch(switchNs, [
+          `link add ${port} mtu 1500 type veth peer name ${l.iface} netns ${router.ns}`,
+          `link set ${port} master ${l.bridge}`,
+          `link set ${port} up`,
+        ]);
+        await ipBatch(router.ns, [`addr add ${l.ip}/${parseAddrPrefix(l.underlay).len} dev ${l.iface}`, `link set ${l.iface} up`]);
+      }
+      // Control answers nodes on subnet B through the router; no default route anywhere, so
+      // nothing addressed outside the lab's subnets has a way out.
+      await ipBatch(switchNs, [`route add ${sides[1].underlay} via ${router.legs[0].ip} dev ${UNDERLAY_BRIDGE}`]);
+    }
 
     for (const n of state.nodes) {
       at(`create node namespace ${n.ns}`);
-      log(`creating node ${n.name}: ${n.ns} ${n.iface} ${n.publicIp}/${ulLen}`);
+      const side = sides.findIndex((sd) => sd.underlay === n.underlay);
+      const sd = sides[side];
+      log(`creating node ${n.name}: ${n.ns} ${n.iface} ${n.publicIp}/${sd.len}${router ? ` on ${sd.bridge}` : ''}`);
       await addNs(n.ns);
       // The veth is made inside the switch namespace with its peer placed straight into the node
       // namespace: neither end ever exists in the root namespace.
       const port = `v${n.name}`;
       await ipBatch(switchNs, [
         `link add ${port} mtu 1500 type veth peer name ${n.iface} netns ${n.ns}`,
-        `link set ${port} master ${UNDERLAY_BRIDGE}`,
+        `link set ${port} master ${sd.bridge}`,
         `link set ${port} up`,
       ]);
-      await ipBatch(n.ns, [`addr add ${n.publicIp}/${ulLen} dev ${n.iface}`, `link set ${n.iface} up`]);
+      await ipBatch(n.ns, [
+        `addr add ${n.publicIp}/${sd.len} dev ${n.iface}`,
+        `link set ${n.iface} up`,
+        // The other underlay subnet through this side's router leg: one route, not a default.
+        ...(router ? [`route add ${sides[1 - side].underlay} via ${router.legs[side].ip} dev ${n.iface}`] : []),
+      ]);
       await setSysctls(n.ns, nodeSysctls(n.iface));
       for (let j = 1; j <= o.pods; j++) {
         const pns = podNsName(o.prefix, n.index, j);

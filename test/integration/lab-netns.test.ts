@@ -19,6 +19,7 @@ import {
   type LabStatus,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
+import { run } from '../../src/lab/proc';
 import { ensureBuilt } from '../support/build';
 
 const ROOT = join(__dirname, '..', '..');
@@ -101,5 +102,68 @@ describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)'
     expect((await listNs()).filter((n) => labNsPattern(prefix).test(n))).toEqual([]);
     expect(await labProcesses(prefix)).toEqual([]);
     expect(existsSync(labDir(prefix))).toBe(false);
+  });
+});
+
+// The same real daemons on the routed underlay: an overlay (udp here) does not care that the
+// nodes sit on two subnets behind a router, since it only needs the peers' public IPs to be
+// routable. (host-gw does care: test/integration/hostgw-lab.test.ts.)
+describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp), routed topology', () => {
+  const prefix = `weft-t-labrt-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  let state: LabState;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp', topology: 'routed' });
+  }, 180_000);
+
+  afterAll(async () => {
+    await labDown(prefix);
+  });
+
+  it('status --json: each node with its underlay subnet, all ready with leases', () => {
+    const r = weft(['lab', 'status', '--prefix', prefix, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as LabStatus;
+    expect(s.topology).toBe('routed');
+    expect(s.nodes.map((n) => [n.publicIp, n.underlay])).toEqual([
+      ['192.168.77.11', '192.168.77.0/24'],
+      ['192.168.77.12', '192.168.77.0/24'],
+      ['192.168.78.13', '192.168.78.0/24'],
+    ]);
+    expect(s.nodes.every((n) => n.alive && n.ready && n.subnet !== null)).toBe(true);
+  });
+
+  it('pods on every ordered pair of nodes reach each other, across the router too', async () => {
+    const failures: string[] = [];
+    for (const a of state.pods) {
+      for (const b of state.pods) {
+        if (a.node === b.node) continue;
+        const r = await pingPair(prefix, a.name, b.name, { count: 2, waitS: 2 });
+        if (!r.ok) failures.push(`${a.name} → ${b.name} (${b.ip}): ${r.received}/${r.transmitted}\n${r.output}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('the encapsulated packets cross the router: its forwarding counters grow', async () => {
+    const fwd = async (): Promise<number> => {
+      const r = await run('ip', ['netns', 'exec', `${prefix}rt`, 'cat', '/proc/net/snmp'], { timeoutMs: 5_000 });
+      // "Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams ...": header line then values.
+      const lines = r.stdout.split('\n').filter((l) => l.startsWith('Ip:'));
+      const keys = lines[0].split(/\s+/);
+      return Number(lines[1].split(/\s+/)[keys.indexOf('ForwDatagrams')]);
+    };
+    const before = await fwd();
+    const r = await pingPair(prefix, 'n1/p1', 'n3/p1', { count: 5 });
+    expect(r.ok, r.output).toBe(true);
+    // 5 requests and 5 replies, each one udp datagram between n1 and n3.
+    expect((await fwd()) - before).toBeGreaterThanOrEqual(10);
+  });
+
+  it('down removes the router too', async () => {
+    await labDown(prefix);
+    expect((await listNs()).filter((n) => labNsPattern(prefix).test(n))).toEqual([]);
+    expect(await labProcesses(prefix)).toEqual([]);
   });
 });

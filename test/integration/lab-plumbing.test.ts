@@ -28,11 +28,16 @@ import {
   type LabState,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
+import { probe } from '../../src/lab/probe';
+import { formatStatus, underlaySide } from '../../src/lab';
 
 // Speaks the lab's contract: control listens on --listen; a daemon gets a /24 from control, writes
 // subnet.env, routes peers' /24s via their public IPs, answers /readyz once its own side is done
 // (like the real one: before it has necessarily heard of every peer), lists peers in /status, and
 // undoes it on SIGTERM. `--standin-exit-on IP` makes the daemon with that public IP die at start.
+// Like host-gw, it can only route to peers that are L2 neighbours: in a routed lab the kernel
+// refuses a next hop behind the router, and the stand-in leaves that peer unrouted (its
+// /status lists it under `unrouted`).
 const STANDIN = String.raw`
 const { parseArgs } = require('node:util'), http = require('node:http'), fs = require('node:fs');
 const { execFileSync } = require('node:child_process');
@@ -53,7 +58,7 @@ if (cmd === 'control') {
   const { values } = parseArgs({ args: rest, options: opt(['control', 'public-ip', 'iface', 'subnet-file', 'healthz-port', 'tun-name', 'standin-exit-on']) });
   if (values['standin-exit-on'] === values['public-ip']) { console.error('stand-in: exiting on purpose'); process.exit(3); }
   const get = (p) => new Promise((ok, ko) => http.get('http://' + values.control + p, (r) => { let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => ok(JSON.parse(b))); }).on('error', ko));
-  let ready = false, mine = null; const routes = new Map();
+  let ready = false, mine = null; const peers = new Map(), routes = new Set(), unrouted = new Set();
   const loop = async () => {
     try {
       if (!mine) {
@@ -61,8 +66,10 @@ if (cmd === 'control') {
         fs.writeFileSync(values['subnet-file'], 'FLANNEL_NETWORK=' + a.network + '\nFLANNEL_SUBNET=' + mine + '.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
       }
       for (const [ip, s] of Object.entries(await get('/leases'))) {
-        if (s === mine || routes.has(s + '.0/24')) continue;
-        execFileSync('ip', ['route', 'replace', s + '.0/24', 'via', ip, 'dev', values.iface]); routes.set(s + '.0/24', ip);
+        if (s === mine || peers.has(s + '.0/24')) continue;
+        peers.set(s + '.0/24', ip);
+        try { execFileSync('ip', ['route', 'replace', s + '.0/24', 'via', ip, 'dev', values.iface], { stdio: 'pipe' }); routes.add(s + '.0/24'); }
+        catch (e) { unrouted.add(s + '.0/24'); console.error('stand-in: no host route to ' + s + '.0/24 via ' + ip + ': ' + String(e.stderr).trim()); }
       }
       ready = true;
     } catch (e) { console.error('stand-in:', e.message); }
@@ -70,11 +77,11 @@ if (cmd === 'control') {
   loop(); setInterval(loop, 200);
   http.createServer((req, res) => {
     if (req.url === '/readyz') { res.statusCode = ready ? 200 : 503; return res.end(ready ? 'ok' : 'waiting'); }
-    if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...routes].map(([subnet, publicIp]) => ({ subnet, publicIp })), counters: {} }));
+    if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...peers].map(([subnet, publicIp]) => ({ subnet, publicIp })), unrouted: [...unrouted], counters: {} }));
     res.end('ok');
   }).listen(Number(values['healthz-port']), '0.0.0.0');
   process.on('SIGTERM', () => {
-    for (const [r] of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
+    for (const r of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
     try { fs.unlinkSync(values['subnet-file']); } catch {}
     process.exit(0);
   });
@@ -101,9 +108,26 @@ describe('lab output parsers', () => {
     expect(targetNs('weft-', 'n2/p3')).toBe('weft-n2p3');
     expect(targetNs('weft-', 'ul')).toBe('weft-ul');
     expect(() => targetNs('weft-', 'pod1')).toThrow(/bad lab target/);
+    expect(targetNs('weft-', 'rt')).toBe('weft-rt');
     const p = labNsPattern('weft-');
-    expect(['weft-ul', 'weft-n1', 'weft-n12p3'].every((n) => p.test(n))).toBe(true);
-    expect(['weft-t-lab-x-n1', 'weft-n1x', 'weft-nx'].some((n) => p.test(n))).toBe(false);
+    expect(['weft-ul', 'weft-rt', 'weft-n1', 'weft-n12p3'].every((n) => p.test(n))).toBe(true);
+    expect(['weft-t-lab-x-n1', 'weft-t-lab-x-rt', 'weft-n1x', 'weft-nx', 'weft-rtx'].some((n) => p.test(n))).toBe(false);
+  });
+
+  it('routed topology: the first half of the nodes on subnet A, the rest on B', () => {
+    expect([1, 2, 3].map((i) => underlaySide('routed', i, 3))).toEqual([0, 0, 1]);
+    expect([1, 2, 3, 4].map((i) => underlaySide('routed', i, 4))).toEqual([0, 0, 1, 1]);
+    expect(underlaySide('routed', 1, 1)).toBe(0);
+    expect([1, 2, 3].map((i) => underlaySide('flat', i, 3))).toEqual([0, 0, 0]);
+  });
+
+  it('refuses routed layouts that cannot work before touching anything', async () => {
+    const prefix = 'weft-t-labv-';
+    await expect(labUp({ prefix, topology: 'routed', underlayB: '192.168.77.128/25' })).rejects.toThrow(/overlap/);
+    await expect(labUp({ prefix, topology: 'routed', underlayB: '10.244.9.0/24' })).rejects.toThrow(/overlaps --underlay-b/);
+    await expect(labUp({ prefix, nodes: 4, topology: 'routed', underlayB: '192.168.78.0/28' })).rejects.toThrow(/too small/);
+    await expect(labUp({ prefix, topology: 'mesh' as 'flat' })).rejects.toThrow(/--topology/);
+    expect(readState(prefix)).toBeNull();
   });
 });
 
@@ -233,5 +257,118 @@ describe.skipIf(process.getuid?.() !== 0)('lab failure paths (stand-in)', () => 
     await labDown(prefix);
     await expectGone(prefix);
     await labDown(prefix); // idempotent
+  });
+});
+
+// The routed underlay: subnet A (192.168.77.0/24, br0, control) and B (192.168.78.0/24, br1)
+// joined only by the router namespace. The stand-in routes host-gw style, so it also shows the
+// L2 limit host-gw has: pods on one subnet reach each other, pods across the router do not.
+describe.skipIf(process.getuid?.() !== 0)('lab plumbing, routed topology (stand-in)', () => {
+  const prefix = `weft-t-labr-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  let tmp: string;
+  let weftJs: string;
+  let state: LabState;
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'weft-lab-standin-'));
+    weftJs = join(tmp, 'weft.js');
+    writeFileSync(weftJs, STANDIN);
+    state = await labUp({ prefix, nodes: 3, pods: 1, weftJs, topology: 'routed' });
+  });
+
+  afterAll(async () => {
+    await labDown(prefix);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('lays out two subnets, a router and the nodes as documented', async () => {
+    expect(state.control.address).toBe('192.168.77.1:7000');
+    expect(state.nodes.map((n) => [n.publicIp, n.underlay, n.underlayGateway])).toEqual([
+      ['192.168.77.11', '192.168.77.0/24', '192.168.77.254'],
+      ['192.168.77.12', '192.168.77.0/24', '192.168.77.254'],
+      ['192.168.78.13', '192.168.78.0/24', '192.168.78.254'],
+    ]);
+    expect(state.router).toEqual({
+      ns: `${prefix}rt`,
+      legs: [
+        { iface: 'eth0', ip: '192.168.77.254', underlay: '192.168.77.0/24', bridge: 'br0' },
+        { iface: 'eth1', ip: '192.168.78.254', underlay: '192.168.78.0/24', bridge: 'br1' },
+      ],
+    });
+    const names = (await listNs()).filter((n) => n.startsWith(prefix)).sort();
+    expect(names).toEqual([`${prefix}n1`, `${prefix}n1p1`, `${prefix}n2`, `${prefix}n2p1`, `${prefix}n3`, `${prefix}n3p1`, `${prefix}rt`, `${prefix}ul`]);
+    // Which bridge each node's switch port hangs off.
+    const ports = await labExec(prefix, 'ul', ['ip', '-o', 'link', 'show', 'type', 'veth']);
+    expect(ports.stdout).toMatch(/vn1@\S+.* master br0 /);
+    expect(ports.stdout).toMatch(/vn2@\S+.* master br0 /);
+    expect(ports.stdout).toMatch(/vn3@\S+.* master br1 /);
+    expect(ports.stdout).toMatch(/vrt0@\S+.* master br0 /);
+    expect(ports.stdout).toMatch(/vrt1@\S+.* master br1 /);
+  });
+
+  it('each node reaches the other subnet through its router leg and has no default route', async () => {
+    const a = await labExec(prefix, 'n1', ['ip', 'route']);
+    expect(a.stdout).toContain('192.168.78.0/24 via 192.168.77.254 dev eth0');
+    const b = await labExec(prefix, 'n3', ['ip', 'route']);
+    expect(b.stdout).toContain('192.168.77.0/24 via 192.168.78.254 dev eth0');
+    for (const t of ['n1', 'n2', 'n3', 'rt', 'ul']) {
+      expect((await labExec(prefix, t, ['ip', 'route', 'show', 'default'])).stdout, `${t} default route`).toBe('');
+    }
+    // The router forwards; the switch namespace, which holds both bridges, must not.
+    expect((await labExec(prefix, 'rt', ['sysctl', '-n', 'net.ipv4.ip_forward'])).stdout.trim()).toBe('1');
+    expect((await labExec(prefix, 'ul', ['sysctl', '-n', 'net.ipv4.ip_forward'])).stdout.trim()).toBe('0');
+  });
+
+  it('a node on A pings a node on B (and back) through the router: one hop, TTL 63', async () => {
+    for (const [from, to] of [['n1', 'n3'], ['n3', 'n1'], ['n3', 'n2']]) {
+      const r = await pingPair(prefix, from, to, { count: 2 });
+      expect(r.ok, r.output).toBe(true);
+      // Linux answers with TTL 64; one routed hop on the way back makes it 63.
+      expect(r.output, `${from} → ${to}`).toMatch(/ttl=63/);
+    }
+    // Same subnet: no router in between.
+    const same = await pingPair(prefix, 'n1', 'n2', { count: 1 });
+    expect(same.output).toMatch(/ttl=64/);
+    // The router itself answers on both legs.
+    expect((await pingPair(prefix, 'n3', '192.168.77.254', { count: 1 })).ok).toBe(true);
+  });
+
+  it('control is reachable from nodes on both subnets', async () => {
+    for (const n of ['n1', 'n3']) {
+      const r = await probe(`${prefix}${n}`, { mode: 'tcp', targets: [state.control.address], untilOk: true, deadlineMs: 3000, intervalMs: 100, perTryTimeoutMs: 1000 });
+      expect(r.some((x) => x.ok), `${n}: ${JSON.stringify(r)}`).toBe(true);
+    }
+    // And every node, B included, got its lease from it.
+    const s = await labStatus(prefix);
+    expect(s.nodes.every((n) => n.alive && n.ready && n.subnet !== null)).toBe(true);
+  });
+
+  it('status reports the topology, the router and each node underlay subnet', async () => {
+    const s = await labStatus(prefix);
+    expect(s.topology).toBe('routed');
+    expect(s.underlays).toEqual(['192.168.77.0/24', '192.168.78.0/24']);
+    expect(s.router).toMatchObject({ ns: `${prefix}rt`, present: true });
+    expect(s.nodes.map((n) => n.underlay)).toEqual(['192.168.77.0/24', '192.168.77.0/24', '192.168.78.0/24']);
+    const text = formatStatus(s);
+    expect(text).toContain('routed underlay 192.168.77.0/24 + 192.168.78.0/24');
+    expect(text).toMatch(/ROUTER\s+NAMESPACE/);
+    expect(text).toMatch(/n3\s+\S+\s+192\.168\.78\.13\s+192\.168\.78\.0\/24/);
+  });
+
+  it('host-gw style routes work between pods on one subnet and not across the router', async () => {
+    expect((await pingPair(prefix, 'n1/p1', 'n2/p1')).ok).toBe(true);
+    const across = await pingPair(prefix, 'n1/p1', 'n3/p1', { count: 1, waitS: 1 });
+    expect(across.ok).toBe(false);
+    // The kernel refused n3 as a next hop on n1: it is not a neighbour.
+    const st = (await labStatus(prefix)).nodes[0].daemon as { unrouted: string[] };
+    const n3Subnet = (await labStatus(prefix)).nodes[2].subnet;
+    expect(st.unrouted).toEqual([n3Subnet]);
+  });
+
+  it('down removes the router with everything else', async () => {
+    await labDown(prefix);
+    expect((await listNs()).filter((n) => labNsPattern(prefix).test(n))).toEqual([]);
+    expect(await labProcesses(prefix)).toEqual([]);
+    expect(existsSync(labDir(prefix))).toBe(false);
   });
 });
