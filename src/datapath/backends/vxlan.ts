@@ -1,0 +1,463 @@
+import type { PacketList } from '../../io/packet-list';
+import { IPPROTO_RAW, RawSocket } from '../../io/raw';
+import { SplitTransport } from '../../io/split-transport';
+import type { Transport } from '../../io/transport';
+import { UdpSocket } from '../../io/udp';
+import { formatIpv4 } from '../../route/cidr';
+import { ARP_LEN, arpSenderIp, arpTargetIp, isArpRequest, writeArpReply, ARP_OFF_SHA } from '../../packet/arp';
+import {
+  ETH_HLEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ethertype,
+  formatMac,
+  isBroadcastMac,
+  isMulticastMac,
+  macEquals,
+  parseMac,
+  writeEthernetHeader,
+} from '../../packet/ethernet';
+import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER } from '../../packet/ipv4';
+import { UDP_HEADER } from '../../packet/udp';
+import { VXLAN_HLEN, VXLAN_VNI_MAX, vxlanIFlag, vxlanVni } from '../../packet/vxlan';
+import type { Backend } from '../backend';
+import type { Peer } from '../peer';
+import { Drop } from '../stats';
+
+/** flannel's vxlan Port default: the Linux kernel's historical VXLAN port (IANA's 4789 came later). */
+export const VXLAN_DEFAULT_PORT = 8472;
+/** flannel's vxlan VNI default. */
+export const VXLAN_DEFAULT_VNI = 1;
+
+/** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): what a 1500-byte underlay leaves 1450 for. */
+export const VXLAN_OVERHEAD = IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN + ETH_HLEN;
+/** An answer to an ARP request: outer headers + Ethernet + ARP, 78 bytes (no padding to 60: a tunnel is not a wire). */
+export const VXLAN_ARP_REPLY_LEN = IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN + ETH_HLEN + ARP_LEN;
+
+// Outer IPv4 TTL: the kernel's VXLAN device without `ttl` uses the route's hop limit, i.e.
+// net.ipv4.ip_default_ttl (64).
+const OUTER_TTL = 64;
+// Source ports as Linux's udp_flow_src_port picks them when the device has no `srcport` range:
+// the namespace's ip_local_port_range, 32768–60999 by default (the result is < max).
+export const VXLAN_SRC_PORT_MIN = 32768;
+export const VXLAN_SRC_PORT_MAX = 60999;
+const IPPROTO_DCCP = 33;
+const IPPROTO_SCTP = 132;
+const IPPROTO_UDPLITE = 136;
+
+/**
+ * The VTEP MAC of the node with underlay address `publicIp`: 0e:00 followed by the four bytes of
+ * the address (0e:00:c0:a8:4d:0b for 192.168.77.11). 0x0e has the locally-administered bit set
+ * and the group bit clear (IEEE 802), so it is a unicast address no vendor assigns. It is
+ * derived rather than random so that a restarted daemon comes back with the MAC its lease
+ * already carries: flannel.1 keeps its MAC while the device lives, and kernel peers holding
+ * permanent neighbor and FDB entries for it keep reaching us without waiting for a lease event.
+ * Docker derives container MACs from addresses (02:42:<ip>) for the same reason.
+ */
+export function vtepMacFor(publicIp: number): Buffer {
+  const ip = publicIp >>> 0;
+  return Buffer.from([0x0e, 0x00, ip >>> 24, (ip >>> 16) & 0xff, (ip >>> 8) & 0xff, ip & 0xff]);
+}
+
+/**
+ * What encap needs for one peer, built once in onPeerAdded from the neighbor and forwarding
+ * tables, as the kernel resolves neighbor → MAC → FDB → underlay address for flannel.1 (but
+ * once per lease instead of once per packet). One class so every state has one shape.
+ */
+export class VxlanPeerState {
+  constructor(
+    /** The peer's VTEP MAC: the key of its forwarding entry. */
+    readonly mac: Buffer,
+    /** Inner Ethernet header: dst = the peer's VTEP MAC, src = ours, type IPv4. */
+    readonly eth: Buffer,
+    /** Underlay destination from the FDB entry for the peer's VTEP MAC. */
+    readonly dst: number,
+    /** One's-complement sum of the outer IPv4 header words that never change for this peer. */
+    readonly ipSum: number,
+  ) {}
+}
+
+export interface VxlanBackendOptions {
+  vni: number;
+  port: number;
+  /** Our underlay address (host order): the outer source. */
+  localPublicIp: number;
+  /** Our VTEP address: the .0 of our lease's subnet, which flannel puts on flannel.1 as /32. */
+  localVtepIp: number;
+  vtepMac: Buffer;
+  log?: { warn(o: object, m: string): void };
+}
+
+interface NeighborEntry {
+  mac: Buffer;
+  owner: Peer;
+}
+
+interface FdbEntry {
+  dst: number;
+  owner: Peer;
+}
+
+/**
+ * The vxlan backend, byte-compatible with the Linux kernel's VXLAN device as flanneld sets up
+ * flannel.1 (id 1, dstport 8472, nolearning): every node's lease carries its VTEP MAC, and each
+ * node programs, for each peer, a neighbor entry (peer VTEP IP → VTEP MAC) and a forwarding
+ * entry (VTEP MAC → peer's public IP). weft keeps the same two tables in memory.
+ *
+ * The outer IPv4 and UDP headers are ours, written into the headroom and sent through an
+ * IP_HDRINCL raw socket (openVxlanTransport): a UDP socket would give every packet the same
+ * source port, and RFC 7348 §5 wants the source port to carry a hash of the inner flow so
+ * that ECMP in the underlay spreads flows.
+ */
+export class VxlanBackend implements Backend {
+  readonly type = 'vxlan' as const;
+  readonly mtuOverhead = VXLAN_OVERHEAD;
+  readonly headroom = VXLAN_OVERHEAD;
+  readonly vni: number;
+  readonly port: number;
+  readonly vtepMac: Buffer;
+  readonly localPublicIp: number;
+  readonly localVtepIp: number;
+  /**
+   * Packets not sent because the peer's lease has no usable VtepMAC (or another VNI). encap
+   * returns false for them, which the pipeline counts as send_failed; this says why.
+   */
+  noNeighbor = 0;
+  /** ARP requests answered (also counted by the pipeline as `consumed`). */
+  arpReplies = 0;
+  private readonly log?: { warn(o: object, m: string): void };
+  private readonly neigh = new Map<number, NeighborEntry>();
+  private readonly fdbTable = new Map<string, FdbEntry>();
+  /** Outer IPv4 Identification: DF is clear, so RFC 6864 §4.1 wants IDs that differ; a counter, as the kernel's ip_select_ident. */
+  private ipId = 0;
+
+  constructor(opts: VxlanBackendOptions) {
+    if (!Number.isInteger(opts.vni) || opts.vni < 0 || opts.vni > VXLAN_VNI_MAX) {
+      throw new RangeError(`VXLAN VNI must be an integer in [0, ${VXLAN_VNI_MAX}] (24 bits, RFC 7348 §5): ${opts.vni}`);
+    }
+    if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 0xffff) {
+      throw new RangeError(`VXLAN port must be in [1, 65535]: ${opts.port}`);
+    }
+    if (opts.vtepMac.length !== 6 || isMulticastMac(opts.vtepMac, 0)) {
+      throw new Error(`VTEP MAC must be a 6-byte unicast address: ${formatMac(opts.vtepMac)}`);
+    }
+    this.vni = opts.vni;
+    this.port = opts.port;
+    this.vtepMac = Buffer.from(opts.vtepMac);
+    this.localPublicIp = opts.localPublicIp >>> 0;
+    this.localVtepIp = opts.localVtepIp >>> 0;
+    this.log = opts.log;
+  }
+
+  /** flannel's vxlan BackendData keys, so a lease listing reads like flannel's. */
+  leaseData(): Record<string, unknown> {
+    return { VNI: this.vni, VtepMAC: formatMac(this.vtepMac) };
+  }
+
+  /** The neighbor table: peer VTEP IP → VTEP MAC (what `ip neigh show dev flannel.1` lists). */
+  neighbors(): { ip: string; mac: string }[] {
+    return [...this.neigh].map(([ip, e]) => ({ ip: formatIpv4(ip), mac: formatMac(e.mac) }));
+  }
+
+  /** The forwarding table: VTEP MAC → underlay destination (what `bridge fdb show dev flannel.1` lists). */
+  fdb(): { mac: string; dst: string }[] {
+    return [...this.fdbTable].map(([mac, e]) => ({ mac, dst: formatIpv4(e.dst) }));
+  }
+
+  onPeerAdded(peer: Peer): void {
+    peer.backendState = null;
+    if (peer.local) return;
+    const data = peer.backendData ?? {};
+    const where = { subnet: `${formatIpv4(peer.subnet.addr)}/${peer.subnet.len}`, publicIp: formatIpv4(peer.publicIp) };
+    // flannel's own vxlan backend never looks at a peer's VNI (all nodes share net-conf.json);
+    // a lease that names another one was written by a node configured differently, whose
+    // device would drop our frames (and we theirs), so it gets no entries.
+    if (data.VNI !== undefined && Number(data.VNI) !== this.vni) {
+      this.log?.warn({ ...where, vni: data.VNI, ours: this.vni }, 'vxlan: peer lease has another VNI; not programming it');
+      return;
+    }
+    let mac: Buffer;
+    try {
+      mac = parseMac(data.VtepMAC as string);
+    } catch (e) {
+      this.log?.warn({ ...where, vtepMac: data.VtepMAC, err: (e as Error).message }, 'vxlan: peer lease has no usable VtepMAC; its pods are unreachable');
+      return;
+    }
+    if (isMulticastMac(mac, 0)) {
+      this.log?.warn({ ...where, vtepMac: data.VtepMAC }, 'vxlan: peer VtepMAC is a group address; not programming it');
+      return;
+    }
+    // flanneld: `ip neigh replace <peer .0> lladdr <mac> nud permanent` and
+    // `bridge fdb replace <mac> dst <public ip> self permanent`.
+    const vtepIp = peer.subnet.addr >>> 0;
+    this.neigh.set(vtepIp, { mac, owner: peer });
+    const key = formatMac(mac);
+    const prev = this.fdbTable.get(key);
+    if (prev && prev.dst !== peer.publicIp) {
+      this.log?.warn({ ...where, vtepMac: key, previousDst: formatIpv4(prev.dst) }, 'vxlan: VtepMAC moved to another node; replacing its forwarding entry');
+    }
+    this.fdbTable.set(key, { dst: peer.publicIp, owner: peer });
+    peer.backendState = this.stateFor(vtepIp);
+  }
+
+  onPeerRemoved(peer: Peer): void {
+    // Only entries this peer owns: a lease update arrives as added(new) then removed(old) for
+    // the same subnet, and the new peer's entries must survive the old one's removal.
+    const st = peer.backendState as VxlanPeerState | null;
+    peer.backendState = null;
+    if (st === null) return;
+    const vtepIp = peer.subnet.addr >>> 0;
+    if (this.neigh.get(vtepIp)?.owner === peer) this.neigh.delete(vtepIp);
+    const key = formatMac(st.mac);
+    if (this.fdbTable.get(key)?.owner === peer) this.fdbTable.delete(key);
+  }
+
+  /**
+   * What the kernel resolves per packet for flannel.1 — neighbor (VTEP IP → MAC), then FDB
+   * (MAC → underlay address) — resolved once per lease.
+   */
+  private stateFor(vtepIp: number): VxlanPeerState | null {
+    const n = this.neigh.get(vtepIp);
+    if (!n) return null;
+    const f = this.fdbTable.get(formatMac(n.mac));
+    if (!f) return null;
+    const eth = Buffer.alloc(ETH_HLEN);
+    writeEthernetHeader(eth, 0, n.mac, this.vtepMac, ETHERTYPE_IPV4);
+    return new VxlanPeerState(n.mac, eth, f.dst, outerSum(this.localPublicIp, f.dst));
+  }
+
+  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
+    const st = peer.backendState as VxlanPeerState | null;
+    if (st === null) {
+      this.noNeighbor++;
+      return false;
+    }
+    const o = off - VXLAN_OVERHEAD;
+    if (o < 0) return false;
+    const sport = flowSrcPort(buf, off, len);
+    // RFC 6040 §4.1 (normal mode), as the kernel's ip_tunnel_ecn_encap: the outer header
+    // copies the inner ECN field, except that CE is sent as ECT(0).
+    const ecn = buf[off + 1] & 3;
+    const tos = ecn === 3 ? 2 : ecn;
+    const id = (this.ipId = (this.ipId + 1) & 0xffff);
+    writeOuter(buf, o, st.ipSum, tos, len + VXLAN_OVERHEAD, id, this.localPublicIp, st.dst, sport, this.port, this.vni);
+    const e = o + IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN;
+    const eth = st.eth;
+    for (let i = 0; i < ETH_HLEN; i++) buf[e + i] = eth[i];
+    return tx.push(o, len + VXLAN_OVERHEAD, st.dst, this.port);
+  }
+
+  decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number {
+    if (len < VXLAN_HLEN + ETH_HLEN) return -Drop.BadEncap;
+    if (!vxlanIFlag(buf, off)) return -Drop.BadEncap;
+    if (vxlanVni(buf, off) !== this.vni) return -Drop.WrongVni;
+    const e = off + VXLAN_HLEN;
+    const type = ethertype(buf, e);
+    if (type === ETHERTYPE_IPV4) {
+      // flannel.1 hands the kernel only frames for its own MAC (others are PACKET_OTHERHOST and
+      // never reach IP); we are that device.
+      if (!macEquals(buf, e, this.vtepMac, 0)) return -Drop.WrongMac;
+      return e + ETH_HLEN;
+    }
+    if (type === ETHERTYPE_ARP) return this.arp(buf, e, len - VXLAN_HLEN, peer, replies);
+    return -Drop.WrongEthertype;
+  }
+
+  /**
+   * A kernel VTEP without a permanent neighbor entry for our VTEP address asks for it: the
+   * request is broadcast, replicated by its all-zeros FDB entry to us. We answer as flannel.1's
+   * kernel would (arp_process): a unicast reply to the requester's MAC, sender = our VTEP
+   * MAC/IP. Only requests for our VTEP address are answered; other ARP is not ours to handle
+   * (counted as wrong_ethertype: this datapath carries IPv4 and answers only that question).
+   */
+  private arp(buf: Buffer, e: number, frameLen: number, peer: Peer, replies: PacketList): number {
+    const a = e + ETH_HLEN;
+    if (!isArpRequest(buf, a, frameLen - ETH_HLEN)) return -Drop.WrongEthertype;
+    // arp_rcv drops frames for another station (PACKET_OTHERHOST); a request is broadcast,
+    // or unicast to us when the kernel re-validates a stale entry (NUD_PROBE).
+    if (!isBroadcastMac(buf, e) && !macEquals(buf, e, this.vtepMac, 0)) return -Drop.WrongMac;
+    if (arpTargetIp(buf, a) !== this.localVtepIp) return -Drop.WrongEthertype;
+    const requesterIp = arpSenderIp(buf, a);
+    const slot = replies.count * replies.slotSize;
+    if (replies.count >= replies.capacity || slot + VXLAN_ARP_REPLY_LEN > replies.buf.length || replies.slotSize < VXLAN_ARP_REPLY_LEN) {
+      return -Drop.SendFailed;
+    }
+    const out = replies.buf;
+    // The reply goes to the VXLAN port, not to the request's source port: a kernel VTEP picks
+    // source ports by flow hash and listens only on its dstport (RFC 7348 §5).
+    const dst = peer.publicIp;
+    const sport = portFromHash(mix3(this.localVtepIp, requesterIp, ETHERTYPE_ARP));
+    const id = (this.ipId = (this.ipId + 1) & 0xffff);
+    writeOuter(out, slot, outerSum(this.localPublicIp, dst), 0, VXLAN_ARP_REPLY_LEN, id, this.localPublicIp, dst, sport, this.port, this.vni);
+    const re = slot + IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN;
+    // Ethernet destination: the requester's hardware address from the ARP body, as arp_send does.
+    for (let i = 0; i < 6; i++) {
+      out[re + i] = buf[a + ARP_OFF_SHA + i];
+      out[re + 6 + i] = this.vtepMac[i];
+    }
+    out[re + 12] = ETHERTYPE_ARP >>> 8;
+    out[re + 13] = ETHERTYPE_ARP & 0xff;
+    writeArpReply(out, re + ETH_HLEN, this.vtepMac, this.localVtepIp, buf, a + ARP_OFF_SHA, requesterIp);
+    replies.push(slot, VXLAN_ARP_REPLY_LEN, dst, this.port);
+    this.arpReplies++;
+    return -Drop.Consumed;
+  }
+}
+
+/** Sum of the outer IPv4 header's constant words: version/IHL, TTL/protocol, source, destination. */
+function outerSum(src: number, dst: number): number {
+  return 0x4500 + ((OUTER_TTL << 8) | IPPROTO_UDP) + (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff);
+}
+
+/**
+ * Outer IPv4 (no options, DF clear as the kernel's VXLAN device sends by default), UDP (checksum
+ * 0: RFC 7348 §5 allows it over IPv4, and the kernel's device sends none unless `udpcsum`) and
+ * VXLAN header at buf[o]. `base` is outerSum(src, dst); only TOS, length and ID vary.
+ */
+function writeOuter(
+  buf: Uint8Array,
+  o: number,
+  base: number,
+  tos: number,
+  total: number,
+  id: number,
+  src: number,
+  dst: number,
+  sport: number,
+  dport: number,
+  vni: number,
+): void {
+  let sum = base + tos + total + id;
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  const hc = ~sum & 0xffff;
+  buf[o] = 0x45;
+  buf[o + 1] = tos;
+  buf[o + 2] = total >>> 8;
+  buf[o + 3] = total & 0xff;
+  buf[o + 4] = id >>> 8;
+  buf[o + 5] = id & 0xff;
+  buf[o + 6] = 0;
+  buf[o + 7] = 0;
+  buf[o + 8] = OUTER_TTL;
+  buf[o + 9] = IPPROTO_UDP;
+  buf[o + 10] = hc >>> 8;
+  buf[o + 11] = hc & 0xff;
+  buf[o + 12] = src >>> 24;
+  buf[o + 13] = (src >>> 16) & 0xff;
+  buf[o + 14] = (src >>> 8) & 0xff;
+  buf[o + 15] = src & 0xff;
+  buf[o + 16] = dst >>> 24;
+  buf[o + 17] = (dst >>> 16) & 0xff;
+  buf[o + 18] = (dst >>> 8) & 0xff;
+  buf[o + 19] = dst & 0xff;
+  const u = o + IPV4_MIN_HEADER;
+  const ulen = total - IPV4_MIN_HEADER;
+  buf[u] = sport >>> 8;
+  buf[u + 1] = sport & 0xff;
+  buf[u + 2] = dport >>> 8;
+  buf[u + 3] = dport & 0xff;
+  buf[u + 4] = ulen >>> 8;
+  buf[u + 5] = ulen & 0xff;
+  buf[u + 6] = 0;
+  buf[u + 7] = 0;
+  const v = u + UDP_HEADER;
+  // RFC 7348 §5: flags 0x08 (I), reserved fields zero.
+  buf[v] = 0x08;
+  buf[v + 1] = 0;
+  buf[v + 2] = 0;
+  buf[v + 3] = 0;
+  buf[v + 4] = (vni >>> 16) & 0xff;
+  buf[v + 5] = (vni >>> 8) & 0xff;
+  buf[v + 6] = vni & 0xff;
+  buf[v + 7] = 0;
+}
+
+/** Protocols whose first 4 bytes are source and destination port, which Linux's flow dissector hashes. */
+function hasPorts(proto: number): boolean {
+  return proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP || proto === IPPROTO_DCCP || proto === IPPROTO_UDPLITE;
+}
+
+/**
+ * UDP source port for the inner IPv4 packet buf[off, off+len) (validated by the pipeline):
+ * a hash of the flow — addresses, protocol, and the L4 ports when this is a first fragment
+ * (later fragments carry no transport header, RFC 791) — mapped into the ephemeral range.
+ * RFC 7348 §5: "it is recommended that the UDP source port number be calculated using a hash
+ * of fields from the inner packet ... for ECMP entropy". The kernel's key is random per boot
+ * (siphash), so the exact ports cannot match its; the properties do: the same flow always gets
+ * the same port, both directions of a flow hash alike (the kernel orders the endpoints before
+ * hashing, __flow_hash_consistentify), and the mapping is udp_flow_src_port's.
+ */
+export function flowSrcPort(buf: Uint8Array, off: number, len: number): number {
+  const src = ((buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15]) >>> 0;
+  const dst = ((buf[off + 16] << 24) | (buf[off + 17] << 16) | (buf[off + 18] << 8) | buf[off + 19]) >>> 0;
+  const proto = buf[off + 9];
+  const ihl = (buf[off] & 0x0f) << 2;
+  let sp = 0;
+  let dp = 0;
+  const firstFragment = (((buf[off + 6] << 8) | buf[off + 7]) & 0x1fff) === 0;
+  if (firstFragment && hasPorts(proto) && ihl + 4 <= len) {
+    sp = (buf[off + ihl] << 8) | buf[off + ihl + 1];
+    dp = (buf[off + ihl + 2] << 8) | buf[off + ihl + 3];
+  }
+  // Order the endpoints so A→B and B→A hash alike.
+  let a = src;
+  let b = dst;
+  let pa = sp;
+  let pb = dp;
+  if (src > dst || (src === dst && sp > dp)) {
+    a = dst;
+    b = src;
+    pa = dp;
+    pb = sp;
+  }
+  return portFromHash(mix3(a, b, (((pa << 16) | pb) ^ Math.imul(proto, 0x9e3779b1)) >>> 0));
+}
+
+/** udp_flow_src_port's mapping: fold the hash (hash ^= hash << 16), then scale it into [min, max). */
+export function portFromHash(h: number): number {
+  const x = (h ^ (h << 16)) >>> 0;
+  return VXLAN_SRC_PORT_MIN + Math.floor((x * (VXLAN_SRC_PORT_MAX - VXLAN_SRC_PORT_MIN)) / 4294967296);
+}
+
+// MurmurHash3's 32-bit block mix and finaliser: cheap, allocation-free, good avalanche.
+function mixWord(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+function mix3(a: number, b: number, c: number): number {
+  let h = 0x5745_4654; // "WEFT"
+  h = mixWord(h, a | 0);
+  h = mixWord(h, b | 0);
+  h = mixWord(h, c | 0);
+  h ^= 12;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * The vxlan underlay: receive on a UDP socket bound to our public IP and the VXLAN port (the
+ * kernel strips outer IPv4 and UDP, and checks the UDP checksum when there is one), send
+ * through an IPPROTO_RAW socket (IP_HDRINCL, raw(7)) so the outer headers — the per-flow
+ * source port above all — go out as encap wrote them. IPPROTO_RAW never receives, so nothing
+ * arrives twice.
+ */
+export function openVxlanTransport(localPublicIp: number, port: number): Transport {
+  const receiver = UdpSocket.bind(localPublicIp, port);
+  try {
+    // rcvbuf 0: the kernel default; the send socket never receives.
+    return new SplitTransport(receiver, RawSocket.open(IPPROTO_RAW, { hdrincl: true, rcvbuf: 0 }));
+  } catch (err) {
+    receiver.close();
+    throw err;
+  }
+}
