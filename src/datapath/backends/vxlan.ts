@@ -310,9 +310,11 @@ function outerSum(src: number, dst: number): number {
 }
 
 /**
- * Outer IPv4 (no options, DF clear as the kernel's VXLAN device sends by default), UDP (checksum
- * 0: RFC 7348 §5 allows it over IPv4, and the kernel's device sends none unless `udpcsum`) and
- * VXLAN header at buf[o]. `base` is outerSum(src, dst); only TOS, length and ID vary.
+ * Outer IPv4 (no options, DF clear as the kernel's VXLAN device sends by default), UDP and VXLAN
+ * header at buf[o]. The UDP checksum is 0, which RFC 7348 §5 allows over IPv4 ("SHOULD be
+ * transmitted as zero"); a kernel VTEP accepts it whether or not it checksums its own packets
+ * (its udp_csum is on by default, and flanneld leaves it so). `base` is outerSum(src, dst);
+ * only TOS, length and ID vary per packet.
  */
 function writeOuter(
   buf: Uint8Array,
