@@ -39,6 +39,17 @@ export interface KernelVxlanOptions {
   vni?: number;
   /** UDP destination port; default 8472 (flannel's). */
   port?: number;
+  /**
+   * Complete checksums in software on eth0 (`ethtool -K eth0 tx off`), as a NIC does on a real
+   * wire. Default true. A veth never fills in a checksum the kernel left to "hardware"
+   * (CHECKSUM_PARTIAL): a receiving kernel trusts such a packet, but weft reads the VXLAN
+   * payload from a UDP socket, and the pod's TCP segments inside arrive with only the
+   * pseudo-header sum in their checksum field (TcpInCsumErrors in the pod, no TCP at all).
+   * flannel documents the same symptom and turns off tx-checksum-ip-generic on flannel.1;
+   * doing it on eth0 instead leaves flannel.1 exactly as flanneld creates it. Kernel-to-kernel
+   * measurements may pass false.
+   */
+  wireChecksums?: boolean;
 }
 
 export interface KernelVxlanPeer {
@@ -62,6 +73,7 @@ export interface KernelVxlanNode {
   vni: number;
   port: number;
   arp: boolean;
+  wireChecksums: boolean;
   /** The leases programmed as neighbor/FDB/route entries. */
   peers: KernelVxlanPeer[];
   /** Leases left out (another backend type, or no usable VtepMAC), with why. */
@@ -99,6 +111,8 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
   // The subnet the pods were attached from: the re-acquired lease must be the same one.
   const before = readSubnetEnv(n.subnetFile);
   await stopDaemon(prefix, node, 'SIGTERM');
+
+  if (opts.wireChecksums ?? true) await wireChecksumsOn(n.ns, n.iface);
 
   const eth = await linkInfo(n.ns, n.iface);
   const mtu = eth.mtu - VXLAN_OVERHEAD;
@@ -147,6 +161,15 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
     ipLines.push(`route replace ${l.subnet} via ${peerVtep} dev ${dev} onlink`);
     peers.push({ subnet: l.subnet, publicIp: l.publicIp, vtepIp: peerVtep, vtepMac: peerMac });
   }
+  // Converge from whatever a previous call left (the other mode, peers since gone): no
+  // neighbor entries (the permanent ones are re-added below; in ARP mode the kernel learns
+  // them) and no all-zeros entries but the ones this call appends.
+  await mustNsRun(n.ns, ['ip', 'neigh', 'flush', 'dev', dev, 'nud', 'all'], { timeoutMs: 10_000 });
+  for (const f of await fdbOf(n.ns, dev)) {
+    if (f.mac === '00:00:00:00:00:00' && f.dst) {
+      await mustNsRun(n.ns, ['bridge', 'fdb', 'del', f.mac, 'dev', dev, 'dst', f.dst, 'self'], { timeoutMs: 10_000 });
+    }
+  }
   // FDB first: a route whose neighbor resolves before the FDB entry exists would send nowhere.
   if (bridgeLines.length) await mustNsRun(n.ns, ['bridge', '-batch', '-'], { input: bridgeLines.join('\n') + '\n', timeoutMs: 10_000 });
   if (ipLines.length) await mustNsRun(n.ns, ['ip', '-batch', '-'], { input: ipLines.join('\n') + '\n', timeoutMs: 10_000 });
@@ -171,6 +194,7 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
     vni,
     port,
     arp,
+    wireChecksums: opts.wireChecksums ?? true,
     peers,
     skipped,
   };
@@ -188,6 +212,8 @@ export async function restoreWeftNode(lab: LabRef, node: string): Promise<LabNod
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   await nsRun(n.ns, ['ip', 'link', 'del', KERNEL_VXLAN_DEVICE], { timeoutMs: 10_000 });
+  // Back to the veth's defaults (kernelVxlanNode turned checksum offload off).
+  await nsRun(n.ns, ['ethtool', '-K', n.iface, 'tx', 'on'], { timeoutMs: 10_000 });
   return startDaemon(prefix, node);
 }
 
@@ -198,11 +224,28 @@ export async function kernelNeighbors(lab: LabRef, node: string): Promise<{ dst:
   return JSON.parse(r.stdout || '[]') as { dst: string; lladdr?: string; state: string[] }[];
 }
 
+export interface FdbEntry {
+  mac: string;
+  dst?: string;
+  state?: string;
+  flags?: string[];
+}
+
 /** The FDB entries on flannel.1 as `bridge -j fdb show dev` lists them. */
-export async function kernelFdb(lab: LabRef, node: string): Promise<{ mac: string; dst?: string; state?: string; flags?: string[] }[]> {
+export async function kernelFdb(lab: LabRef, node: string): Promise<FdbEntry[]> {
   const n = findNode(mustReadState(prefixOf(lab)), node);
-  const r = await mustNsRun(n.ns, ['bridge', '-j', 'fdb', 'show', 'dev', KERNEL_VXLAN_DEVICE], { timeoutMs: 10_000 });
-  return JSON.parse(r.stdout || '[]') as { mac: string; dst?: string; state?: string; flags?: string[] }[];
+  return fdbOf(n.ns, KERNEL_VXLAN_DEVICE);
+}
+
+async function fdbOf(ns: string, dev: string): Promise<FdbEntry[]> {
+  const r = await mustNsRun(ns, ['bridge', '-j', 'fdb', 'show', 'dev', dev], { timeoutMs: 10_000 });
+  return JSON.parse(r.stdout || '[]') as FdbEntry[];
+}
+
+async function wireChecksumsOn(ns: string, iface: string): Promise<void> {
+  const r = await nsRun(ns, ['ethtool', '-K', iface, 'tx', 'off'], { timeoutMs: 10_000 });
+  if (r.code === 127 || /No such file/.test(r.stderr)) throw new Error('ethtool missing: scripts/setup.sh installs it (Debian package ethtool)');
+  if (r.code !== 0) throw new Error(`ethtool -K ${iface} tx off in ${ns}: ${(r.stderr || r.stdout).trim()}`);
 }
 
 function clientJs(state: LabState): string {
