@@ -3,6 +3,9 @@ import type { Peer } from './peer';
 
 export type BackendType = 'udp' | 'vxlan' | 'ipip' | 'host-gw';
 
+/** encap's result when the packet was queued; anything else is a Drop reason. */
+export const ENCAP_OK = 0;
+
 /**
  * One encapsulation. The pipeline does everything that is the same for every backend
  * (validation, LPM, TTL, ICMP, MTU, sender checks); a backend only knows its own outer
@@ -18,10 +21,10 @@ export interface Backend {
   leaseData(): Record<string, unknown>;
   /**
    * Queue the inner packet buf[off, off+len) for `peer` on `tx`, writing any outer headers
-   * into the headroom in place (tx entries may start before `off`). Returns false if the packet
-   * could not be queued.
+   * into the headroom in place (tx entries may start before `off`). Returns ENCAP_OK, or the
+   * Drop reason (src/datapath/stats.ts) why the packet could not be queued.
    */
-  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean;
+  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number;
   /**
    * Given a received datagram buf[off, off+len) from `peer`, return the offset of the inner
    * IPv4 packet, or a negative Drop reason. A backend that must answer on the underlay

@@ -19,7 +19,7 @@ import {
   ICMP_TIME_EXCEEDED,
   ICMP_TTL_EXCEEDED,
 } from '../packet/icmp';
-import type { Backend } from './backend';
+import { ENCAP_OK, type Backend } from './backend';
 import type { Peer } from './peer';
 import { DatapathStats, Drop } from './stats';
 
@@ -137,11 +137,12 @@ export class Pipeline {
         continue;
       }
       decrementTtl(buf, off);
-      if (backend.encap(buf, off, total, peer, tx)) {
+      const result = backend.encap(buf, off, total, peer, tx);
+      if (result === ENCAP_OK) {
         stats.txPackets++;
         stats.txBytes += total;
       } else {
-        stats.drops[Drop.SendFailed]++;
+        stats.drops[result]++;
       }
     }
   }

@@ -4,6 +4,7 @@ import { IpipBackend, IPIP_OUTER_TTL } from '../../src/datapath/backends/ipip';
 import type { Peer } from '../../src/datapath/peer';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
+import { ENCAP_OK } from '../../src/datapath/backend';
 import { PacketList } from '../../src/io/packet-list';
 import { buildIpv4Packet } from '../../src/packet/builder';
 import { sum16 } from '../../src/packet/checksum';
@@ -65,7 +66,7 @@ describe('IpipBackend.encap (RFC 2003 §3.1)', () => {
     const b = new IpipBackend(IP_A);
     const inner = withTos(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', ttl: 62, id: 0x1234, df: true, payload: Buffer.from('hello ipip') }), 0xb8);
     const { ok, rx, tx, outer } = encapOne(b, inner, peer(SUBNET_B, IP_B, false));
-    expect(ok).toBe(true);
+    expect(ok).toBe(ENCAP_OK);
     expect(tx.count).toBe(1);
     expect(tx.offs[0]).toBe(rx.offs[0] - 20);
     expect(tx.lens[0]).toBe(inner.length + 20);
@@ -115,10 +116,10 @@ describe('IpipBackend.encap (RFC 2003 §3.1)', () => {
     const to = peer(SUBNET_B, IP_B, false);
     const big = Buffer.alloc(0x10000 + 64);
     const tx = new PacketList({ capacity: 1, slotSize: big.length, headroom: 0 }, big);
-    expect(b.encap(big, 64, 0xffff - 19, to, tx)).toBe(false);
-    expect(b.encap(big, 64, 0xffff - 20, to, tx)).toBe(true);
+    expect(b.encap(big, 64, 0xffff - 19, to, tx)).toBe(Drop.Oversize);
+    expect(b.encap(big, 64, 0xffff - 20, to, tx)).toBe(ENCAP_OK);
     expect(big.readUInt16BE(64 - 20 + 2)).toBe(0xffff);
-    expect(b.encap(big, 64, 100, to, tx)).toBe(false); // list full
+    expect(b.encap(big, 64, 100, to, tx)).toBe(Drop.SendFailed); // list full
   });
 
   it('always produces a valid outer header carrying the inner TOS and DF (property)', () => {

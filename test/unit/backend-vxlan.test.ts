@@ -14,6 +14,7 @@ import {
 } from '../../src/datapath/backends/vxlan';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
+import { ENCAP_OK } from '../../src/datapath/backend';
 import type { Peer } from '../../src/datapath/peer';
 import { PacketList } from '../../src/io/packet-list';
 import { ARP_LEN, writeArpRequest } from '../../src/packet/arp';
@@ -140,7 +141,7 @@ describe('neighbor and forwarding tables', () => {
     // encap refuses and says why.
     const pkt = buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7' });
     const tx = new PacketList({ capacity: 4, slotSize: 2048, headroom: 0 });
-    expect(b.encap(slab(pkt), HEADROOM, pkt.length, p, tx)).toBe(false);
+    expect(b.encap(slab(pkt), HEADROOM, pkt.length, p, tx)).toBe(Drop.NoNeighbor);
     expect(tx.count).toBe(0);
     expect(b.noNeighbor).toBe(1);
     b.onPeerRemoved(p);
@@ -189,7 +190,7 @@ describe('encap', () => {
     b.onPeerAdded(p);
     const buf = slab(pkt);
     const tx = new PacketList({ capacity: 4, slotSize: 2048, headroom: 0 });
-    expect(b.encap(buf, HEADROOM, pkt.length, p, tx)).toBe(true);
+    expect(b.encap(buf, HEADROOM, pkt.length, p, tx)).toBe(ENCAP_OK);
     return { b, p, buf, tx };
   }
 
@@ -261,7 +262,7 @@ describe('encap', () => {
     const buf = Buffer.alloc(256);
     buf.set(pkt, 10);
     const tx = new PacketList({ capacity: 4, slotSize: 256, headroom: 0 });
-    expect(b.encap(buf, 10, pkt.length, p, tx)).toBe(false);
+    expect(b.encap(buf, 10, pkt.length, p, tx)).toBe(Drop.SendFailed);
   });
 });
 

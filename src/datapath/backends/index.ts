@@ -3,7 +3,10 @@ import type { Transport } from '../../io/transport';
 import { UdpSocket } from '../../io/udp';
 import type { Cidr } from '../../route/cidr';
 import type { Backend, BackendType } from '../backend';
+import { formatMac } from '../../packet/ethernet';
+import { IpipBackend, openIpipTransport } from './ipip';
 import { UDP_DEFAULT_PORT, UdpBackend } from './udp';
+import { openVxlanTransport, VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VxlanBackend, vtepMacFor } from './vxlan';
 
 /** What the daemon needs to run the backend net-conf.json's Backend.Type names. */
 export interface BackendSetup {
@@ -34,8 +37,11 @@ export function backendType(config: NetworkConfig): BackendType {
  * BackendData for our lease, decided before we know our subnet (flanneld likewise creates
  * flannel.1, and so knows its MAC, before it acquires the lease that announces it).
  */
-export function leaseDataFor(config: NetworkConfig, _publicIp: number): Record<string, unknown> {
+export function leaseDataFor(config: NetworkConfig, publicIp: number): Record<string, unknown> {
   switch (backendType(config)) {
+    case 'vxlan':
+      // flannel's vxlan BackendData: the VNI and the VTEP MAC peers put in their neighbor and FDB entries.
+      return { VNI: config.backend.vni ?? VXLAN_DEFAULT_VNI, VtepMAC: formatMac(vtepMacFor(publicIp)) };
     default:
       return {};
   }
@@ -55,9 +61,26 @@ export function createBackend(config: NetworkConfig, node: NodeIdentity): Backen
       const port = config.backend.port ?? UDP_DEFAULT_PORT;
       return { type, backend: new UdpBackend(), port, directRouting: false, openTransport: () => UdpSocket.bind(node.publicIp, port) };
     }
+    case 'vxlan': {
+      const port = config.backend.port ?? VXLAN_DEFAULT_PORT;
+      const backend = new VxlanBackend({
+        vni: config.backend.vni ?? VXLAN_DEFAULT_VNI,
+        port,
+        localPublicIp: node.publicIp,
+        localVtepIp: node.subnet.addr,
+        vtepMac: vtepMacFor(node.publicIp),
+      });
+      return { type, backend, port, directRouting: config.backend.directRouting === true, openTransport: () => openVxlanTransport(node.publicIp, port) };
+    }
+    case 'ipip':
+      return {
+        type,
+        backend: new IpipBackend(node.publicIp),
+        port: 0,
+        directRouting: config.backend.directRouting === true,
+        openTransport: () => openIpipTransport(node.publicIp),
+      };
     case 'host-gw':
       return { type, backend: null, port: 0, directRouting: false, openTransport: noTransport(type) };
-    default:
-      throw new Error(`Backend.Type "${type}" has no datapath in this build yet`);
   }
 }

@@ -14,7 +14,7 @@ import {
   validateIpv4,
   writeIpv4Header,
 } from '../../packet/ipv4';
-import type { Backend } from '../backend';
+import { ENCAP_OK, type Backend } from '../backend';
 import type { Peer } from '../peer';
 import { Drop } from '../stats';
 
@@ -60,8 +60,8 @@ export class IpipBackend implements Backend {
     return {};
   }
 
-  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
-    if (len > MAX_INNER) return false;
+  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {
+    if (len > MAX_INNER) return Drop.Oversize;
     const outer = off - IPV4_MIN_HEADER;
     const id = this.nextId;
     this.nextId = (id + 1) & 0xffff;
@@ -83,7 +83,7 @@ export class IpipBackend implements Backend {
       buf[c] = hc >>> 8;
       buf[c + 1] = hc & 0xff;
     }
-    return tx.push(outer, len + IPV4_MIN_HEADER, peer.publicIp, 0);
+    return tx.push(outer, len + IPV4_MIN_HEADER, peer.publicIp, 0) ? ENCAP_OK : Drop.SendFailed;
   }
 
   decap(buf: Buffer, off: number, len: number, _peer: Peer, _replies: PacketList): number {

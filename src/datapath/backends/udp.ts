@@ -1,5 +1,6 @@
 import type { PacketList } from '../../io/packet-list';
-import type { Backend } from '../backend';
+import { ENCAP_OK, type Backend } from '../backend';
+import { Drop } from '../stats';
 import type { Peer } from '../peer';
 
 /** flannel's udp backend listens on 8285 unless Backend.Port says otherwise. */
@@ -19,8 +20,8 @@ export class UdpBackend implements Backend {
     return {};
   }
 
-  encap(_buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
-    return tx.push(off, len, peer.publicIp, peer.port);
+  encap(_buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {
+    return tx.push(off, len, peer.publicIp, peer.port) ? ENCAP_OK : Drop.SendFailed;
   }
 
   decap(_buf: Buffer, off: number, _len: number, _peer: Peer, _replies: PacketList): number {

@@ -20,7 +20,7 @@ import {
 import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER } from '../../packet/ipv4';
 import { UDP_HEADER } from '../../packet/udp';
 import { VXLAN_HLEN, VXLAN_VNI_MAX, vxlanIFlag, vxlanVni } from '../../packet/vxlan';
-import type { Backend } from '../backend';
+import { ENCAP_OK, type Backend } from '../backend';
 import type { Peer } from '../peer';
 import { Drop } from '../stats';
 
@@ -154,6 +154,18 @@ export class VxlanBackend implements Backend {
     return { VNI: this.vni, VtepMAC: formatMac(this.vtepMac) };
   }
 
+  /** For /status: our VTEP, both tables, and what could not be encapsulated or was answered. */
+  status(): Record<string, unknown> {
+    return {
+      vni: this.vni,
+      vtepMac: formatMac(this.vtepMac),
+      neighbors: this.neighbors(),
+      fdb: this.fdb(),
+      noNeighbor: this.noNeighbor,
+      arpReplies: this.arpReplies,
+    };
+  }
+
   /** The neighbor table: peer VTEP IP → VTEP MAC (what `ip neigh show dev flannel.1` lists). */
   neighbors(): { ip: string; mac: string }[] {
     return [...this.neigh].map(([ip, e]) => ({ ip: formatIpv4(ip), mac: formatMac(e.mac) }));
@@ -226,14 +238,14 @@ export class VxlanBackend implements Backend {
     return new VxlanPeerState(n.mac, eth, f.dst, outerSum(this.localPublicIp, f.dst));
   }
 
-  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): boolean {
+  encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {
     const st = peer.backendState as VxlanPeerState | null;
     if (st === null) {
       this.noNeighbor++;
-      return false;
+      return Drop.NoNeighbor;
     }
     const o = off - VXLAN_OVERHEAD;
-    if (o < 0) return false;
+    if (o < 0) return Drop.SendFailed;
     const sport = flowSrcPort(buf, off, len);
     // RFC 6040 §4.1 (normal mode), as the kernel's ip_tunnel_ecn_encap: the outer header
     // copies the inner ECN field, except that CE is sent as ECT(0).
@@ -244,7 +256,7 @@ export class VxlanBackend implements Backend {
     const e = o + IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN;
     const eth = st.eth;
     for (let i = 0; i < ETH_HLEN; i++) buf[e + i] = eth[i];
-    return tx.push(o, len + VXLAN_OVERHEAD, st.dst, this.port);
+    return tx.push(o, len + VXLAN_OVERHEAD, st.dst, this.port) ? ENCAP_OK : Drop.SendFailed;
   }
 
   decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number {
