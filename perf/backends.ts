@@ -13,12 +13,13 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { daemonStatus, iperf3Pair, labDown, labExec, labUp, mustReadState, networkOf, readSubnetEnv, type LabState } from '../src/lab';
 import type { BackendType } from '../src/datapath/backend';
+import { kernelVxlanNode } from '../src/lab/kernel-vxlan';
 
 const PREFIX = 'weft-perf-';
 const OVPN_DEV = 'ovpn0';
 const OVPN_PORT = 1194;
 
-const TUNNELS = ['weft-udp', 'weft-vxlan', 'weft-ipip', 'host-gw', 'openvpn'] as const;
+const TUNNELS = ['weft-udp', 'weft-vxlan', 'weft-ipip', 'host-gw', 'kernel-vxlan', 'openvpn'] as const;
 type Tunnel = (typeof TUNNELS)[number];
 
 /** Bytes each adds in front of the pod's packet on the underlay (what the wire carries). */
@@ -27,6 +28,7 @@ const OVERHEAD: Record<Tunnel, number> = {
   'weft-vxlan': 50, // IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14 (RFC 7348)
   'weft-ipip': 20, // IPv4 20 (RFC 2003)
   'host-gw': 0,
+  'kernel-vxlan': 50,
   // IPv4 20 + UDP 8: with --cipher none --auth none and no TLS, OpenVPN adds no framing of its
   // own (captured: a 128-byte inner packet travels as a 136-byte UDP datagram).
   openvpn: 28,
@@ -142,6 +144,7 @@ const BACKEND: Record<Tunnel, BackendType> = {
   'weft-vxlan': 'vxlan',
   'weft-ipip': 'ipip',
   'host-gw': 'host-gw',
+  'kernel-vxlan': 'vxlan',
   openvpn: 'udp',
 };
 
@@ -154,8 +157,16 @@ async function measure(tunnel: Tunnel, runs: number, seconds: number, log: (m: s
   let stop: (() => Promise<void>) | undefined;
   const s: Sample = { tcpBps: [], retransmits: [], udp64Pps: [], rttP50Ms: [], rttP99Ms: [], mtu: 0, maxRssBytes: 0 };
   try {
-    if (tunnel === 'openvpn') stop = await startOpenVpn(st);
+    // OpenVPN's tunnel MTU is what we gave it; the others are what subnet.env hands pods (kernel VXLAN: 1450 like weft's).
     s.mtu = tunnel === 'openvpn' ? 1472 : readSubnetEnv(st.nodes[0].subnetFile)!.mtu;
+    if (tunnel === 'openvpn') stop = await startOpenVpn(st);
+    if (tunnel === 'kernel-vxlan') {
+      // Both nodes become flannel.1 as flanneld sets it up (kernel to kernel, so the kernel's own
+      // checksum offload stays on). n1 is programmed again once n2's lease carries its new MAC.
+      await kernelVxlanNode(PREFIX, 'n1', { wireChecksums: false });
+      await kernelVxlanNode(PREFIX, 'n2', { wireChecksums: false });
+      await kernelVxlanNode(PREFIX, 'n1', { wireChecksums: false });
+    }
     const weftDatapath = tunnel.startsWith('weft-');
     for (let r = 0; r < runs; r++) {
       // Latency first, on an idle tunnel: right after a flood the heap and queues are still settling.
