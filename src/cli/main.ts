@@ -3,6 +3,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   daemon: () => import('./daemon'),
   control: () => import('./control'),
   lab: () => import('./lab'),
+  wire: () => import('./wire'),
 };
 
 export const USAGE = `usage: weft <command> [flags]
@@ -11,6 +12,7 @@ commands:
   control   run the embedded control plane (gRPC lease registry)
   daemon    run the node data plane (TUN + encapsulation)
   lab       form a netns lab: up | demo | status | exec | down
+  wire      show the bytes a backend puts on the wire for one packet (no root needed)
 `;
 
 export async function main(argv: string[]): Promise<void> {
