@@ -158,7 +158,7 @@ export class NodeDaemon {
         tunnelMtu: this.mtu,
       });
       this.datapath = new Datapath(this.tun, this.sock, pipeline);
-      this.datapath.start();
+      this.datapath.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
     }
 
     await writeSubnetEnv(opts.subnetFile, {

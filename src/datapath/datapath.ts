@@ -41,11 +41,20 @@ export class Datapath {
     this.toTun = PacketList.view(this.sockRx);
   }
 
-  start(): void {
+  /**
+   * `onError` hears about a descriptor libuv stopped polling (POLLERR: e.g. the TUN device was
+   * deleted under us). Forwarding cannot continue on it, so the daemon treats it as fatal.
+   */
+  start(onError: (e: Error) => void): void {
     if (this.running) return;
     this.running = true;
-    this.tun.onReadable(() => this.onTunReadable());
-    this.sock.onReadable(() => this.onSocketReadable());
+    this.tun.onReadable((err) => (err ? this.fail(err, onError) : this.onTunReadable()));
+    this.sock.onReadable((err) => (err ? this.fail(err, onError) : this.onSocketReadable()));
+  }
+
+  private fail(err: Error, onError: (e: Error) => void): void {
+    this.running = false;
+    onError(err);
   }
 
   stop(): void {

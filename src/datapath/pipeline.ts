@@ -131,7 +131,9 @@ export class Pipeline {
       const total = ipv4TotalLength(buf, off);
       if (total > this.tunnelMtu && ipv4Df(buf, off)) {
         // Path MTU discovery (RFC 1191): tell the sender what fits; its kernel caches it and
-        // TCP shrinks its segments. Without DF the outer packet is fragmented by the kernel.
+        // TCP shrinks its segments. Without DF it goes on: the udp backend's socket fragments
+        // the outer datagram, while the raw IP_HDRINCL send of vxlan and ipip refuses anything
+        // over the underlay MTU (counted as send_failed) — the TUN MTU normally prevents both.
         this.icmpError(buf, off, len, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, this.tunnelMtu);
         stats.drops[Drop.TooBig]++;
         continue;

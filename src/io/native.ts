@@ -30,6 +30,8 @@ export interface NativeAddon {
    * the kernel default).
    */
   udpOpen(bindAddr: number, port: number, rcvbuf: number, sndbuf: number): number;
+  /** socket(AF_INET, SOCK_RAW, protocol), non-blocking; IP_HDRINCL when asked; bound to bindAddr when non-zero. */
+  rawOpen(protocol: number, hdrincl: boolean, bindAddr: number, rcvbuf: number, sndbuf: number): number;
   /** The local port a socket is bound to. */
   localPort(fd: number): number;
   /**
@@ -120,6 +122,7 @@ export function loadNative(): NativeAddon {
 const METHODS = [
   'tunOpen',
   'udpOpen',
+  'rawOpen',
   'localPort',
   'readPackets',
   'writePackets',

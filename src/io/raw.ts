@@ -9,7 +9,7 @@
 //     entry over the route MTU is refused and dropped).
 
 import { FdHandle } from './fd-handle';
-import { loadNative, native } from './native';
+import { native } from './native';
 import type { PacketList } from './packet-list';
 import type { Transport } from './transport';
 
@@ -28,12 +28,6 @@ export interface RawOpenOptions {
   rcvbuf?: number;
   /** SO_SNDBUF in bytes (default 4 MiB); forced past net.core.wmem_max when running as root. */
   sndbuf?: number;
-}
-
-// rawOpen is declared here rather than in native.ts's NativeAddon: it runs once per socket,
-// never on the packet path, so it does not need the lazy trampoline's fast property load.
-interface RawNative {
-  rawOpen(protocol: number, hdrincl: boolean, bindAddr: number, rcvbuf: number, sndbuf: number): number;
 }
 
 // As for UdpSocket: a few thousand full-size packets of slack between two event-loop turns.
@@ -55,8 +49,7 @@ export class RawSocket implements Transport {
    * for a bindAddr that is not local).
    */
   static open(protocol: number, opts: RawOpenOptions = {}): RawSocket {
-    const addon = loadNative() as unknown as RawNative;
-    const fd = addon.rawOpen(
+    const fd = native.rawOpen(
       protocol,
       opts.hdrincl ?? false,
       opts.bindAddr ?? 0,

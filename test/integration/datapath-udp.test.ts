@@ -191,6 +191,27 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
     expect(r.ok).toBe(true);
   }, 60_000);
 
+  it('exits with a clear error, instead of idling, when its TUN device is deleted under it', async () => {
+    const n3 = mustReadState(prefix).nodes.find((n) => n.name === 'n3')!;
+    const del = await labExec(prefix, 'n3', ['ip', 'link', 'del', 'weft0']);
+    expect(del.code, del.stderr).toBe(0);
+    await until('n3 daemon to exit', async () => {
+      try {
+        process.kill(n3.pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 10_000);
+    expect(readFileSync(n3.logFile, 'utf8')).toMatch(/datapath stopped: poll fd \d+/);
+    await startDaemon(prefix, 'n3');
+    const r = await until('ping n1/p1 → n3/p1 after n3 came back', async () => {
+      const p = await pingPair(prefix, 'n1/p1', pod('n3').ip, { count: 1, waitS: 1 });
+      return p.ok ? p : undefined;
+    });
+    expect(r.ok).toBe(true);
+  }, 60_000);
+
   it('gives a daemon restarted on the same public IP its subnet back, and traffic recovers', async () => {
     const before = subnetOf(state, 'n2');
     await restartDaemon(prefix, 'n2', { signal: 'SIGKILL' });

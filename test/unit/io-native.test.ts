@@ -26,6 +26,7 @@ describe('native addon loader', () => {
     for (const name of [
       'tunOpen',
       'udpOpen',
+      'rawOpen',
       'localPort',
       'readPackets',
       'writePackets',
