@@ -191,8 +191,12 @@ function parseBackend(v: unknown): BackendConfig {
       out.vni = vni ?? DEFAULT_VXLAN_VNI;
       out.directRouting = (dr as boolean | undefined) ?? false;
       break;
+    case 'ipip':
+      // Raw IP protocol 4: no port, no VNI; flannel's ipip backend takes DirectRouting too.
+      out.directRouting = (dr as boolean | undefined) ?? false;
+      break;
     default:
-      // ipip is raw IP protocol 4 and host-gw sends nothing of its own: no port, no VNI.
+      // host-gw sends nothing of its own.
       break;
   }
   return out;

@@ -184,9 +184,12 @@ export class NodeDaemon {
     for (const p of added) {
       if (this.backend) this.backend.onPeerAdded(p);
       if (hr && direct && (this.backend === null || hr.onLink(p.publicIp))) {
-        // DirectRouting: an on-link peer is reached by the kernel; the tunnel is for the rest.
-        p.direct = this.backend !== null;
-        void hr.add(p);
+        // DirectRouting: an on-link peer is reached by the kernel once its route is in; until
+        // then (or if ip refuses it) its traffic still takes the tunnel through the /16.
+        const dr = this.backend !== null;
+        void hr.add(p).then((ok) => {
+          if (dr && ok) p.direct = true;
+        });
       }
     }
     for (const p of removed) {

@@ -19,10 +19,8 @@ import {
 import { listNs } from '../../src/lab/netns';
 import { ensureBuilt } from '../support/build';
 
-// The tunnel for the peers behind the router. flannel's ipip backend takes DirectRouting too, but
-// net-conf.json parsing (src/control/netconfig.ts) keeps the flag for vxlan only, so an ipip lab
-// with DirectRouting still tunnels everything; add 'ipip' here once that is fixed.
-const BACKENDS = ['vxlan'] as const;
+// The tunnel for the peers behind the router: flannel's vxlan and ipip backends both take DirectRouting.
+const BACKENDS = ['vxlan', 'ipip'] as const;
 
 interface DaemonStatus {
   peers: { subnet: string; publicIp: string; direct: boolean }[];

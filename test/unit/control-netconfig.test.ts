@@ -34,8 +34,9 @@ describe('parseNetConfig defaults', () => {
     expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'udp', Port: 9000 } }).backend).toEqual({ type: 'udp', port: 9000 });
   });
 
-  it('ipip and host-gw have no port or VNI', () => {
-    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'ipip' } }).backend).toEqual({ type: 'ipip' });
+  it('ipip and host-gw have no port or VNI; ipip takes DirectRouting as flannel does', () => {
+    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'ipip' } }).backend).toEqual({ type: 'ipip', directRouting: false });
+    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'ipip', DirectRouting: true } }).backend).toEqual({ type: 'ipip', directRouting: true });
     expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw', Port: 1 } }).backend).toEqual({ type: 'host-gw' });
   });
 
