@@ -8,10 +8,8 @@
 //     destination, fills in Total Length and the header checksum, and never fragments it (an
 //     entry over the route MTU is refused and dropped).
 
-import { FdHandle } from './fd-handle';
+import { DatagramSocket, DEFAULT_SOCKET_BUFFER } from './datagram';
 import { native } from './native';
-import type { PacketList } from './packet-list';
-import type { Transport } from './transport';
 
 /** IPPROTO_RAW: a send-only raw socket that implies IP_HDRINCL and never receives (raw(7)). */
 export const IPPROTO_RAW = 255;
@@ -30,17 +28,13 @@ export interface RawOpenOptions {
   sndbuf?: number;
 }
 
-// As for UdpSocket: a few thousand full-size packets of slack between two event-loop turns.
-const DEFAULT_SOCKET_BUFFER = 4 << 20;
-
-export class RawSocket implements Transport {
+export class RawSocket extends DatagramSocket {
   /** The IP protocol number the socket was opened for. */
   readonly protocol: number;
-  private readonly handle: FdHandle;
 
   private constructor(fd: number, protocol: number) {
+    super(fd, `raw IP socket for protocol ${protocol}`);
     this.protocol = protocol;
-    this.handle = new FdHandle(fd, `raw IP socket for protocol ${protocol}`);
   }
 
   /**
@@ -57,50 +51,4 @@ export class RawSocket implements Transport {
       opts.sndbuf ?? DEFAULT_SOCKET_BUFFER,
     );
     return new RawSocket(fd, protocol);
-  }
-
-  /** The file descriptor; -1 once closed. */
-  get fd(): number {
-    return this.handle.fd;
-  }
-
-  /**
-   * Receives every queued datagram (up to the list's slots) into the slab from slot 0, each
-   * starting at its IPv4 header, with the sender's address in addrs (ports are 0); sets
-   * list.count. A datagram larger than a slot comes back with lens[i] = -1.
-   */
-  recv(list: PacketList): number {
-    const n = native.recvBatch(
-      this.handle.live(),
-      list.buf,
-      list.slotSize,
-      list.headroom,
-      list.slots,
-      list.offs,
-      list.lens,
-      list.addrs,
-      list.ports,
-    );
-    list.count = n;
-    return n;
-  }
-
-  /**
-   * Sends list's first `count` entries, each to addrs[i]. Returns how many the kernel took: it
-   * stops early when the socket buffer or device queue is full, and drops single packets the
-   * kernel refuses (over the MTU, malformed header, unreachable).
-   */
-  send(list: PacketList): number {
-    return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
-  }
-
-  /** Calls cb whenever datagrams are waiting (level-triggered); a second call replaces the first. */
-  onReadable(cb: (err?: Error) => void): void {
-    this.handle.onReadable(cb);
-  }
-
-  /** Stops polling and closes the socket. Idempotent. */
-  close(): void {
-    this.handle.close();
-  }
-}
+  }}
