@@ -2,7 +2,7 @@
 // pair of nodes, one short iperf3, a summary, and the lab left up to explore.
 import { labDown } from './down';
 import { table } from './status';
-import { formatBps, iperf3Pair, pingPair, type IperfResult, type PingResult } from './traffic';
+import { formatBps, iperf3Pair, pingMatrix, type IperfResult, type PingResult } from './traffic';
 import { labUp, type LabUpOptions } from './up';
 import { DEFAULT_PREFIX, type LabState } from './state';
 
@@ -20,16 +20,10 @@ export async function labDemo(opts: LabUpOptions = {}): Promise<DemoResult> {
   await labDown(prefix, { log });
   const state = await labUp({ nodes: 3, backend: 'udp', ...opts, prefix });
 
-  const pings: PingResult[] = [];
-  for (const a of state.pods) {
-    for (const b of state.pods) {
-      if (a.node === b.node) continue;
-      if (opts.signal?.aborted) throw new Error(`interrupted (the lab stays up: weft lab down --prefix ${prefix})`);
-      const r = await pingPair(prefix, a.name, b.name, { count: 3, waitS: 2 });
-      log(`ping ${a.name} → ${b.name} (${b.ip}): ${r.received}/${r.transmitted}`);
-      pings.push(r);
-    }
-  }
+  const pings = await pingMatrix(state, {
+    signal: opts.signal,
+    onResult: (r) => log(`ping ${r.from} → ${r.to} (${r.dst}): ${r.received}/${r.transmitted}`),
+  });
 
   // Client and server on two different nodes, so the stream crosses the overlay.
   let iperf: IperfResult | null = null;

@@ -5,6 +5,8 @@ export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus,
 export {
   labExec,
   pingPair,
+  pingMatrix,
+  pingFailures,
   iperf3Pair,
   parsePing,
   parseIperf3,

@@ -91,6 +91,33 @@ export async function pingPair(lab: LabRef, from: string, to: string, opts: Ping
   return { from, to, dst, ...p, ok: r.code === 0 && p.received === count, code: r.code, output: (r.stdout + r.stderr).trim() };
 }
 
+/**
+ * Pings from every pod to every pod on another node (every ordered pair of nodes crosses the
+ * overlay), one pair at a time. `onResult` sees each result as it comes (progress lines).
+ */
+export async function pingMatrix(
+  lab: LabRef,
+  opts: PingOptions & { signal?: AbortSignal; onResult?: (r: PingResult) => void } = {},
+): Promise<PingResult[]> {
+  const state = mustReadState(prefixOf(lab));
+  const results: PingResult[] = [];
+  for (const a of state.pods) {
+    for (const b of state.pods) {
+      if (a.node === b.node) continue;
+      if (opts.signal?.aborted) throw new Error(`interrupted (the lab stays up: weft lab down --prefix ${state.prefix})`);
+      const r = await pingPair(state.prefix, a.name, b.name, { count: 3, waitS: 2, ...opts });
+      opts.onResult?.(r);
+      results.push(r);
+    }
+  }
+  return results;
+}
+
+/** The failed pairs of a ping matrix, one readable line (and ping's output) each. */
+export function pingFailures(results: readonly PingResult[]): string[] {
+  return results.filter((r) => !r.ok).map((r) => `${r.from} → ${r.to} (${r.dst}): ${r.received}/${r.transmitted}\n${r.output}`);
+}
+
 export interface IperfOptions {
   seconds?: number;
   port?: number;

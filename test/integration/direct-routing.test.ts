@@ -15,6 +15,8 @@ import {
   pingPair,
   type LabState,
   type LabStatus,
+  pingMatrix,
+  pingFailures,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
 import { ensureBuilt } from '../support/build';
@@ -89,15 +91,7 @@ describe.skipIf(process.getuid?.() !== 0).each(BACKENDS)('DirectRouting (%s) on 
   });
 
   it('pods on every ordered pair of nodes reach each other, direct and tunnelled alike', async () => {
-    const failures: string[] = [];
-    for (const a of state.pods) {
-      for (const b of state.pods) {
-        if (a.node === b.node) continue;
-        const r = await pingPair(prefix, a.name, b.name, { count: 3, waitS: 2 });
-        if (!r.ok) failures.push(`${a.name} → ${b.name} (${b.ip}): ${r.received}/${r.transmitted}\n${r.output}`);
-      }
-    }
-    expect(failures).toEqual([]);
+    expect(pingFailures(await pingMatrix(state))).toEqual([]);
   });
 
   it('only the cross-router traffic goes through the datapath', async () => {

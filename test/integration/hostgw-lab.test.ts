@@ -19,6 +19,8 @@ import {
   stopDaemon,
   type LabState,
   type LabStatus,
+  pingMatrix,
+  pingFailures,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
 import { ensureBuilt } from '../support/build';
@@ -85,15 +87,7 @@ describe.skipIf(process.getuid?.() !== 0)('host-gw, flat underlay (3 nodes on on
   });
 
   it('pods on every ordered pair of nodes reach each other', async () => {
-    const failures: string[] = [];
-    for (const a of state.pods) {
-      for (const b of state.pods) {
-        if (a.node === b.node) continue;
-        const r = await pingPair(prefix, a.name, b.name, { count: 3, waitS: 2 });
-        if (!r.ok) failures.push(`${a.name} → ${b.name} (${b.ip}): ${r.received}/${r.transmitted}\n${r.output}`);
-      }
-    }
-    expect(failures).toEqual([]);
+    expect(pingFailures(await pingMatrix(state))).toEqual([]);
   });
 
   it('iperf3 moves data between pods on two nodes', async () => {

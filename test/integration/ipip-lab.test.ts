@@ -5,7 +5,18 @@
 // checksum tshark verifies. This kernel has no ipip module: every packet here went through
 // weft's raw sockets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState } from '../../src/lab';
+import {
+  daemonStatus,
+  iperf3Pair,
+  labDown,
+  labExec,
+  labUp,
+  pingPair,
+  readSubnetEnv,
+  type LabState,
+  pingMatrix,
+  pingFailures,
+} from '../../src/lab';
 import { ensureBuilt } from '../support/build';
 
 interface Counters {
@@ -35,13 +46,7 @@ describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => 
 
   it('carries ping between pods on every ordered pair of nodes', async () => {
     const names = state.nodes.map((n) => n.name);
-    for (const from of names) {
-      for (const to of names) {
-        if (from === to) continue;
-        const r = await pingPair(prefix, `${from}/p1`, pod(to).ip, { count: 3, intervalS: 0.2 });
-        expect(r.ok, `${from} -> ${to}: ${r.output}`).toBe(true);
-      }
-    }
+    expect(pingFailures(await pingMatrix(state, { intervalS: 0.2 }))).toEqual([]);
     // Nothing the daemons received was refused as bad encapsulation or from a stranger.
     for (const n of names) {
       const c = await counters(n);
