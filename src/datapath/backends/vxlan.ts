@@ -18,8 +18,8 @@ import {
   writeEthernetHeader,
 } from '../../packet/ethernet';
 import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER } from '../../packet/ipv4';
-import { UDP_HEADER } from '../../packet/udp';
-import { VXLAN_HLEN, VXLAN_VNI_MAX, vxlanIFlag, vxlanVni } from '../../packet/vxlan';
+import { UDP_HEADER, writeUdpHeader } from '../../packet/udp';
+import { VXLAN_HLEN, VXLAN_VNI_MAX, vxlanIFlag, vxlanVni, writeVxlanHeader } from '../../packet/vxlan';
 import { ENCAP_OK, type Backend } from '../backend';
 import type { Peer } from '../peer';
 import { Drop } from '../stats';
@@ -366,25 +366,9 @@ function writeOuter(
   buf[o + 18] = (dst >>> 8) & 0xff;
   buf[o + 19] = dst & 0xff;
   const u = o + IPV4_MIN_HEADER;
-  const ulen = total - IPV4_MIN_HEADER;
-  buf[u] = sport >>> 8;
-  buf[u + 1] = sport & 0xff;
-  buf[u + 2] = dport >>> 8;
-  buf[u + 3] = dport & 0xff;
-  buf[u + 4] = ulen >>> 8;
-  buf[u + 5] = ulen & 0xff;
-  buf[u + 6] = 0;
-  buf[u + 7] = 0;
-  const v = u + UDP_HEADER;
-  // RFC 7348 §5: flags 0x08 (I), reserved fields zero.
-  buf[v] = 0x08;
-  buf[v + 1] = 0;
-  buf[v + 2] = 0;
-  buf[v + 3] = 0;
-  buf[v + 4] = (vni >>> 16) & 0xff;
-  buf[v + 5] = (vni >>> 8) & 0xff;
-  buf[v + 6] = vni & 0xff;
-  buf[v + 7] = 0;
+  // UDP checksum 0: allowed for IPv4 (RFC 7348 §5).
+  writeUdpHeader(buf, u, sport, dport, total - IPV4_MIN_HEADER, 0);
+  writeVxlanHeader(buf, u + UDP_HEADER, vni);
 }
 
 /** Protocols whose first 4 bytes are source and destination port, which Linux's flow dissector hashes. */
