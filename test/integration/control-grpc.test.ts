@@ -10,6 +10,7 @@ import { EmbeddedRegistry } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
 import { RegistryError, type WatchBatch } from '../../src/control/registry';
 import { startControlServer, type ControlServer } from '../../src/control/server';
+import { rejection } from '../support/registry';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -74,15 +75,6 @@ function watcher(client: GrpcRegistry, from: number) {
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('control plane over gRPC', () => {
   it('GetConfig returns the same NetworkConfig the server parsed', async () => {

@@ -13,35 +13,13 @@ import { writeArpRequest } from '../../src/packet/arp';
 import { writeEthernetHeader } from '../../src/packet/ethernet';
 import { writeVxlanHeader } from '../../src/packet/vxlan';
 import { parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { fence } from '../support/fence';
 
 const A_PUB = parseIpv4('192.168.77.11');
 const A_SUB = parseCidr('10.244.1.0/24');
 const B_PUB = parseIpv4('192.168.77.12');
 const B_SUB = parseCidr('10.244.2.0/24');
 
-/** Throws on an indexed read outside [rlo, rhi) or a write outside [wlo, whi). */
-function fence(buf: Uint8Array, rlo: number, rhi: number, wlo: number, whi: number): Uint8Array {
-  return new Proxy(buf, {
-    get(t, p) {
-      if (typeof p === 'string' && String(Number(p)) === p) {
-        const i = Number(p);
-        if (!(i >= rlo && i < rhi)) throw new Error(`read at ${i} outside [${rlo}, ${rhi})`);
-        return t[i];
-      }
-      const v = Reflect.get(t, p, t);
-      return typeof v === 'function' ? v.bind(t) : v;
-    },
-    set(t, p, v) {
-      if (typeof p === 'string' && String(Number(p)) === p) {
-        const i = Number(p);
-        if (!(i >= wlo && i < whi)) throw new Error(`write at ${i} outside [${wlo}, ${whi})`);
-        t[i] = v as number;
-        return true;
-      }
-      return Reflect.set(t, p, v, t);
-    },
-  });
-}
 
 function setup() {
   const backend = new VxlanBackend({ vni: 1, port: 8472, localPublicIp: A_PUB, localVtepIp: A_SUB.addr, vtepMac: vtepMacFor(A_PUB) });

@@ -6,6 +6,7 @@ import { EmbeddedRegistry, type EmbeddedRegistryOptions } from '../../src/contro
 import { parseNetConfig } from '../../src/control/netconfig';
 import { RegistryError, type WatchBatch } from '../../src/control/registry';
 import { decodeState } from '../../src/control/store';
+import { rejection } from '../support/registry';
 
 const T0 = 1_700_000_000_000;
 const TTL = 60_000;
@@ -79,15 +80,6 @@ function collect(r: EmbeddedRegistry, from: number) {
 
 const flush = () => new Promise((r) => setImmediate(r));
 
-async function rejection(p: Promise<unknown>): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(RegistryError);
-    return e as RegistryError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('EmbeddedRegistry', () => {
   it('acquire grants, persists before answering, and bumps the revision', async () => {

@@ -23,35 +23,10 @@ import {
   writeIpv4Header,
 } from '../../src/packet/ipv4';
 import { UDP_HEADER, udpChecksum, udpChecksumField, writeUdpHeader } from '../../src/packet/udp';
+import { fenced } from '../support/fence';
 
 const RUNS = { numRuns: 3000 };
 
-/**
- * A view of `buf` that throws on any element read or write outside [lo, hi): a Proxy sees every
- * indexed access, so this proves a function stays inside its region rather than that it was lucky.
- */
-function fenced(buf: Uint8Array, lo: number, hi: number, writable = false): Uint8Array {
-  return new Proxy(buf, {
-    get(t, p) {
-      if (typeof p === 'string' && String(Number(p)) === p) {
-        const i = Number(p);
-        if (!(i >= lo && i < hi)) throw new Error(`read at ${i} outside [${lo}, ${hi})`);
-        return t[i];
-      }
-      const v = Reflect.get(t, p, t);
-      return typeof v === 'function' ? v.bind(t) : v;
-    },
-    set(t, p, v) {
-      if (typeof p === 'string' && String(Number(p)) === p) {
-        const i = Number(p);
-        if (!writable || !(i >= lo && i < hi)) throw new Error(`write at ${i} outside [${lo}, ${hi})`);
-        t[i] = v;
-        return true;
-      }
-      return Reflect.set(t, p, v, t);
-    },
-  });
-}
 
 // Mostly-plausible packets: a random buffer whose first byte is often 0x45 and whose length field
 // often matches, so that the fuzz gets past the first checks, plus a region inside it.
