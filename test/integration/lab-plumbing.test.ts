@@ -47,10 +47,12 @@ if (cmd === 'control') {
   const { values } = parseArgs({ args: rest, options: opt(['listen', 'state-dir', 'net-config-path', 'lease-ttl']) });
   const conf = JSON.parse(fs.readFileSync(values['net-config-path'], 'utf8'));
   const [host, port] = values.listen.split(':');
-  const leases = {}; let next = 1;
+  // Node i sits at .10+i: deriving its subnet from that, not from request order, keeps the
+  // lease independent of which stand-in daemon happens to start first.
+  const leases = {};
   http.createServer((req, res) => {
     const u = new URL(req.url, 'http://x');
-    if (u.pathname === '/acquire') { const ip = u.searchParams.get('ip'); leases[ip] ??= '10.244.' + next++; res.end(JSON.stringify({ subnet: leases[ip], network: conf.Network })); }
+    if (u.pathname === '/acquire') { const ip = u.searchParams.get('ip'); leases[ip] ??= '10.244.' + (Number(ip.split('.')[3]) - 10); res.end(JSON.stringify({ subnet: leases[ip], network: conf.Network })); }
     else res.end(JSON.stringify(leases));
   }).listen(Number(port), host);
   process.on('SIGTERM', () => process.exit(0));
