@@ -6,7 +6,9 @@
 //  1. A node that still holds a lease — same public IP — gets that lease back, renewed, with its
 //     backend attributes updated (a restarted vxlan node has a new VTEP MAC).
 //  2. A node whose lease lapsed gets its previous subnet again if nobody took it meanwhile, so
-//     pods keep their addresses across a long outage.
+//     pods keep their addresses across a long outage. The node's own record (subnet.env's
+//     FLANNEL_SUBNET, sent as `previousSubnet`, which is what flanneld consults) comes first; the
+//     registry's memory of what that public IP held is the fallback.
 //  3. Otherwise a free subnet between SubnetMin and SubnetMax, chosen at random: random rather
 //     than lowest-free so that a node that lost its lease and comes back with stale routes is
 //     unlikely to collide with whoever was handed the subnet next.
@@ -146,11 +148,11 @@ export function allocate(input: AllocationInput): Allocation {
   }
 
   // Rule 2: the subnet this node held before, if it is still in range and free.
-  const prev = input.previous[publicIp];
-  if (prev !== undefined) {
+  for (const prev of [input.request.previousSubnet, input.previous[publicIp]]) {
+    if (typeof prev !== 'string') continue;
     const i = subnetIndex(range, prev);
     if (i >= 0 && !taken.has(i)) {
-      return { reason: 'previous', replaced, lease: { subnet: prev, publicIp, backendType, backendData, expiration } };
+      return { reason: 'previous', replaced, lease: { subnet: subnetAt(range, i), publicIp, backendType, backendData, expiration } };
     }
   }
 

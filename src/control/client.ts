@@ -82,6 +82,7 @@ export class GrpcRegistry implements Registry {
       publicIp: req.publicIp,
       backendType: req.backendType ?? '',
       backendData: req.backendData === undefined ? '' : JSON.stringify(req.backendData),
+      previousSubnet: req.previousSubnet ?? '',
     });
     return leaseFromWire(w);
   }

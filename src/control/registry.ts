@@ -36,6 +36,12 @@ export interface AcquireRequest {
   publicIp: string;
   backendType?: string;
   backendData?: Record<string, unknown>;
+  /**
+   * The subnet this node last used, as its subnet.env records it (flanneld reads FLANNEL_SUBNET
+   * back for the same purpose): granted again when it is still free, so pods keep their
+   * addresses even after the lease itself expired. A hint: ignored when taken or out of range.
+   */
+  previousSubnet?: string;
 }
 
 export interface LeaseRef {
@@ -54,9 +60,12 @@ export interface Registry {
   revoke(lease: LeaseRef): Promise<void>;
   list(): Promise<{ leases: Lease[]; revision: number }>;
   /**
-   * Stream lease changes after `fromRevision`. The first batch always comes at once and brings
-   * the client to the current revision (a snapshot, the missed events, or none at all when it is
-   * already current), so receiving it means the watch is established.
+   * Stream lease changes after `fromRevision` (0: start from a snapshot). The first batch comes
+   * as soon as the watch is established, so receiving it is the client's "connected" signal. It
+   * is either a snapshot (always for 0, and whenever the history the client needs is gone, e.g.
+   * compacted) or a delta from `fromRevision`, possibly empty; any further missed changes follow
+   * as ordinary batches, in revision order. The embedded registry always catches the client up
+   * in the first batch; etcd delivers the missed history as it streams it.
    */
   watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle;
   close(): void;

@@ -78,6 +78,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         publicIp: req.publicIp,
         backendType: req.backendType || undefined,
         backendData: parseBackendData(req.backendData),
+        previousSubnet: req.previousSubnet || undefined,
       });
       return leaseToWire(lease);
     }),

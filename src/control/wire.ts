@@ -77,6 +77,8 @@ export interface WireAcquireRequest {
   publicIp: string;
   backendType: string;
   backendData: string;
+  /** Empty: no hint. */
+  previousSubnet: string;
 }
 
 export interface WireLeaseRef {

@@ -111,6 +111,22 @@ describe('allocate', () => {
     expect(a.lease.subnet).toBe('10.244.1.0/24');
   });
 
+  it("prefers the node's own previousSubnet hint (its subnet.env) over the registry's memory", () => {
+    const a = allocate(
+      input(net16, { request: { publicIp: '192.0.2.1', previousSubnet: '10.244.9.0/24' }, previous: { '192.0.2.1': '10.244.77.0/24' } }),
+    );
+    expect(a.reason).toBe('previous');
+    expect(a.lease.subnet).toBe('10.244.9.0/24');
+  });
+
+  it('falls back past a previousSubnet hint that is taken, malformed or off the grid', () => {
+    const other = lease('10.244.9.0/24', '192.0.2.2');
+    for (const hint of ['10.244.9.0/24', 'junk', '10.244.9.128/25', '10.245.1.0/24']) {
+      const a = allocate(input(net16, { leases: [other], request: { publicIp: '192.0.2.1', previousSubnet: hint }, previous: { '192.0.2.1': '10.244.77.0/24' } }));
+      expect(a.lease.subnet, hint).toBe('10.244.77.0/24');
+    }
+  });
+
   it('an expired lease of another node frees its subnet', () => {
     const cfg = parseNetConfig({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.1.0' });
     const a = allocate(input(cfg, { leases: [lease('10.244.1.0/24', '192.0.2.2', NOW)] }));
