@@ -12,12 +12,12 @@ import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
-import { formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
+import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
 import { startHealthServer } from './health';
 import { HostRoutes } from './host-routes';
 import { PeerSet } from './peers';
 import { RuntimeStats } from './runtime-stats';
-import { writeSubnetEnv } from './subnet-env';
+import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
 
 export interface DaemonOptions {
   registry: Registry;
@@ -69,6 +69,10 @@ export class NodeDaemon {
   private renewTimer?: NodeJS.Timeout;
   private watchRetry?: NodeJS.Timeout;
   private watchBackoff = BACKOFF_MIN_MS;
+  /** Renewal and re-acquisition, one at a time (a watch event and the renew timer can race). */
+  private leaseWork: Promise<void> = Promise.resolve();
+  /** Why this node no longer holds its subnet; set once, forwarding stops with it. */
+  private leaseLost?: string;
   private mtu = 0;
   private underlayIface = '';
   private readonly fatalHandlers: ((e: Error) => void)[] = [];
@@ -105,11 +109,15 @@ export class NodeDaemon {
     this.network = parseCidr(this.config.network);
     const type = backendType(this.config);
     const leaseData = leaseDataFor(this.config, publicIp);
+    const previousSubnet = await this.previousSubnet();
     this.lease = await this.retry('acquire lease', () =>
-      opts.registry.acquire({ publicIp: opts.publicIp, backendType: type, backendData: leaseData }),
+      opts.registry.acquire({ publicIp: opts.publicIp, backendType: type, backendData: leaseData, previousSubnet }),
     );
     const subnet = parseCidr(this.lease.subnet);
-    this.log.info({ subnet: this.lease.subnet, expiration: new Date(this.lease.expiration).toISOString() }, 'lease acquired');
+    this.log.info(
+      { subnet: this.lease.subnet, previousSubnet, expiration: new Date(this.lease.expiration).toISOString() },
+      previousSubnet && previousSubnet !== this.lease.subnet ? 'lease acquired: a different subnet than subnet.env recorded' : 'lease acquired',
+    );
 
     const setup = createBackend(this.config, { publicIp, subnet });
     const backend = setup.backend;
@@ -210,11 +218,15 @@ export class NodeDaemon {
     // addresses and routes that pointed into it.
     this.tun?.close();
     this.sock?.close();
-    if (this.subnetFileWritten) await fs.rm(this.opts.subnetFile, { force: true });
     await this.health?.close();
     this.runtime.close();
     this.opts.registry.close();
-    this.log.info('stopped; TUN device, routes and subnet file removed');
+    // subnet.env stays, as flanneld leaves it: the lease outlives this process (it is not
+    // revoked, so a restart within the TTL finds it held), pods already configured from the file
+    // keep their addresses, and the next start sends FLANNEL_SUBNET back as its previousSubnet.
+    // Removed only when the lease that wrote it is gone.
+    if (this.subnetFileWritten && this.leaseLost) await fs.rm(this.opts.subnetFile, { force: true });
+    this.log.info(this.leaseLost ? 'stopped; TUN device, routes and subnet file removed' : 'stopped; TUN device and routes removed, lease and subnet.env kept for a restart');
   }
 
   notReady(): string[] {
@@ -224,6 +236,7 @@ export class NodeDaemon {
     if (!this.routesInstalled) missing.push('routes');
     if (!this.subnetFileWritten) missing.push('subnet file');
     if (!this.peersSynced) missing.push('peer sync');
+    if (this.leaseLost) missing.push(`lease lost: ${this.leaseLost}`);
     return missing;
   }
 
@@ -236,6 +249,7 @@ export class NodeDaemon {
       backend: this.config?.backend.type,
       network: this.config?.network,
       lease: this.lease,
+      leaseLost: this.leaseLost,
       ready: this.notReady().length === 0,
       control: { target: this.opts.controlTarget, watching: this.watchConnected, revision: this.revision },
       peers: (this.peers?.peers() ?? [])
@@ -305,15 +319,49 @@ export class NodeDaemon {
       this.watchBackoff = BACKOFF_MIN_MS;
       this.log.info({ fromRevision: this.revision, snapshot: b.snapshot }, 'watching leases');
     }
+    const own = this.lease!;
     if (b.snapshot) {
-      const mine = b.leases.find((l) => l.subnet === this.lease!.subnet && l.publicIp === this.lease!.publicIp);
       peers.applySnapshot(b.leases);
-      if (!mine) this.log.warn({ subnet: this.lease!.subnet }, 'our lease is missing from the control plane; it will be re-acquired at renewal');
+      const holder = b.leases.find((l) => l.subnet === own.subnet);
+      if (!holder) this.ownLeaseChanged('missing from the control plane', undefined);
+      else if (holder.publicIp !== own.publicIp) this.ownLeaseChanged('held by another node', holder.publicIp);
     } else {
       peers.apply(b.events);
+      // PeerSet never routes our own subnet; what happens to its lease is the daemon's business.
+      for (const ev of b.events) {
+        if (ev.lease.subnet !== own.subnet) continue;
+        if (ev.type === 'removed') this.ownLeaseChanged('removed (revoked, or expired unrenewed)', undefined);
+        else if (ev.lease.publicIp !== own.publicIp) this.ownLeaseChanged('granted to another node', ev.lease.publicIp);
+      }
     }
     this.revision = b.revision;
     this.peersSynced = true;
+  }
+
+  /**
+   * The watch says our lease is gone or someone else's. Ask for it back at once rather than at
+   * the next renewal, which may be hours away: until then peers have dropped our routes. If the
+   * subnet now belongs to another node, forwarding for it must stop — two nodes announcing one
+   * pod range would split its traffic — so the daemon says why and stops.
+   */
+  private ownLeaseChanged(what: string, holder: string | undefined): void {
+    if (this.stopping || this.leaseLost) return;
+    const subnet = this.lease!.subnet;
+    if (holder !== undefined) {
+      this.loseLease(`subnet ${subnet} was ${what} (${holder})`);
+      return;
+    }
+    this.log.warn({ subnet }, `our lease was ${what}; re-acquiring now`);
+    this.leaseWork = this.leaseWork.then(() => this.reacquire(subnet));
+  }
+
+  /** Stop forwarding for a subnet that is no longer ours, say why, and exit through onFatal. */
+  private loseLease(why: string): void {
+    if (this.leaseLost) return;
+    this.leaseLost = why;
+    clearTimeout(this.renewTimer);
+    this.datapath?.stop();
+    this.fail(new Error(`lease lost: ${why}; forwarding stopped, restart to get a new subnet`));
   }
 
   private onWatchError(e: Error): void {
@@ -334,10 +382,13 @@ export class NodeDaemon {
     const remaining = this.lease.expiration - Date.now();
     const margin = Math.min(this.opts.renewMarginMs, remaining / 2);
     const delay = Math.max(200, remaining - margin);
-    this.renewTimer = setTimeout(() => void this.renew(), delay);
+    this.renewTimer = setTimeout(() => {
+      this.leaseWork = this.leaseWork.then(() => this.renew());
+    }, delay);
   }
 
   private async renew(): Promise<void> {
+    if (this.stopping || this.leaseLost) return;
     const lease = this.lease!;
     try {
       this.lease = await this.opts.registry.renew({ subnet: lease.subnet, publicIp: lease.publicIp });
@@ -346,26 +397,75 @@ export class NodeDaemon {
     } catch (e) {
       const err = e as Error;
       if (e instanceof RegistryError && (e.code === 'not_found' || e.code === 'permission')) {
-        // The control plane no longer has our lease (expired or revoked). Ask again: with
-        // the same public IP we get the same subnet back if it is still free.
-        this.log.warn({ err: err.message }, 'lease lost; re-acquiring');
-        try {
-          const again = await this.opts.registry.acquire({ publicIp: lease.publicIp, backendType: lease.backendType, backendData: lease.backendData });
-          if (again.subnet !== lease.subnet) {
-            this.fail(new Error(`lease lost: control plane now assigns ${again.subnet} instead of ${lease.subnet}; restart to reconfigure`));
-            return;
-          }
-          this.lease = again;
-          this.scheduleRenew();
-          return;
-        } catch (e2) {
-          this.log.warn({ err: (e2 as Error).message }, 're-acquire failed');
-        }
-      } else {
-        this.log.warn({ err: err.message }, 'lease renewal failed; retrying');
+        // The control plane no longer has our lease (expired or revoked): ask again.
+        this.log.warn({ err: err.message }, 'lease gone at renewal; re-acquiring');
+        await this.reacquire(lease.subnet);
+        return;
       }
-      const remaining = Math.max(0, this.lease!.expiration - Date.now());
-      this.renewTimer = setTimeout(() => void this.renew(), Math.min(5_000, Math.max(200, remaining / 4)));
+      this.log.warn({ err: err.message }, 'lease renewal failed; retrying');
+      this.retryRenewSoon();
+    }
+  }
+
+  private retryRenewSoon(): void {
+    clearTimeout(this.renewTimer);
+    const remaining = Math.max(0, this.lease!.expiration - Date.now());
+    this.renewTimer = setTimeout(() => {
+      this.leaseWork = this.leaseWork.then(() => this.renew());
+    }, Math.min(5_000, Math.max(200, remaining / 4)));
+  }
+
+  /**
+   * Acquire again with the subnet we are configured for as the hint: with the same public IP we
+   * get it back if nobody took it. Another subnet would mean re-addressing every pod here, which
+   * a running daemon cannot do, so that ends forwarding (loseLease) instead.
+   */
+  private async reacquire(subnet: string): Promise<void> {
+    if (this.stopping || this.leaseLost) return;
+    const lease = this.lease!;
+    if (lease.subnet !== subnet) return; // already dealt with
+    try {
+      const again = await this.opts.registry.acquire({
+        publicIp: lease.publicIp,
+        backendType: lease.backendType,
+        backendData: lease.backendData,
+        previousSubnet: lease.subnet,
+      });
+      if (again.subnet !== lease.subnet) {
+        // Hand the unusable new lease back so the subnet is not wasted until its TTL runs out.
+        await this.opts.registry.revoke({ subnet: again.subnet, publicIp: again.publicIp }).catch(() => undefined);
+        this.loseLease(`the control plane now assigns ${again.subnet} instead of ${lease.subnet} (our subnet was taken while our lease was gone)`);
+        return;
+      }
+      this.lease = again;
+      this.log.info({ subnet: again.subnet, expiration: new Date(again.expiration).toISOString() }, 'lease re-acquired');
+      clearTimeout(this.renewTimer);
+      this.scheduleRenew();
+    } catch (e) {
+      if (e instanceof RegistryError && e.code === 'exhausted') {
+        this.loseLease(`our lease on ${lease.subnet} is gone and the network has no free subnet: ${e.message}`);
+        return;
+      }
+      this.log.warn({ err: (e as Error).message }, 're-acquire failed; retrying');
+      this.retryRenewSoon();
+    }
+  }
+
+  /** The subnet our last run recorded in subnet.env (FLANNEL_SUBNET is the gateway address, .1). */
+  private async previousSubnet(): Promise<string | undefined> {
+    let text: string;
+    try {
+      text = await fs.readFile(this.opts.subnetFile, 'utf8');
+    } catch {
+      return undefined;
+    }
+    try {
+      const env = parseSubnetEnv(text);
+      const c = parseAddrPrefix(env.subnet);
+      return formatCidr({ addr: (c.addr & maskOf(c.len)) >>> 0, len: c.len });
+    } catch (e) {
+      this.log.warn({ file: this.opts.subnetFile, err: (e as Error).message }, 'ignoring unreadable subnet.env from a previous run');
+      return undefined;
     }
   }
 
