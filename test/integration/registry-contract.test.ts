@@ -1,0 +1,63 @@
+// One contract, every registry behind it: what the daemon can rely on whichever `--control` or
+// `--etcd-endpoints` it was given. The suite itself lives in test/support/registry-contract.ts.
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { GrpcRegistry } from '../../src/control/client';
+import { EmbeddedRegistry } from '../../src/control/embedded';
+import { parseNetConfig } from '../../src/control/netconfig';
+import type { Registry } from '../../src/control/registry';
+import { startControlServer } from '../../src/control/server';
+import { registryContract, type ContractSubject } from '../support/registry-contract';
+
+async function embedded(netConf: Record<string, unknown>, ttlMs: number) {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'weft-contract-'));
+  const registry = new EmbeddedRegistry({ config: parseNetConfig(netConf), stateDir: dir, leaseTtlMs: ttlMs });
+  await registry.open();
+  return {
+    registry,
+    close: async () => {
+      registry.close();
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `weft control`'s gRPC server in front of `backing`, and GrpcRegistry clients of it. */
+async function overGrpc(backing: Registry, closeBacking: () => Promise<void>): Promise<ContractSubject> {
+  const server = await startControlServer({ listen: '127.0.0.1:0', registry: backing, logger: pino({ level: 'silent' }), shutdownGraceMs: 500 });
+  const clients: GrpcRegistry[] = [];
+  const client = (): GrpcRegistry => {
+    const c = new GrpcRegistry(`127.0.0.1:${server.port}`, { deadlineMs: 5000 });
+    clients.push(c);
+    return c;
+  };
+  return {
+    registry: client(),
+    second: client,
+    close: async () => {
+      for (const c of clients) c.close();
+      await server.close();
+      await closeBacking();
+    },
+  };
+}
+
+registryContract(
+  'embedded',
+  async (netConf, ttlMs) => {
+    const e = await embedded(netConf, ttlMs);
+    return { registry: e.registry, second: () => e.registry, close: e.close };
+  },
+  { shortTtlMs: 2000, expirySlackMs: 500 },
+);
+
+registryContract(
+  'gRPC → embedded (weft control)',
+  async (netConf, ttlMs) => {
+    const e = await embedded(netConf, ttlMs);
+    return overGrpc(e.registry, e.close);
+  },
+  { shortTtlMs: 2000, expirySlackMs: 500 },
+);
