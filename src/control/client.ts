@@ -1,7 +1,9 @@
 // Registry over gRPC: what a daemon uses to reach `weft control`. Every failure surfaces as a
 // RegistryError; an outage is 'unavailable' and the daemon decides how to back off and retry —
 // this client never retries or reconnects a watch by itself, so the daemon's view of "am I
-// connected" is never hidden behind a silent retry loop.
+// connected" is never hidden behind a silent retry loop. A failed TLS handshake is not an
+// outage but a configuration error, so it becomes 'permission' (fatal to a starting daemon)
+// instead of 'unavailable' (retried forever).
 import * as grpc from '@grpc/grpc-js';
 import { parseNetConfig, type NetworkConfig } from './netconfig';
 import {
@@ -23,13 +25,14 @@ import {
   type WireNetworkConfig,
   type WireWatchBatch,
 } from './wire';
+import { classifyTransportFailure } from './tls';
 
 export const DEFAULT_DEADLINE_MS = 5000;
 
 export interface GrpcRegistryOptions {
   /** Deadline for each unary call. */
   deadlineMs?: number;
-  /** Insecure by default; the TLS seam (grpc.credentials.createSsl(...)). */
+  /** Insecure by default; TLS is grpc.credentials.createSsl(...) (see tls.ts loadClientCredentials). */
   credentials?: grpc.ChannelCredentials;
 }
 
@@ -43,12 +46,15 @@ export class GrpcRegistry implements Registry {
   readonly target: string;
   private readonly client: grpc.Client;
   private readonly deadlineMs: number;
+  private readonly secure: boolean;
 
   constructor(target: string, opts: GrpcRegistryOptions = {}) {
     this.target = target;
     this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    const credentials = opts.credentials ?? grpc.credentials.createInsecure();
+    this.secure = credentials._isSecure();
     const Control = controlService();
-    this.client = new Control(target, opts.credentials ?? grpc.credentials.createInsecure(), {
+    this.client = new Control(target, credentials, {
       // A watch is a long-lived idle stream: without pings a silently dead server (power loss,
       // partition) would leave the daemon waiting forever instead of getting onError.
       'grpc.keepalive_time_ms': 30_000,
@@ -60,7 +66,7 @@ export class GrpcRegistry implements Registry {
     const fn = (this.client as unknown as Record<string, UnaryMethod>)[method];
     return new Promise<T>((resolve, reject) => {
       fn.call(this.client, req, { deadline: Date.now() + this.deadlineMs }, (err, res) => {
-        if (err) reject(errorFromStatus(err));
+        if (err) reject(this.failure(err));
         else resolve(res as T);
       });
     });
@@ -126,7 +132,7 @@ export class GrpcRegistry implements Registry {
         fail(e instanceof Error ? e : new Error(String(e)));
       }
     });
-    stream.on('error', (e) => fail(errorFromStatus(e)));
+    stream.on('error', (e) => fail(this.failure(e)));
     // The server never ends a watch with OK; an orderly end still means this view is stale.
     stream.on('end', () => fail(new RegistryError('unavailable', `watch stream to ${this.target} ended`)));
     return {
@@ -140,5 +146,29 @@ export class GrpcRegistry implements Registry {
 
   close(): void {
     this.client.close();
+  }
+
+  /**
+   * errorFromStatus plus what grpc-js hides in an UNAVAILABLE's details: a TLS handshake that
+   * failed for a stated reason (untrusted server certificate, server without TLS, client
+   * certificate required) becomes 'permission' naming the flags to check. A connection that was
+   * merely closed before HTTP/2 started stays 'unavailable' — a server going down looks the
+   * same — but says which misconfiguration would also explain it.
+   */
+  private failure(e: unknown): RegistryError {
+    const se = e as Partial<grpc.ServiceError>;
+    const f = se.code === grpc.status.UNAVAILABLE && typeof se.details === 'string' ? classifyTransportFailure(se.details) : undefined;
+    if (f?.kind === 'tls') {
+      return new RegistryError('permission', `TLS handshake with control at ${this.target} failed: ${f.reason}; check --control-cafile/--control-certfile/--control-keyfile`);
+    }
+    if (f?.kind === 'closed') {
+      // Which misconfiguration fits depends on our side: a plaintext client is dropped by a TLS
+      // server; a TLS client by an mTLS server that does not trust its certificate.
+      const hint = this.secure
+        ? 'shutting down, or rejecting this client\'s certificate: check that --control-certfile/--control-keyfile are signed by its --tls-client-ca-file'
+        : 'shutting down, or serving TLS to this plaintext client: pass --control-cafile if it runs with --tls-cert-file';
+      return new RegistryError('unavailable', `control at ${this.target} closed the connection before gRPC started (${hint})`);
+    }
+    return errorFromStatus(e);
   }
 }

@@ -1,9 +1,11 @@
 // gRPC front for any Registry (normally the EmbeddedRegistry): `weft control` serves this and
-// daemons reach it through GrpcRegistry. The server adds no policy of its own; it translates
-// messages and maps RegistryError codes to gRPC status codes, message intact.
+// daemons reach it through GrpcRegistry. It translates messages and maps RegistryError codes to
+// gRPC status codes, message intact; its only policy is tls.ts' client-certificate identity check
+// on lease-changing calls, and only when clients present verified certificates (mTLS).
 import * as grpc from '@grpc/grpc-js';
 import type { RegistryLogger } from './embedded';
 import { RegistryError, type Registry, type WatchHandle } from './registry';
+import { describeIdentity, identityFromCertificate, leaseRefusal } from './tls';
 import {
   batchToWire,
   configToWire,
@@ -21,12 +23,14 @@ export interface ControlServerOptions {
   listen: string;
   registry: Registry;
   logger: RegistryLogger & { debug?(obj: object, msg?: string): void };
-  /**
-   * Insecure by default. TLS (and client-certificate auth, which would let the server check
-   * that a node only renews leases for its own public IP) plugs in here as
-   * grpc.ServerCredentials.createSsl(...).
-   */
+  /** Insecure by default; TLS is grpc.ServerCredentials.createSsl(...) (see tls.ts loadServerTls). */
   credentials?: grpc.ServerCredentials;
+  /**
+   * Set when `credentials` verify client certificates (mTLS): Acquire/Renew/Revoke are then
+   * allowed only for a publicIp among the caller's certificate IP SANs, or for an admin
+   * certificate (tls.ts leaseRefusal). Reads stay open to every verified client.
+   */
+  clientIdentity?: boolean;
   /** How long close() waits for in-flight unary calls before cutting connections. */
   shutdownGraceMs?: number;
 }
@@ -57,6 +61,26 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     'grpc.keepalive_timeout_ms': 20_000,
   });
   const watches = new Set<(err?: unknown) => void>();
+  if (!opts.clientIdentity) {
+    // Without verified client certificates nothing says who a caller is; say so once at start
+    // rather than let an operator assume nodes are kept to their own leases.
+    logger.warn({ listen: opts.listen }, 'client certificates are not verified (no --tls-client-ca-file): any client that can connect may acquire, renew or revoke any lease');
+  }
+
+  // Throws RegistryError('permission') (→ PERMISSION_DENIED) when the caller may not act on
+  // the lease of `publicIp`; runs before the registry sees the request.
+  const authorize = (call: grpc.ServerUnaryCall<unknown, unknown>, rpc: string, publicIp: string): void => {
+    if (!opts.clientIdentity) return;
+    const cert = call.getAuthContext()?.sslPeerCertificate;
+    // Node's TLS server already dropped connections without a verified certificate, so this
+    // only happens when `credentials` do not match clientIdentity: refuse rather than guess.
+    if (!cert) throw new RegistryError('permission', 'no verified client certificate on this connection');
+    const id = identityFromCertificate(cert);
+    const refusal = leaseRefusal(id, publicIp);
+    if (refusal === undefined) return;
+    logger.warn({ rpc, peer: call.getPeer(), identity: describeIdentity(id), publicIp }, 'lease action refused');
+    throw new RegistryError('permission', refusal);
+  };
 
   const unary = <Req, Res>(name: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
@@ -73,7 +97,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const handlers: grpc.UntypedServiceImplementation = {
     GetConfig: unary('GetConfig', async () => configToWire(await registry.config())),
-    Acquire: unary('Acquire', async (req: WireAcquireRequest) => {
+    Acquire: unary('Acquire', async (req: WireAcquireRequest, call) => {
+      authorize(call, 'Acquire', req.publicIp);
       const lease = await registry.acquire({
         publicIp: req.publicIp,
         backendType: req.backendType || undefined,
@@ -82,8 +107,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       });
       return leaseToWire(lease);
     }),
-    Renew: unary('Renew', async (req: WireLeaseRef) => leaseToWire(await registry.renew({ subnet: req.subnet, publicIp: req.publicIp }))),
-    Revoke: unary('Revoke', async (req: WireLeaseRef) => {
+    Renew: unary('Renew', async (req: WireLeaseRef, call) => {
+      authorize(call, 'Renew', req.publicIp);
+      return leaseToWire(await registry.renew({ subnet: req.subnet, publicIp: req.publicIp }));
+    }),
+    Revoke: unary('Revoke', async (req: WireLeaseRef, call) => {
+      authorize(call, 'Revoke', req.publicIp);
       await registry.revoke({ subnet: req.subnet, publicIp: req.publicIp });
       return {};
     }),
