@@ -7,15 +7,25 @@ import pino from 'pino';
 import { EmbeddedRegistry } from '../control/embedded';
 import { parseNetConfig } from '../control/netconfig';
 import { parseListen, startControlServer } from '../control/server';
+import { loadServerTls } from '../control/tls';
 
 export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE
                     [--lease-ttl SECONDS] [--log-level LEVEL]
+                    [--tls-cert-file PATH --tls-key-file PATH [--tls-client-ca-file PATH]]
 
   --listen ADDR:PORT        gRPC address to serve (port 0 picks a free port; the bound address is logged)
   --state-dir DIR           where leases.json is kept (created if missing)
   --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend
   --lease-ttl SECONDS       subnet lease lifetime (default 86400, flanneld's 24 h)
   --log-level LEVEL         trace | debug | info | warn | error | fatal | silent (default info)
+  --tls-cert-file PATH      serve gRPC over TLS with this certificate (PEM, chain allowed; it must
+                            name the address daemons dial, e.g. an IP SAN)...
+  --tls-key-file PATH       ...and its unencrypted PEM private key (both or neither)
+  --tls-client-ca-file PATH also require client certificates signed by this CA (mTLS). A node may
+                            then acquire/renew/revoke only leases whose public IP is one of its
+                            certificate's IP SANs; a certificate with O=weft:admins in its Subject
+                            may act on any lease. Reads are open to every verified client.
+                            Without it, any client that can connect may change any lease.
 `;
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -33,6 +43,9 @@ export async function run(argv: string[]): Promise<number | void> {
         'net-config-path': { type: 'string' },
         'lease-ttl': { type: 'string' },
         'log-level': { type: 'string' },
+        'tls-cert-file': { type: 'string' },
+        'tls-key-file': { type: 'string' },
+        'tls-client-ca-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -64,19 +77,20 @@ export async function run(argv: string[]): Promise<number | void> {
     throw new Error(`cannot read --net-config-path ${confPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   const config = parseNetConfig(confText);
+  const tls = loadServerTls({ certFile: values['tls-cert-file'], keyFile: values['tls-key-file'], clientCaFile: values['tls-client-ca-file'] });
 
   const logger = pino({ level, base: { cmd: 'weft control', pid: process.pid } });
   const registry = new EmbeddedRegistry({ config, stateDir, leaseTtlMs, logger });
   await registry.open();
   let server;
   try {
-    server = await startControlServer({ listen, registry, logger });
+    server = await startControlServer({ listen, registry, logger, credentials: tls?.credentials, clientIdentity: tls?.clientCertificates });
   } catch (e) {
     registry.close();
     throw e;
   }
   logger.info(
-    { listen: server.address, port: server.port, network: config.network, subnetLen: config.subnetLen, backend: config.backend.type, stateFile: registry.stateFile },
+    { listen: server.address, port: server.port, network: config.network, subnetLen: config.subnetLen, backend: config.backend.type, stateFile: registry.stateFile, tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server' },
     'control plane ready',
   );
 

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { GrpcRegistry } from '../control/client';
+import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon } from '../daemon/daemon';
 import { parseIpv4 } from '../route/cidr';
 
@@ -16,6 +17,11 @@ const HELP = `usage: weft daemon --control ADDR:PORT --public-ip IP [flags]
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
   --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
   --log-level LEVEL       pino level (default info)
+  --control-cafile PATH   reach --control over TLS, trusting this CA (PEM); control's certificate
+                          must name the --control address (an IP SAN for an IP)
+  --control-certfile PATH client certificate (PEM) for a control that verifies them (mTLS); its
+                          IP SANs must include --public-ip. Needs --control-cafile...
+  --control-keyfile PATH  ...and this unencrypted PEM private key
 `;
 
 function port(name: string, v: string | undefined, dflt: number): number {
@@ -40,6 +46,9 @@ export async function run(argv: string[]): Promise<number | void> {
       'renew-margin': { type: 'string', default: '3600' },
       'ip-masq': { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'info' },
+      'control-cafile': { type: 'string' },
+      'control-certfile': { type: 'string' },
+      'control-keyfile': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -58,9 +67,11 @@ export async function run(argv: string[]): Promise<number | void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
 
+  const credentials = loadClientCredentials({ caFile: values['control-cafile'], certFile: values['control-certfile'], keyFile: values['control-keyfile'] });
+
   const logger = pino({ level: values['log-level'], base: { node: values['public-ip'] } });
   const daemon = new NodeDaemon({
-    registry: new GrpcRegistry(values.control),
+    registry: new GrpcRegistry(values.control, { credentials }),
     controlTarget: values.control,
     publicIp: values['public-ip'],
     iface: values.iface,
