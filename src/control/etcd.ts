@@ -16,6 +16,7 @@
 //    the other endpoints within one call's deadline.
 import {
   Etcd3,
+  GRPCDeadlineExceededError,
   isRecoverableError,
   type ICompare,
   type IKeyValue,
@@ -148,7 +149,9 @@ class MemberHealth {
         try {
           return await fn({ signal: new AbortController().signal });
         } catch (e) {
-          if (i >= attempts || !(e instanceof Error && isRecoverableError(e))) throw e;
+          // Past the deadline another member cannot help, and its instant DEADLINE_EXCEEDED
+          // would mark a healthy member as failed.
+          if (i >= attempts || e instanceof GRPCDeadlineExceededError || !(e instanceof Error && isRecoverableError(e))) throw e;
         }
       }
     };
@@ -535,9 +538,7 @@ export class EtcdRegistry implements Registry {
         const compare: ICompare[] = held
           ? [{ key: k, target: 'Mod', result: 'Equal', mod_revision: held.modRevision }]
           : [{ key: k, target: 'Create', result: 'Equal', create_revision: 0 }];
-        const success: IRequestOp[] = [
-          { request_put: { key: k, value, lease: g.id } },
-        ];
+        const success: IRequestOp[] = [{ request_put: { key: k, value, lease: g.id } }];
         if (replaced) {
           // The node's old lease no longer fits the config: drop it in the same transaction so
           // the node never holds two subnets, and only if it is still the one we read.
