@@ -391,13 +391,18 @@ export class EtcdRegistry implements Registry {
     return now + Math.max(0, num(r.TTL)) * 1000;
   }
 
-  private async leaseOf(e: SubnetEntry & { attrs: LeaseAttrs }, c: Call): Promise<Lease> {
+  /**
+   * withExpiry false: expiration 0, no TimeToLive round trip. Watches use that: every daemon's
+   * opening snapshot would otherwise cost one RPC per lease (flanneld pays it: a 1,000-node
+   * cluster starting up asks etcd a million questions), and no watcher uses a peer's expiry.
+   */
+  private async leaseOf(e: SubnetEntry & { attrs: LeaseAttrs }, c: Call, withExpiry = true): Promise<Lease> {
     return {
       subnet: e.subnet,
       publicIp: e.attrs.publicIp,
       backendType: e.attrs.backendType,
       backendData: e.attrs.backendData,
-      expiration: await this.expirationOf(e.leaseId, c),
+      expiration: withExpiry ? await this.expirationOf(e.leaseId, c) : 0,
     };
   }
 
@@ -653,13 +658,13 @@ export class EtcdRegistry implements Registry {
   }
 
   list(): Promise<{ leases: Lease[]; revision: number }> {
-    return this.call('list', (c) => this.listWithin(c));
+    return this.call('list', (c) => this.listWithin(c, true));
   }
 
-  private async listWithin(c: Call): Promise<{ leases: Lease[]; revision: number }> {
+  private async listWithin(c: Call, withExpiry: boolean): Promise<{ leases: Lease[]; revision: number }> {
     const cfg = await this.config();
     const { entries, revision } = await this.readSubnets(c);
-    const leases = await Promise.all(entries.filter((e) => this.usable(e, cfg)).map((e) => this.leaseOf(e, c)));
+    const leases = await Promise.all(entries.filter((e) => this.usable(e, cfg)).map((e) => this.leaseOf(e, c, withExpiry)));
     return { leases, revision };
   }
 
@@ -715,7 +720,7 @@ export class EtcdRegistry implements Registry {
   }
 
   /** @internal */ snapshot(what: string): Promise<{ leases: Lease[]; revision: number }> {
-    return this.call(what, (c) => this.listWithin(c));
+    return this.call(what, (c) => this.listWithin(c, false));
   }
 
   /** @internal Turns one etcd watch response's events into lease events. */
@@ -748,7 +753,7 @@ export class EtcdRegistry implements Registry {
         }
         const entry = this.entryOf(ev.kv);
         if (!entry || !this.usable(entry, cfg)) continue;
-        out.push(this.leaseOf(entry, c).then((lease) => ({ type: 'added', lease })));
+        out.push(this.leaseOf(entry, c, false).then((lease) => ({ type: 'added', lease })));
       }
       return (await Promise.all(out)).filter((e): e is LeaseEvent => e !== undefined);
     });

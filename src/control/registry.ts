@@ -13,7 +13,11 @@ export interface Lease {
   backendType: string;
   /** Backend-specific attributes (e.g. vxlan's VtepMAC), opaque to the registry. */
   backendData: Record<string, unknown>;
-  /** Milliseconds since the epoch. */
+  /**
+   * Milliseconds since the epoch. 0 in watch batches from etcd, where knowing it costs a
+   * TimeToLive round trip per lease and no watcher needs a peer's expiry (acquire, renew and
+   * list always fill it in).
+   */
   expiration: number;
 }
 

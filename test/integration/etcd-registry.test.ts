@@ -240,11 +240,14 @@ describe('EtcdRegistry on a single member', () => {
       backendData: { VNI: 1, VtepMAC: 'aa:bb:cc:dd:ee:01' },
     });
     expect(added[1].lease).toMatchObject({ subnet: '10.244.10.0/24', publicIp: '192.168.77.98', backendType: 'udp', backendData: {} });
-    // Expiration from the etcd lease's remaining TTL, as flanneld computes it.
-    expect(added[0].lease.expiration).toBeGreaterThan(Date.now() + 590_000);
-    expect(added[0].lease.expiration).toBeLessThan(Date.now() + 601_000);
+    // Watches skip the TimeToLive lookup (0); list() computes it from the etcd lease's remaining
+    // TTL, as flanneld does.
+    expect(added[0].lease.expiration).toBe(0);
 
     const { leases, revision } = await reg.list();
+    const listed = leases.find((l) => l.subnet === '10.244.9.0/24')!;
+    expect(listed.expiration).toBeGreaterThan(Date.now() + 590_000);
+    expect(listed.expiration).toBeLessThan(Date.now() + 601_000);
     expect(revision).toBe(lastRevision(w.batches));
     expect(leases.map((l) => l.subnet).sort()).toEqual(['10.244.10.0/24', '10.244.9.0/24']);
 
