@@ -5,17 +5,26 @@ import { promises as fsp } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { EmbeddedRegistry } from '../control/embedded';
+import { EtcdRegistry } from '../control/etcd';
+import type { Registry } from '../control/registry';
+import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
 import { parseNetConfig } from '../control/netconfig';
 import { parseListen, startControlServer } from '../control/server';
 import { loadServerTls } from '../control/tls';
 
 export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE
+       weft control --listen ADDR:PORT --etcd-endpoints URLS [--net-config-path FILE]
                     [--lease-ttl SECONDS] [--log-level LEVEL]
                     [--tls-cert-file PATH --tls-key-file PATH [--tls-client-ca-file PATH]]
 
   --listen ADDR:PORT        gRPC address to serve (port 0 picks a free port; the bound address is logged)
   --state-dir DIR           where leases.json is kept (created if missing)
-  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend
+  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend.
+                            With etcd: written to PREFIX/config if absent; refused if etcd holds a
+                            different one; omitted: the one in etcd is used
+  Keeping the leases in etcd instead of --state-dir (gRPC clients and flanneld-style etcd clients
+  then see the same leases):
+${ETCD_HELP.trimEnd()}
   --lease-ttl SECONDS       subnet lease lifetime (default 86400, flanneld's 24 h)
   --log-level LEVEL         trace | debug | info | warn | error | fatal | silent (default info)
   --tls-cert-file PATH      serve gRPC over TLS with this certificate (PEM, chain allowed; it must
@@ -46,6 +55,7 @@ export async function run(argv: string[]): Promise<number | void> {
         'tls-cert-file': { type: 'string' },
         'tls-key-file': { type: 'string' },
         'tls-client-ca-file': { type: 'string' },
+        ...ETCD_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -59,29 +69,46 @@ export async function run(argv: string[]): Promise<number | void> {
   }
   const listen = required(values.listen, '--listen');
   parseListen(listen);
-  const stateDir = required(values['state-dir'], '--state-dir');
-  const confPath = required(values['net-config-path'], '--net-config-path');
-  let leaseTtlMs: number | undefined;
-  if (values['lease-ttl'] !== undefined) {
-    const s = Number(values['lease-ttl']);
-    if (!(s > 0) || !Number.isFinite(s)) throw new Error(`--lease-ttl ${JSON.stringify(values['lease-ttl'])} must be a positive number of seconds`);
-    leaseTtlMs = Math.round(s * 1000);
-  }
+  const etcd = etcdOptionsFrom(values);
+  if (etcd && values['state-dir'] !== undefined) throw new Error('--state-dir and --etcd-endpoints are two places for the leases; give one');
+  const stateDir = etcd ? undefined : required(values['state-dir'], '--state-dir');
+  const confPath = etcd ? values['net-config-path'] : required(values['net-config-path'], '--net-config-path');
+  const leaseTtlMs = ttlFlag('--lease-ttl', values['lease-ttl']);
   const level = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(level)) throw new Error(`--log-level ${JSON.stringify(level)} must be one of ${LOG_LEVELS.join(', ')}`);
 
-  let confText: string;
-  try {
-    confText = await fsp.readFile(confPath, 'utf8');
-  } catch (e) {
-    throw new Error(`cannot read --net-config-path ${confPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  let confText: string | undefined;
+  if (confPath !== undefined) {
+    try {
+      confText = await fsp.readFile(confPath, 'utf8');
+    } catch (e) {
+      throw new Error(`cannot read --net-config-path ${confPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    parseNetConfig(confText); // a bad file is this command's error, before anything is started
   }
-  const config = parseNetConfig(confText);
   const tls = loadServerTls({ certFile: values['tls-cert-file'], keyFile: values['tls-key-file'], clientCaFile: values['tls-client-ca-file'] });
 
   const logger = pino({ level, base: { cmd: 'weft control', pid: process.pid } });
-  const registry = new EmbeddedRegistry({ config, stateDir, leaseTtlMs, logger });
-  await registry.open();
+  let registry: Registry;
+  let where: Record<string, unknown>;
+  if (etcd) {
+    const reg = new EtcdRegistry({ ...etcd, leaseTtlMs, logger });
+    try {
+      if (confText !== undefined) await reg.ensureConfig(confText);
+      await reg.config(); // fail now, with etcd's reason, rather than on the first client's call
+    } catch (e) {
+      reg.close();
+      throw new Error(`etcd ${etcd.endpoints.join(',')}: ${(e as Error).message}`);
+    }
+    registry = reg;
+    where = { etcd: etcd.endpoints.join(','), prefix: etcd.prefix };
+  } else {
+    const reg = new EmbeddedRegistry({ config: parseNetConfig(confText!), stateDir: stateDir!, leaseTtlMs, logger });
+    await reg.open();
+    registry = reg;
+    where = { stateFile: reg.stateFile };
+  }
+  const config = await registry.config();
   let server;
   try {
     server = await startControlServer({ listen, registry, logger, credentials: tls?.credentials, clientIdentity: tls?.clientCertificates });
@@ -90,7 +117,7 @@ export async function run(argv: string[]): Promise<number | void> {
     throw e;
   }
   logger.info(
-    { listen: server.address, port: server.port, network: config.network, subnetLen: config.subnetLen, backend: config.backend.type, stateFile: registry.stateFile, tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server' },
+    { listen: server.address, port: server.port, network: config.network, subnetLen: config.subnetLen, backend: config.backend.type, ...where, tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server' },
     'control plane ready',
   );
 

@@ -1,13 +1,19 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { GrpcRegistry } from '../control/client';
+import { EtcdRegistry } from '../control/etcd';
+import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon } from '../daemon/daemon';
 import { parseIpv4 } from '../route/cidr';
+import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
 
-const HELP = `usage: weft daemon --control ADDR:PORT --public-ip IP [flags]
+const HELP = `usage: weft daemon (--control ADDR:PORT | --etcd-endpoints URLS) --public-ip IP [flags]
 
   --control ADDR:PORT     weft control (gRPC) to get the network config and a lease from
+${ETCD_HELP.trimEnd()}
+  --lease-ttl SECONDS     with --etcd-endpoints: the TTL of the lease this node writes (default
+                          86400, flanneld's); with --control, weft control decides
   --public-ip IP          this node's underlay address: sent from, and announced in the lease
   --iface NAME            underlay interface (default: the one holding --public-ip)
   --subnet-file PATH      flannel subnet.env to write (default /run/flannel/subnet.env)
@@ -49,6 +55,8 @@ export async function run(argv: string[]): Promise<number | void> {
       'control-cafile': { type: 'string' },
       'control-certfile': { type: 'string' },
       'control-keyfile': { type: 'string' },
+      ...ETCD_OPTIONS,
+      'lease-ttl': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -56,8 +64,17 @@ export async function run(argv: string[]): Promise<number | void> {
     process.stdout.write(HELP);
     return 0;
   }
-  if (!values.control) throw new Error('--control ADDR:PORT is required');
-  if (!/^[^\s:]+:\d+$/.test(values.control)) throw new Error(`--control: "${values.control}" is not ADDR:PORT`);
+  const etcd = etcdOptionsFrom(values);
+  if (etcd && values.control) throw new Error('give --control or --etcd-endpoints, not both');
+  if (!etcd && !values.control) throw new Error('--control ADDR:PORT or --etcd-endpoints URLS is required');
+  if (values.control && !/^[^\s:]+:\d+$/.test(values.control)) throw new Error(`--control: "${values.control}" is not ADDR:PORT`);
+  const leaseTtlMs = ttlFlag('--lease-ttl', values['lease-ttl']);
+  if (leaseTtlMs !== undefined && !etcd) throw new Error('--lease-ttl applies to --etcd-endpoints only; with --control, set it on weft control');
+  if (etcd) {
+    for (const f of ['control-cafile', 'control-certfile', 'control-keyfile'] as const) {
+      if (values[f] !== undefined) throw new Error(`--${f} applies to --control; for etcd use --etcd-cafile/--etcd-certfile/--etcd-keyfile`);
+    }
+  }
   if (!values['public-ip']) throw new Error('--public-ip is required');
   parseIpv4(values['public-ip']);
   const tunName = values['tun-name']!;
@@ -67,12 +84,20 @@ export async function run(argv: string[]): Promise<number | void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
 
-  const credentials = loadClientCredentials({ caFile: values['control-cafile'], certFile: values['control-certfile'], keyFile: values['control-keyfile'] });
-
   const logger = pino({ level: values['log-level'], base: { node: values['public-ip'] } });
+  let registry: Registry;
+  let controlTarget: string;
+  if (etcd) {
+    registry = new EtcdRegistry({ ...etcd, leaseTtlMs, logger });
+    controlTarget = `etcd ${etcd.endpoints.join(',')} ${etcd.prefix}`;
+  } else {
+    const credentials = loadClientCredentials({ caFile: values['control-cafile'], certFile: values['control-certfile'], keyFile: values['control-keyfile'] });
+    registry = new GrpcRegistry(values.control!, { credentials });
+    controlTarget = values.control!;
+  }
   const daemon = new NodeDaemon({
-    registry: new GrpcRegistry(values.control, { credentials }),
-    controlTarget: values.control,
+    registry,
+    controlTarget,
     publicIp: values['public-ip'],
     iface: values.iface,
     subnetFile: values['subnet-file']!,
