@@ -8,6 +8,7 @@ import {
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
   DEFAULT_UNDERLAY_B,
+  REGISTRIES,
   TOPOLOGIES,
   formatDemo,
   formatStatus,
@@ -17,6 +18,7 @@ import {
   labUp,
   targetNs,
   type BackendType,
+  type RegistryKind,
   type Topology,
 } from '../lab';
 import { nsExists } from '../lab/netns';
@@ -33,9 +35,12 @@ commands:
               namespace (rt), so nodes on different subnets are not L2 neighbours
             --direct-routing (net-conf Backend.DirectRouting: host routes to same-subnet peers)
             --inspect NODE (run that node's daemon under node --inspect=0.0.0.0:9229 in its namespace)
+            --registry embedded|etcd (embedded): etcd runs one etcd member where weft control would,
+              with the net-conf at /coreos.com/network/config, and daemons use --etcd-endpoints
             --lease-ttl SECONDS  --force (recreate an existing lab)  --keep-on-failure
   demo    down any previous lab, up 3 nodes (udp), ping every pod pair across nodes, one iperf3;
           the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K] [--topology T] [--direct-routing]
+                             [--registry R]
   status  nodes, pods and control of a lab   [--prefix P] [--json]
   exec    run a command in a lab namespace: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...
           TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs), rt (router, routed topology)
@@ -59,6 +64,12 @@ function topology(v: string | undefined): Topology | undefined {
   return v as Topology;
 }
 
+function registry(v: string | undefined): RegistryKind | undefined {
+  if (v === undefined) return undefined;
+  if (!(REGISTRIES as readonly string[]).includes(v)) throw new Error(`--registry must be one of ${REGISTRIES.join('|')}, got "${v}"`);
+  return v as RegistryKind;
+}
+
 function backend(v: string | undefined): BackendType | undefined {
   if (v === undefined) return undefined;
   if (!(BACKENDS as readonly string[]).includes(v)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got "${v}"`);
@@ -77,6 +88,7 @@ const UP_OPTIONS = {
   'direct-routing': { type: 'boolean' },
   inspect: { type: 'string' },
   'lease-ttl': { type: 'string' },
+  registry: { type: 'string' },
   force: { type: 'boolean' },
   'keep-on-failure': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -118,6 +130,7 @@ async function up(argv: string[]): Promise<number> {
     directRouting: values['direct-routing'],
     inspect: values.inspect,
     leaseTtl: int('lease-ttl', values['lease-ttl']),
+    registry: registry(values.registry),
     force: values.force,
     keepOnFailure: values['keep-on-failure'],
     log: progress,
@@ -137,6 +150,7 @@ async function demo(argv: string[]): Promise<number> {
       pods: UP_OPTIONS.pods,
       topology: UP_OPTIONS.topology,
       'direct-routing': UP_OPTIONS['direct-routing'],
+      registry: UP_OPTIONS.registry,
       help: UP_OPTIONS.help,
     },
     strict: true,
@@ -149,6 +163,7 @@ async function demo(argv: string[]): Promise<number> {
     pods: int('pods', values.pods),
     topology: topology(values.topology),
     directRouting: values['direct-routing'],
+    registry: registry(values.registry),
     log: progress,
   };
   const r = await interruptible((signal) => labDemo({ ...opts, signal }));

@@ -45,6 +45,8 @@ export {
   DEFAULT_NETWORK,
   BACKENDS,
   TOPOLOGIES,
+  REGISTRIES,
+  type RegistryKind,
   type BackendType,
   type Topology,
   type LabRouter,

@@ -3,13 +3,31 @@
 import { appendFileSync } from 'node:fs';
 import { healthUrls, probe, type HttpProbe } from './probe';
 import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './proc';
-import { findNode, mustReadState, prefixOf, writeState, type LabControl, type LabNode, type LabRef, type LabState } from './state';
+import { etcdArgv } from './etcd';
+import { ETCD_PEER_PORT, findNode, mustReadState, prefixOf, writeState, type LabControl, type LabNode, type LabRef, type LabState } from './state';
 
 export const DAEMON_READY_TIMEOUT_MS = 30_000;
 export const CONTROL_READY_TIMEOUT_MS = 20_000;
 
-export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options'>, c: Omit<LabControl, 'argv' | 'pid'>): string[] {
+export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options' | 'prefix'>, c: Omit<LabControl, 'argv' | 'pid'>): string[] {
   const o = state.options;
+  if (c.kind === 'etcd') {
+    // A one-member cluster in the switch namespace; the data dir is the lab's control state dir,
+    // so a restart (startControl after killControl) comes back with every lease it had.
+    const peerUrl = `http://${c.ip}:${ETCD_PEER_PORT}`;
+    return [
+      'ip', 'netns', 'exec', c.ns,
+      ...etcdArgv({
+        name: 'ctl',
+        dataDir: c.stateDir,
+        clientUrls: `http://${c.address}`,
+        peerUrl,
+        initialCluster: `ctl=${peerUrl}`,
+        initialClusterToken: `weft-lab-${state.prefix}`,
+        extraArgs: o.controlArgs,
+      }),
+    ];
+  }
   return [
     'ip', 'netns', 'exec', c.ns,
     state.nodeBin, state.weftJs, 'control',
@@ -31,7 +49,13 @@ export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options
   return [
     'ip', 'netns', 'exec', n.ns,
     state.nodeBin, ...(n.inspect ? [`--inspect=${n.inspect}`] : []), state.weftJs, 'daemon',
-    '--control', state.control.address,
+    ...(state.control.kind === 'etcd'
+      ? [
+          '--etcd-endpoints', `http://${state.control.address}`,
+          // With etcd each node writes its own lease, so the node picks its TTL.
+          ...(state.options.leaseTtl !== undefined ? ['--lease-ttl', String(state.options.leaseTtl)] : []),
+        ]
+      : ['--control', state.control.address]),
     '--public-ip', n.publicIp,
     '--iface', n.iface,
     '--subnet-file', n.subnetFile,

@@ -11,6 +11,12 @@ export const DEFAULT_UNDERLAY = '192.168.77.0/24';
 export const DEFAULT_UNDERLAY_B = '192.168.78.0/24';
 export const DEFAULT_NETWORK = '10.244.0.0/16';
 export const CONTROL_PORT = 7000;
+/** `--registry etcd`: the lab's one etcd member, where weft control would be (client and peer ports as etcd's defaults). */
+export const ETCD_CLIENT_PORT = 2379;
+export const ETCD_PEER_PORT = 2380;
+/** Where the lab's daemons keep their leases: `weft control` (embedded) or etcd directly. */
+export const REGISTRIES = ['embedded', 'etcd'] as const;
+export type RegistryKind = (typeof REGISTRIES)[number];
 export const HEALTHZ_PORT = 9090;
 export const INSPECT_PORT = 9229;
 /** The underlay switch: a Linux bridge inside the switch namespace. */
@@ -31,10 +37,12 @@ export const TOPOLOGIES = ['flat', 'routed'] as const;
 export type Topology = (typeof TOPOLOGIES)[number];
 
 export interface LabControl {
+  /** What runs at `address`: weft control (absent in older records) or an etcd member. */
+  kind?: RegistryKind;
   ns: string;
   ip: string;
   port: number;
-  /** "ip:port" as given to `weft daemon --control`. */
+  /** "ip:port": `weft daemon --control ADDR`, or `--etcd-endpoints http://ADDR` for etcd. */
   address: string;
   pid: number;
   argv: string[];
@@ -96,6 +104,8 @@ export interface LabOptions {
   network: string;
   inspect?: string;
   leaseTtl?: number;
+  /** Absent in records from before etcd: embedded. */
+  registry?: RegistryKind;
   daemonArgs: string[];
   controlArgs: string[];
   /** Absent in records from before topologies: flat. */

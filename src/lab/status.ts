@@ -55,7 +55,7 @@ export interface LabStatus {
   /** Extra net-conf.json Backend fields the lab was made with (e.g. { DirectRouting: true }). */
   backendConfig?: Record<string, unknown>;
   createdAt?: string;
-  control?: { ns: string; address: string; pid: number; alive: boolean; log: string };
+  control?: { kind: 'embedded' | 'etcd'; ns: string; address: string; pid: number; alive: boolean; log: string };
   nodes: NodeStatus[];
   pods: PodStatus[];
 }
@@ -130,6 +130,7 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
     ...(state.options.backendConfig ? { backendConfig: state.options.backendConfig } : {}),
     createdAt: state.createdAt,
     control: {
+      kind: state.control.kind ?? 'embedded',
       ns: state.control.ns,
       address: state.control.address,
       pid: state.control.pid,
@@ -165,7 +166,7 @@ export function formatStatus(s: LabStatus): string {
   let out = `lab "${s.prefix}": backend ${s.backend}${extra}, network ${s.network}, ${underlay}, state ${s.dir}\n\n`;
   out += table(
     ['CONTROL', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE'],
-    [['control', c.ns, c.address, String(c.pid), yn(c.alive)]],
+    [[c.kind === 'etcd' ? 'etcd' : 'control', c.ns, c.kind === 'etcd' ? `http://${c.address}` : c.address, String(c.pid), yn(c.alive)]],
   );
   if (r) {
     out += '\n';

@@ -1,17 +1,25 @@
 // `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
 // attached through the CNI bridge plugin. Any failure tears down what was made.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/cidr';
 import { hostAt, networkOf, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
+import { ETCD_BIN } from './etcd';
+import { DEFAULT_ETCD_PREFIX } from '../control/etcd';
+
+const ETCD_CONFIG_KEY = `${DEFAULT_ETCD_PREFIX}/config`;
+import { nsRun, sleep } from './proc';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
 import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './procs';
 import {
   BACKENDS,
   CNI_BIN_DIR,
   CONTROL_PORT,
+  ETCD_CLIENT_PORT,
+  REGISTRIES,
+  type RegistryKind,
   DEFAULT_NETWORK,
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
@@ -64,6 +72,11 @@ export interface LabUpOptions {
   /** Node name ("n1") whose daemon runs under `node --inspect=0.0.0.0:9229`. */
   inspect?: string;
   leaseTtl?: number;
+  /**
+   * embedded (default): `weft control` in the switch namespace. etcd: a one-member etcd there
+   * instead, the net-conf written to /coreos.com/network/config, and daemons on `--etcd-endpoints`.
+   */
+  registry?: RegistryKind;
   /** Extra flags appended to every `weft daemon` / `weft control` command line. */
   daemonArgs?: string[];
   controlArgs?: string[];
@@ -95,6 +108,21 @@ export function underlaySide(topology: Topology, i: number, n: number): 0 | 1 {
 /** The router's address on `cidr`: its last usable host. */
 function routerIp(cidr: string): string {
   return formatIpv4(cidrLast(parseAddrPrefix(networkOf(cidr))) - 1);
+}
+
+/**
+ * flannel's way of configuring a network on etcd: net-conf.json put at PREFIX/config. Retried
+ * because a fresh member listens before it has elected itself leader, and writes wait for that.
+ */
+async function putEtcdNetConf(state: LabState, json: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const argv = ['etcdctl', '--endpoints', `http://${state.control.address}`, '--command-timeout=2s', 'put', ETCD_CONFIG_KEY, json];
+  for (;;) {
+    const r = await nsRun(state.control.ns, argv, { timeoutMs: 5000, env: { ...process.env, ETCDCTL_API: '3' } });
+    if (r.code === 0) return;
+    if (Date.now() > deadline) throw new Error(`cannot write ${ETCD_CONFIG_KEY} to etcd at ${state.control.address}: ${(r.stderr || r.stdout).trim()}`);
+    await sleep(200);
+  }
 }
 
 function netConf(network: string, backend: BackendType, extra: Record<string, unknown>): Record<string, unknown> {
@@ -161,6 +189,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     underlayB: opts.underlayB ?? DEFAULT_UNDERLAY_B,
   };
   validate(o, opts.inspect);
+  const registry = opts.registry ?? 'embedded';
+  if (!(REGISTRIES as readonly string[]).includes(registry)) throw new Error(`--registry must be one of ${REGISTRIES.join('|')}, got ${registry}`);
+  if (registry === 'etcd' && !existsSync(ETCD_BIN)) throw new Error(`${ETCD_BIN} missing: run scripts/setup.sh (etcd-server)`);
   const backendConfig: Record<string, unknown> = {
     ...(opts.directRouting !== undefined ? { DirectRouting: opts.directRouting } : {}),
     ...(opts.backendConfig ?? {}),
@@ -195,16 +226,19 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   const router: LabRouter | undefined = routed
     ? { ns: routerNsName(o.prefix), legs: sides.map((sd, k) => ({ iface: ROUTER_IFACES[k], ip: routerIp(sd.underlay), underlay: sd.underlay, bridge: sd.bridge })) }
     : undefined;
+  const controlPort = registry === 'etcd' ? ETCD_CLIENT_PORT : CONTROL_PORT;
   const controlPart = {
+    kind: registry,
     ns: switchNs,
     ip: controlIp,
-    port: CONTROL_PORT,
-    address: `${controlIp}:${CONTROL_PORT}`,
-    stateDir: join(dir, 'control'),
+    port: controlPort,
+    address: `${controlIp}:${controlPort}`,
+    stateDir: join(dir, registry === 'etcd' ? 'etcd' : 'control'),
     netConfPath: join(dir, 'net-conf.json'),
     logFile: join(dir, 'logs', 'control.log'),
   };
   const base = {
+    prefix: o.prefix,
     nodeBin: process.execPath,
     weftJs,
     options: {
@@ -218,13 +252,13 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       ...(Object.keys(backendConfig).length ? { backendConfig } : {}),
       inspect: opts.inspect,
       leaseTtl: opts.leaseTtl,
+      registry,
       daemonArgs: opts.daemonArgs ?? [],
       controlArgs: opts.controlArgs ?? [],
     },
   };
   const state: LabState = {
     version: 1,
-    prefix: o.prefix,
     dir,
     createdAt: new Date().toISOString(),
     ...base,
@@ -337,9 +371,17 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       }
     }
 
-    at('start weft control');
-    log(`starting weft control in ${switchNs} on ${state.control.address}`);
-    await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
+    if (registry === 'etcd') {
+      at('start etcd');
+      log(`starting etcd in ${switchNs} on http://${state.control.address}`);
+      await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
+      at('write the network config to etcd');
+      await putEtcdNetConf(state, readFileSync(state.control.netConfPath, 'utf8'), opts.readyTimeoutMs ?? 20_000);
+    } else {
+      at('start weft control');
+      log(`starting weft control in ${switchNs} on ${state.control.address}`);
+      await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
+    }
 
     at('start weft daemons');
     for (const n of state.nodes) {
