@@ -9,6 +9,9 @@ import { EmbeddedRegistry } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
 import type { Registry } from '../../src/control/registry';
 import { startControlServer } from '../../src/control/server';
+import { EtcdRegistry } from '../../src/control/etcd';
+import { afterAll, beforeAll } from 'vitest';
+import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { registryContract, type ContractSubject } from '../support/registry-contract';
 
 async function embedded(netConf: Record<string, unknown>, ttlMs: number) {
@@ -60,4 +63,53 @@ registryContract(
     return overGrpc(e.registry, e.close);
   },
   { shortTtlMs: 2000, expirySlackMs: 500 },
+);
+
+// One etcd member for every etcd case; each case gets its own key prefix, so it starts from an
+// empty registry exactly as the embedded cases start from an empty state dir.
+let etcd: EtcdTestCluster | undefined;
+let prefixes = 0;
+beforeAll(async () => {
+  etcd = await startEtcdCluster({ members: 1 });
+}, 30_000);
+afterAll(async () => {
+  await etcd?.stop();
+});
+
+async function etcdRegistry(netConf: Record<string, unknown>, ttlMs: number) {
+  const prefix = `/weft-contract/${process.pid}-${++prefixes}`;
+  const make = (): EtcdRegistry => new EtcdRegistry({ endpoints: etcd!.endpoints, prefix, leaseTtlMs: ttlMs, deadlineMs: 5000 });
+  const registry = make();
+  await registry.ensureConfig(JSON.stringify(netConf));
+  return { registry, make };
+}
+
+registryContract(
+  'etcd',
+  async (netConf, ttlMs) => {
+    const { registry, make } = await etcdRegistry(netConf, ttlMs);
+    const others: EtcdRegistry[] = [];
+    return {
+      registry,
+      second: () => {
+        const r = make();
+        others.push(r);
+        return r;
+      },
+      close: async () => {
+        for (const r of [registry, ...others]) r.close();
+      },
+    };
+  },
+  // etcd leases count whole seconds and the leader checks for expiry every 500 ms.
+  { shortTtlMs: 2000, expirySlackMs: 1500 },
+);
+
+registryContract(
+  'gRPC → etcd (weft control --etcd-endpoints)',
+  async (netConf, ttlMs) => {
+    const { registry } = await etcdRegistry(netConf, ttlMs);
+    return overGrpc(registry, async () => registry.close());
+  },
+  { shortTtlMs: 2000, expirySlackMs: 1500 },
 );

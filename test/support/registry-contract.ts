@@ -225,7 +225,7 @@ export function registryContract(name: string, factory: ContractFactory, opts: C
       expect(evs.some((e) => e.type === 'removed' && e.lease.subnet === a.subnet)).toBe(true);
       const revs = v.batches.map((x) => x.revision);
       expect([...revs].sort((x, y) => x - y)).toEqual(revs);
-      expect(v.revision).toBe((await registry.list()).revision);
+      expect(v.revision).toBeLessThanOrEqual((await registry.list()).revision);
       expect(v.errors).toEqual([]);
     });
 
@@ -247,7 +247,10 @@ export function registryContract(name: string, factory: ContractFactory, opts: C
       views.push(v);
       // Start from what the first watch had: a resumed watch only sends what changed since.
       for (const l of first.leases.values()) v.leases.set(l.subnet, l);
-      await until('the resumed view to match list()', () => v.revision >= now.revision && JSON.stringify(v.owners()) === JSON.stringify(owners(now.leases)) && v);
+      // Not `v.revision >= now.revision`: etcd's revision counts every write in the keyspace, and
+      // a watch on the subnets prefix only reports revisions of changes under it.
+      const want = JSON.stringify(Object.entries(owners(now.leases)).sort());
+      await until('the resumed view to match list()', () => JSON.stringify(Object.entries(v.owners()).sort()) === want && v);
       expect(v.owners()).toEqual({ [b.subnet]: '192.0.2.2', [c.subnet]: '192.0.2.3', [d.subnet]: '192.0.2.4' });
       expect(v.calledSynchronously).toBe(false);
     });
