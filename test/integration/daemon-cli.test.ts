@@ -18,7 +18,15 @@ describe('weft daemon flag errors', () => {
   }, 120_000);
 
   const cases: [string[], RegExp][] = [
-    [['daemon'], /--control ADDR:PORT is required/],
+    [['daemon'], /--control ADDR:PORT or --etcd-endpoints URLS is required/],
+    [['daemon', '--control', '127.0.0.1:7000', '--etcd-endpoints', 'http://127.0.0.1:2379'], /give --control or --etcd-endpoints, not both/],
+    [['daemon', '--etcd-endpoints', '127.0.0.1:2379'], /--etcd-endpoints: "127\.0\.0\.1:2379" (is not a URL|must be http\(s\):\/\/HOST:PORT)/],
+    [['daemon', '--etcd-endpoints', 'http://127.0.0.1'], /must be http\(s\):\/\/HOST:PORT/],
+    [['daemon', '--etcd-prefix', '/x', '--control', '127.0.0.1:7000'], /--etcd-prefix needs --etcd-endpoints/],
+    [['daemon', '--control', '127.0.0.1:7000', '--lease-ttl', '60'], /--lease-ttl applies to --etcd-endpoints only/],
+    [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--lease-ttl', '0'], /--lease-ttl "0" must be a positive number of seconds/],
+    [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--control-cafile', '/x'], /--control-cafile applies to --control/],
+    [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--etcd-cafile', '/nonexistent/ca.pem', '--public-ip', '127.0.0.1'], /--etcd-cafile/],
     [['daemon', '--control', '127.0.0.1'], /--control: "127\.0\.0\.1" is not ADDR:PORT/],
     [['daemon', '--control', '127.0.0.1:7000'], /--public-ip is required/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '10.0.0.300'], /invalid IPv4 address "10\.0\.0\.300"/],

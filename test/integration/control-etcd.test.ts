@@ -1,0 +1,141 @@
+// `weft control --etcd-endpoints`: the gRPC control plane with its leases in etcd, so a daemon
+// on `--control` and one (or flanneld) on `--etcd-endpoints` share one set of leases.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GrpcRegistry } from '../../src/control/client';
+import { EtcdRegistry } from '../../src/control/etcd';
+import type { WatchBatch } from '../../src/control/registry';
+import { ensureBuilt } from '../support/build';
+import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
+
+const ROOT = path.join(__dirname, '..', '..');
+const BIN = path.join(ROOT, 'bin', 'weft.js');
+const NET_CONF = { Network: '10.33.0.0/16', Backend: { Type: 'vxlan', VNI: 1 } };
+
+let etcd: EtcdTestCluster;
+let dir: string;
+const children: ChildProcess[] = [];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, 'control', ...args], { cwd: ROOT, timeout: 20_000 }, (err, _stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr });
+    });
+  });
+}
+
+/** Starts `weft control` on etcd and resolves with its address once it logs "control plane ready". */
+async function startControl(args: string[]): Promise<{ child: ChildProcess; address: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [BIN, 'control', '--listen', `127.0.0.1:${port}`, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`weft control not ready: ${out}`)), 15_000);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (out.includes('control plane ready')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`weft control exited ${code}: ${out}`));
+    });
+  });
+  return { child, address: `127.0.0.1:${port}` };
+}
+
+beforeAll(async () => {
+  await ensureBuilt();
+  etcd = await startEtcdCluster({ members: 1 });
+  dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'weft-control-etcd-'));
+  await fsp.writeFile(path.join(dir, 'net-conf.json'), JSON.stringify(NET_CONF));
+  await fsp.writeFile(path.join(dir, 'other.json'), JSON.stringify({ Network: '10.34.0.0/16' }));
+}, 120_000);
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await etcd?.stop();
+  if (dir) await fsp.rm(dir, { recursive: true, force: true });
+});
+
+describe('weft control --etcd-endpoints', () => {
+  it('serves leases that live in etcd: a gRPC client and a direct etcd client see the same ones', async () => {
+    const prefix = '/weft-ctl/a';
+    const ctl = await startControl(['--etcd-endpoints', etcd.endpoints.join(','), '--etcd-prefix', prefix, '--net-config-path', path.join(dir, 'net-conf.json')]);
+    const grpc = new GrpcRegistry(ctl.address);
+    const direct = new EtcdRegistry({ endpoints: etcd.endpoints, prefix });
+    try {
+      const batches: WatchBatch[] = [];
+      const h = direct.watch(0, (b) => batches.push(b), () => undefined);
+      const viaGrpc = await grpc.acquire({ publicIp: '192.0.2.10', backendData: { VNI: 1, VtepMAC: '0e:00:c0:00:02:0a' } });
+      const viaEtcd = await direct.acquire({ publicIp: '192.0.2.11', backendData: { VNI: 1, VtepMAC: '0e:00:c0:00:02:0b' } });
+      const fromGrpc = (await grpc.list()).leases.map((l) => `${l.subnet} ${l.publicIp}`).sort();
+      const fromEtcd = (await direct.list()).leases.map((l) => `${l.subnet} ${l.publicIp}`).sort();
+      expect(fromGrpc).toEqual([`${viaGrpc.subnet} 192.0.2.10`, `${viaEtcd.subnet} 192.0.2.11`].sort());
+      expect(fromEtcd).toEqual(fromGrpc);
+      // The config control was given is the one in etcd, for flanneld-style clients to read.
+      expect((await direct.config()).network).toBe('10.33.0.0/16');
+      // A direct etcd watcher hears about the lease granted over gRPC.
+      const deadline = Date.now() + 5000;
+      while (!batches.flatMap((b) => b.events).some((e) => e.lease.subnet === viaGrpc.subnet) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(batches.flatMap((b) => b.events).some((e) => e.type === 'added' && e.lease.subnet === viaGrpc.subnet)).toBe(true);
+      h.close();
+      // And ownership holds across the two front doors.
+      await expect(grpc.revoke({ subnet: viaEtcd.subnet, publicIp: '192.0.2.10' })).rejects.toMatchObject({ code: 'permission' });
+    } finally {
+      grpc.close();
+      direct.close();
+      ctl.child.kill('SIGTERM');
+    }
+  });
+
+  it('without --net-config-path uses the config already in etcd', async () => {
+    const ctl = await startControl(['--etcd-endpoints', etcd.endpoints[0], '--etcd-prefix', '/weft-ctl/a']);
+    const grpc = new GrpcRegistry(ctl.address);
+    try {
+      expect((await grpc.config()).network).toBe('10.33.0.0/16');
+    } finally {
+      grpc.close();
+      ctl.child.kill('SIGTERM');
+    }
+  });
+
+  it('refuses, in one line, a net-conf that differs from etcd, a prefix with no config, --state-dir with etcd, and an unreachable etcd', async () => {
+    const differ = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', etcd.endpoints[0], '--etcd-prefix', '/weft-ctl/a', '--net-config-path', path.join(dir, 'other.json')]);
+    expect(differ.code).toBe(1);
+    expect(differ.stderr).toMatch(/10\.33\.0\.0\/16[^\n]*10\.34\.0\.0\/16|10\.34\.0\.0\/16[^\n]*10\.33\.0\.0\/16/);
+    const none = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', etcd.endpoints[0], '--etcd-prefix', '/weft-ctl/empty']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no network config at \/weft-ctl\/empty\/config/);
+    const both = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', etcd.endpoints[0], '--state-dir', dir]);
+    expect(both.code).toBe(1);
+    expect(both.stderr).toMatch(/--state-dir and --etcd-endpoints/);
+    const port = await freePort(); // nothing listens there
+    const down = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', `http://127.0.0.1:${port}`, '--net-config-path', path.join(dir, 'net-conf.json')]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(new RegExp(`etcd http://127\\.0\\.0\\.1:${port}`));
+    for (const r of [differ, none, both, down]) expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  }, 60_000);
+});
