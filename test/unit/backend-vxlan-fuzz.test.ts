@@ -69,7 +69,9 @@ describe('vxlan backend fuzz', () => {
     const { backend, peer } = setup();
     const seen = new Set<number>();
     fc.assert(
-      fc.property(frame, fc.nat({ max: 4 }), ({ buf, off, len }, used) => {
+      // A full reply list (4 used) half the time: SendFailed needs a whole ARP request for us and
+      // no free slot, and at 1 in 5 a run of 5000 missed it about once in 1,500 runs (it happened in a full npm test).
+      fc.property(frame, fc.oneof(fc.constant(4), fc.nat({ max: 4 })), ({ buf, off, len }, used) => {
         const replies = new PacketList({ capacity: 4, slotSize: 128, headroom: 0 });
         for (let i = 0; i < used; i++) replies.push(i * 128, 1);
         const slot = used * 128;
