@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PeerSet } from '../../src/daemon/peers';
@@ -110,10 +110,14 @@ describe('subnet.env', () => {
 
   it('is written atomically, leaving no temp file behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'weft-senv-'));
-    const file = join(dir, 'run', 'subnet.env');
-    await writeSubnetEnv(file, env);
-    await writeSubnetEnv(file, { ...env, mtu: 1450 });
-    expect(parseSubnetEnv(readFileSync(file, 'utf8')).mtu).toBe(1450);
-    expect(readdirSync(join(dir, 'run'))).toEqual(['subnet.env']);
+    try {
+      const file = join(dir, 'run', 'subnet.env');
+      await writeSubnetEnv(file, env);
+      await writeSubnetEnv(file, { ...env, mtu: 1450 });
+      expect(parseSubnetEnv(readFileSync(file, 'utf8')).mtu).toBe(1450);
+      expect(readdirSync(join(dir, 'run'))).toEqual(['subnet.env']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
