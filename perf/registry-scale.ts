@@ -23,6 +23,7 @@ import { GrpcRegistry } from '../src/control/client';
 import { EtcdRegistry, ensureNetworkConfig } from '../src/control/etcd';
 import type { Lease, Registry, WatchHandle } from '../src/control/registry';
 import { etcdArgv, waitEtcdReady } from '../src/lab/etcd';
+import { freeLoopbackPort as freePort } from '../src/lab/ports';
 
 const REGISTRIES = ['embedded', 'etcd'] as const;
 type Kind = (typeof REGISTRIES)[number];
@@ -53,16 +54,6 @@ function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

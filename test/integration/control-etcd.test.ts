@@ -2,14 +2,15 @@
 // on `--control` and one (or flanneld) on `--etcd-endpoints` share one set of leases.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcRegistry } from '../../src/control/client';
 import { EtcdRegistry } from '../../src/control/etcd';
 import type { WatchBatch } from '../../src/control/registry';
+import { freeLoopbackPort as freePort } from '../../src/lab/ports';
 import { ensureBuilt } from '../support/build';
+import { until } from '../support/until';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -20,16 +21,6 @@ let etcd: EtcdTestCluster;
 let dir: string;
 const children: ChildProcess[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
@@ -87,6 +78,8 @@ describe('weft control --etcd-endpoints', () => {
     try {
       const batches: WatchBatch[] = [];
       const h = direct.watch(0, (b) => batches.push(b), () => undefined);
+      // Established first, so the grant below arrives as an event rather than in the snapshot.
+      await until('the direct watch to open', () => batches.length > 0, 5000);
       const viaGrpc = await grpc.acquire({ publicIp: '192.0.2.10', backendData: { VNI: 1, VtepMAC: '0e:00:c0:00:02:0a' } });
       const viaEtcd = await direct.acquire({ publicIp: '192.0.2.11', backendData: { VNI: 1, VtepMAC: '0e:00:c0:00:02:0b' } });
       const fromGrpc = (await grpc.list()).leases.map((l) => `${l.subnet} ${l.publicIp}`).sort();
@@ -96,11 +89,8 @@ describe('weft control --etcd-endpoints', () => {
       // The config control was given is the one in etcd, for flanneld-style clients to read.
       expect((await direct.config()).network).toBe('10.33.0.0/16');
       // A direct etcd watcher hears about the lease granted over gRPC.
-      const deadline = Date.now() + 5000;
-      while (!batches.flatMap((b) => b.events).some((e) => e.lease.subnet === viaGrpc.subnet) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      expect(batches.flatMap((b) => b.events).some((e) => e.type === 'added' && e.lease.subnet === viaGrpc.subnet)).toBe(true);
+      await until('the direct watcher to hear of the gRPC grant', () =>
+        batches.flatMap((b) => b.events).some((e) => e.type === 'added' && e.lease.subnet === viaGrpc.subnet), 5000);
       h.close();
       // And ownership holds across the two front doors.
       await expect(grpc.revoke({ subnet: viaEtcd.subnet, publicIp: '192.0.2.10' })).rejects.toMatchObject({ code: 'permission' });

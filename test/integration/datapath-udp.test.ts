@@ -23,6 +23,7 @@ import {
 } from '../../src/lab';
 import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
 import { ensureBuilt } from '../support/build';
+import { until } from '../support/until';
 
 
 interface Status {
@@ -36,20 +37,6 @@ async function status(prefix: string, node: string): Promise<Status> {
   return (await daemonStatus(prefix, node)) as Status;
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 /** The node's lease as a network ("10.244.7.0/24"), read from the subnet.env its daemon wrote ("10.244.7.1/24"). */
 function subnetOf(state: LabState, node: string): string {

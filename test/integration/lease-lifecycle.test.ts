@@ -22,6 +22,7 @@ import {
 } from '../../src/lab';
 import { nsRun } from '../../src/lab/proc';
 import { ensureBuilt } from '../support/build';
+import { until } from '../support/until';
 
 const TTL_S = 6;
 
@@ -32,20 +33,6 @@ interface Status {
   peers: { subnet: string; publicIp: string }[];
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 function alive(pid: number): boolean {
   try {

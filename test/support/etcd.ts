@@ -4,11 +4,11 @@
 // service may own those.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { etcdArgv, initialCluster, waitEtcdReady, type EtcdReadyOptions } from '../../src/lab/etcd';
 import { mustRun } from '../../src/lab/proc';
+import { freeLoopbackPorts as freePorts } from '../../src/lab/ports';
 
 export interface EtcdTestCerts {
   caFile: string;
@@ -75,23 +75,6 @@ function installExitHook(): void {
   });
 }
 
-/** `count` distinct free loopback ports: all held open at once so none is handed out twice. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: net.Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const s = net.createServer();
-      servers.push(s);
-      await new Promise<void>((res, rej) => {
-        s.once('error', rej);
-        s.listen(0, '127.0.0.1', () => res());
-      });
-    }
-    return servers.map((s) => (s.address() as net.AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  }
-}
 
 async function openssl(args: string[]): Promise<void> {
   await mustRun('openssl', args, { timeoutMs: 30_000 });

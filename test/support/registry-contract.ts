@@ -7,6 +7,7 @@ import type { Lease, LeaseEvent, Registry, WatchBatch, WatchHandle } from '../..
 import { RegistryError } from '../../src/control/registry';
 import { cidrContainsCidr, parseCidr } from '../../src/route/cidr';
 import { rejection } from './registry';
+import { until } from './until';
 
 export interface ContractSubject {
   /** A client of a fresh, empty registry whose network config is `netConf`. */
@@ -73,15 +74,6 @@ export class WatchView {
   }
 }
 
-export async function until<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function owners(leases: Lease[]): Record<string, string> {
   return Object.fromEntries(leases.map((l) => [l.subnet, l.publicIp]));
