@@ -4,6 +4,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   control: () => import('./control'),
   lab: () => import('./lab'),
   wire: () => import('./wire'),
+  status: () => import('./status'),
 };
 
 export const USAGE = `usage: weft <command> [flags]
@@ -13,6 +14,7 @@ commands:
   daemon    run the node data plane (TUN + encapsulation)
   lab       form a netns lab: up | demo | status | exec | down
   wire      show the bytes a backend puts on the wire for one packet (no root needed)
+  status    what the daemon on this machine reports: lease, peers, counters
 `;
 
 export async function main(argv: string[]): Promise<void> {

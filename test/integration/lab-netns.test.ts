@@ -90,6 +90,21 @@ describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)'
     expect(route.stdout).toContain('dev weft0');
   });
 
+  it('weft status inside a node shows its lease, its peers and counters that moved with the traffic', () => {
+    const r = weft(['lab', 'exec', '--prefix', prefix, 'n1', '--', process.execPath, WEFT, 'status']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = weft(['lab', 'exec', '--prefix', prefix, 'n1', '--', process.execPath, WEFT, 'status', '--json']);
+    const s = JSON.parse(j.stdout) as { lease: { subnet: string }; peers: { subnet: string; publicIp: string }[]; counters: { txPackets: number } };
+    expect(r.stdout).toContain(`lease ${s.lease.subnet}`);
+    expect(s.peers).toHaveLength(2);
+    for (const p of s.peers) expect(r.stdout).toContain(`${p.subnet.padEnd(18)} via ${p.publicIp}`);
+    expect(s.counters.txPackets).toBeGreaterThan(0);
+    expect(r.stdout).toMatch(new RegExp(`txPackets\\s+${s.counters.txPackets}|txPackets\\s+\\d+`));
+    const none = weft(['lab', 'exec', '--prefix', prefix, 'n1', '--', process.execPath, WEFT, 'status', '--healthz', '127.0.0.1:9']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no weft daemon answering on 127\.0\.0\.1:9/);
+  });
+
   it('down leaves no namespace, process or state behind', async () => {
     const r = weft(['lab', 'down', '--prefix', prefix]);
     expect(r.code, r.stderr).toBe(0);

@@ -1,0 +1,85 @@
+// `weft status`: what the daemon on this machine says about itself, from its /status endpoint —
+// the command `docker compose exec node1 weft status` and `weft lab exec n1 -- weft status` run.
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+
+export const USAGE = `usage: weft status [--healthz ADDR:PORT] [--json]
+
+  --healthz ADDR:PORT  the daemon's health server (default 127.0.0.1:9090, weft daemon's default)
+  --json               print /status as the daemon sent it
+`;
+
+interface DaemonStatus {
+  publicIp?: string;
+  iface?: string;
+  tun?: string;
+  mtu?: number;
+  backend?: string;
+  network?: string;
+  ready?: boolean;
+  lease?: { subnet: string; expiration: number } | null;
+  leaseLost?: string;
+  control?: { target: string; watching: boolean; revision: number };
+  peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
+  counters?: Record<string, unknown> & { drops?: Record<string, number> };
+}
+
+function get(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+export function formatDaemonStatus(s: DaemonStatus): string {
+  const lines: string[] = [];
+  const ready = s.ready ? 'ready' : 'NOT READY';
+  lines.push(`node ${s.publicIp ?? '?'} (${s.iface ?? '?'}): ${ready}, backend ${s.backend ?? '?'}, network ${s.network ?? '?'}`);
+  if (s.leaseLost) lines.push(`lease LOST: ${s.leaseLost}`);
+  if (s.lease) lines.push(`lease ${s.lease.subnet}, expires ${new Date(s.lease.expiration).toISOString()}`);
+  lines.push(`device ${s.tun ?? '(none: kernel routes only)'}, MTU ${s.mtu ?? '?'}`);
+  if (s.control) lines.push(`control ${s.control.target}: ${s.control.watching ? 'watching' : 'NOT watching'} at revision ${s.control.revision}`);
+  const peers = s.peers ?? [];
+  lines.push('', `peers (${peers.length}):`);
+  for (const p of peers) lines.push(`  ${p.subnet.padEnd(18)} via ${p.publicIp}${p.port ? `:${p.port}` : ''}${p.direct ? ' (direct route)' : ''}`);
+  const c = s.counters ?? {};
+  lines.push('', 'counters:');
+  for (const [k, v] of Object.entries(c)) if (k !== 'drops') lines.push(`  ${k.padEnd(16)} ${String(v)}`);
+  const drops = Object.entries(c.drops ?? {});
+  lines.push(`  drops            ${drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  return lines.join('\n') + '\n';
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: { healthz: { type: 'string', default: '127.0.0.1:9090' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const target = values.healthz!;
+  if (!/^[^\s/]+:\d{1,5}$/.test(target)) throw new Error(`--healthz "${target}" must be ADDR:PORT`);
+  let res;
+  try {
+    res = await get(`http://${target}/status`, 3000);
+  } catch (e) {
+    throw new Error(`no weft daemon answering on ${target} (${(e as Error).message}); is it running, and with this --healthz-port?`);
+  }
+  if (res.status !== 200) throw new Error(`${target}/status answered HTTP ${res.status}`);
+  if (values.json) {
+    process.stdout.write(res.body);
+    return 0;
+  }
+  process.stdout.write(formatDaemonStatus(JSON.parse(res.body) as DaemonStatus));
+  return 0;
+}
