@@ -96,7 +96,13 @@ export class EmbeddedRegistry implements Registry {
   /** Loads the state file (a corrupt one throws StateFileError) and reclaims what expired while down. */
   async open(): Promise<void> {
     if (this.state) return;
-    this.state = await this.store.load();
+    await this.store.lock();
+    try {
+      this.state = await this.store.load();
+    } catch (e) {
+      this.store.unlock();
+      throw e;
+    }
     this.log.info(
       { stateFile: this.store.file, revision: this.state.revision, leases: this.state.leases.length },
       'lease state loaded',
@@ -226,6 +232,7 @@ export class EmbeddedRegistry implements Registry {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.store.unlock();
     if (this.sweepTimer) clearTimeout(this.sweepTimer);
     this.sweepTimer = undefined;
     for (const w of [...this.watchers]) this.fail(w, new RegistryError('unavailable', 'registry closed'));

@@ -8,12 +8,15 @@
 // disk; ext4's auto_da_alloc is a heuristic, not a promise), rename over the old file, then
 // fsync the directory (the rename itself is a directory-entry change that a power cut can lose).
 // A SIGKILL alone never loses written page cache; the fsyncs are for power loss and kernel panics.
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
 import type { Lease } from './registry';
 
 export const STATE_FILE = 'leases.json';
+export const LOCK_FILE = 'lock';
+/** State dirs this process holds, so two registries in one process are refused like two processes. */
+const heldHere = new Set<string>();
 export const STATE_VERSION = 1;
 const TMP_PREFIX = `.${STATE_FILE}.`;
 const TMP_SUFFIX = '.tmp';
@@ -45,6 +48,54 @@ export class LeaseStore {
   constructor(dir: string) {
     this.dir = path.resolve(dir);
     this.file = path.join(this.dir, STATE_FILE);
+  }
+
+  /**
+   * Claims the state dir for this process: a second `weft control` on the same dir would keep
+   * its own copy of the leases in memory and the two would overwrite each other's file, each
+   * handing out subnets the other granted. A lock file holding our pid, created O_EXCL; one left
+   * by a process that is gone (SIGKILL, power loss) is taken over, so a crash never needs manual
+   * cleanup.
+   */
+  async lock(): Promise<void> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const lockFile = path.join(this.dir, LOCK_FILE);
+    if (heldHere.has(this.dir)) {
+      throw new StateFileError(`state dir ${this.dir} is already open in this process; two registries on one state dir would overwrite each other's leases`);
+    }
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fh = await fsp.open(lockFile, 'wx', 0o600);
+        try {
+          await fh.writeFile(`${process.pid}\n`);
+        } finally {
+          await fh.close();
+        }
+        heldHere.add(this.dir);
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new StateFileError(`cannot create ${lockFile}: ${(e as Error).message}`);
+      }
+      const holder = Number((await fsp.readFile(lockFile, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new StateFileError(`state dir ${this.dir} is in use by pid ${holder} (its ${lockFile}); two weft control processes on one state dir would overwrite each other's leases`);
+      }
+      // Stale: its owner is gone. Remove and retry the exclusive create once, so two processes
+      // taking over the same stale lock at once cannot both win.
+      await fsp.rm(lockFile, { force: true });
+    }
+    throw new StateFileError(`state dir ${this.dir}: another process took the lock while a stale one was being cleared`);
+  }
+
+  /** Releases the lock if we hold it (synchronous: called from the registry's close()). */
+  unlock(): void {
+    if (!heldHere.delete(this.dir)) return;
+    const lockFile = path.join(this.dir, LOCK_FILE);
+    try {
+      if (Number(readFileSync(lockFile, 'utf8').trim()) === process.pid) rmSync(lockFile, { force: true });
+    } catch {
+      // Already gone (state dir removed): nothing to release.
+    }
   }
 
   /**
@@ -191,5 +242,19 @@ function canonicalIp(v: unknown, where: string): string {
     return formatIpv4(parseIpv4(v));
   } catch (e) {
     throw new Error(`${where} ${JSON.stringify(v)} is not an IPv4 address (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Whether `pid` is alive. A pid reused by an unrelated process after a crash reads as alive too:
+ * the refusal names the lock file, and removing it by hand is safer than guessing from argv and
+ * clobbering a live registry's state.
+ */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -173,6 +173,23 @@ describe('weft control survives SIGKILL', () => {
   });
 });
 
+describe('weft control state-dir lock', () => {
+  it('a second weft control on the same state dir refuses to start, naming the first; after a SIGKILL the next one takes over', async () => {
+    const first = await startControl();
+    const second = spawn(process.execPath, [BIN, 'control', '--listen', '127.0.0.1:0', '--state-dir', path.join(dir, 'state'), '--net-config-path', path.join(dir, 'net-conf.json')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.add(second);
+    let stderr = '';
+    second.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((res) => second.once('exit', (c) => res(c)));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(new RegExp(`in use by pid ${first.child.pid}`));
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    await kill(first);
+    const again = await startControl();
+    await kill(again);
+  });
+});
+
 describe('weft control flag and config errors', () => {
   function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {

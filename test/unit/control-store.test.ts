@@ -158,3 +158,36 @@ describe('LeaseStore', () => {
     });
   });
 });
+
+describe('LeaseStore lock', () => {
+  it('refuses a second registry on the same state dir in this process, until the first lets go', async () => {
+    const a = new LeaseStore(dir);
+    await a.lock();
+    const b = new LeaseStore(dir);
+    await expect(b.lock()).rejects.toThrow(/already open in this process/);
+    a.unlock();
+    await b.lock();
+    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    b.unlock();
+    await expect(fsp.stat(path.join(dir, 'lock'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it("refuses a state dir whose lock names a live process, and takes over one whose process is gone", async () => {
+    const { spawn } = await import('node:child_process');
+    const live = spawn('sleep', ['30']);
+    try {
+      await fsp.writeFile(path.join(dir, 'lock'), `${live.pid}\n`);
+      const err = await new LeaseStore(dir).lock().then(() => null, (e: Error) => e);
+      expect(err).toBeInstanceOf(StateFileError);
+      expect(err!.message).toMatch(new RegExp(`in use by pid ${live.pid}`));
+    } finally {
+      live.kill('SIGKILL');
+      await new Promise((r) => live.once('exit', r));
+    }
+    // Now the pid in the file is dead (SIGKILLed, as a crashed weft control would be): taken over.
+    const s = new LeaseStore(dir);
+    await s.lock();
+    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    s.unlock();
+  });
+});
