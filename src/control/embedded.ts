@@ -2,7 +2,9 @@
 // LeaseStore before the caller hears about it, watchers fed from a bounded event log.
 //
 // Ordering guarantees the daemon relies on:
-//  - Mutations run one at a time (a promise chain), so two acquires never see the same free set.
+//  - Mutations run one at a time, in arrival order, so two acquires never see the same free set;
+//    those that queue up while the state file is being written are committed together with one
+//    write (group commit), each caller answered only once its change is durable.
 //  - A mutation's in-memory effect, its event-log entries and its watcher notifications happen
 //    together, synchronously, after the state file is durable. A watch() registered at any
 //    moment therefore sees either the state before a change plus that change as an event, or
@@ -52,6 +54,12 @@ interface LoggedEvent {
   event: LeaseEvent;
 }
 
+interface PendingMutation {
+  fn: (s: StoreState, now: number, events: LeaseEvent[], swept: number) => unknown;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
 interface Watcher {
   queue: WatchBatch[];
   scheduled: boolean;
@@ -74,7 +82,8 @@ export class EmbeddedRegistry implements Registry {
   private state: StoreState | undefined;
   private events: LoggedEvent[] = [];
   private readonly watchers = new Set<Watcher>();
-  private chain: Promise<unknown> = Promise.resolve();
+  private pending: PendingMutation[] = [];
+  private draining = false;
   private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -178,11 +187,7 @@ export class EmbeddedRegistry implements Registry {
 
   /** Reclaims expired leases now; returns how many. Runs on a timer; public for tests. */
   async sweep(): Promise<number> {
-    let swept = 0;
-    await this.mutate((_s, _now, events) => {
-      swept = events.length; // mutate() already swept into `events`
-    });
-    return swept;
+    return this.mutate((_s, _now, _events, swept) => swept);
   }
 
   watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle {
@@ -240,40 +245,79 @@ export class EmbeddedRegistry implements Registry {
   }
 
   /**
-   * Runs `fn` on a private copy of the state after sweeping expired leases into `events`, then
-   * persists and publishes. If `fn` throws or the write fails, nothing changes.
+   * Queues `fn` to run on a private copy of the state, after expired leases were swept into
+   * `events`, then persists and publishes. Group commit: every mutation queued while a write is
+   * in flight runs in the next batch, in order, and the batch is made durable with ONE state-file
+   * write — without it, 1,000 nodes acquiring at once meant 1,000 whole-file rewrites and fsyncs
+   * one after another (3.5 s for the last grant). Each caller still hears only after its change
+   * is on disk. If `fn` throws, its own changes are undone and the others in the batch go ahead;
+   * if the write fails, nothing in the batch changes and every caller gets the error.
    */
-  private mutate<T>(fn: (s: StoreState, now: number, events: LeaseEvent[]) => T): Promise<T> {
-    const run = async (): Promise<T> => {
-      if (this.closed) throw new RegistryError('unavailable', 'registry is closed');
-      const cur = this.state;
-      if (!cur) throw new RegistryError('unavailable', 'registry is not open');
-      const now = this.now();
-      const next: StoreState = { revision: cur.revision, leases: [...cur.leases], previous: { ...cur.previous } };
-      const events: LeaseEvent[] = [];
-      for (const l of cur.leases) {
-        if (l.expiration <= now) {
-          removeLease(next, l);
-          next.previous[l.publicIp] = l.subnet;
-          events.push({ type: 'removed', lease: l });
-          this.log.info({ subnet: l.subnet, publicIp: l.publicIp }, 'lease expired');
-        }
+  private mutate<T>(fn: (s: StoreState, now: number, events: LeaseEvent[], swept: number) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.pending.length > 0) await this.runBatch(this.pending.splice(0));
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async runBatch(batch: PendingMutation[]): Promise<void> {
+    const failAll = (e: Error): void => {
+      for (const op of batch) op.reject(e);
+    };
+    if (this.closed) return failAll(new RegistryError('unavailable', 'registry is closed'));
+    const cur = this.state;
+    if (!cur) return failAll(new RegistryError('unavailable', 'registry is not open'));
+    const now = this.now();
+    const next: StoreState = { revision: cur.revision, leases: [...cur.leases], previous: { ...cur.previous } };
+    const events: LeaseEvent[] = [];
+    for (const l of cur.leases) {
+      if (l.expiration <= now) {
+        removeLease(next, l);
+        next.previous[l.publicIp] = l.subnet;
+        events.push({ type: 'removed', lease: l });
+        this.log.info({ subnet: l.subnet, publicIp: l.publicIp }, 'lease expired');
       }
-      const result = fn(next, now, events);
-      if (events.length === 0) return result; // reads and no-op sweeps change nothing
+    }
+    const swept = events.length;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    for (const op of batch) {
+      const leases = [...next.leases];
+      const previous = { ...next.previous };
+      const mark = events.length;
+      try {
+        outcomes.push({ ok: true, value: op.fn(next, now, events, swept) });
+      } catch (error) {
+        next.leases = leases;
+        next.previous = previous;
+        events.length = mark;
+        outcomes.push({ ok: false, error });
+      }
+    }
+    if (events.length > 0) {
+      // Reads and no-op sweeps change nothing and are not written.
       next.revision = cur.revision + events.length;
       try {
         await this.store.save(next);
       } catch (e) {
-        throw new RegistryError('unavailable', `cannot persist lease state to ${this.store.file}: ${(e as Error).message}`);
+        return failAll(new RegistryError('unavailable', `cannot persist lease state to ${this.store.file}: ${(e as Error).message}`));
       }
-      if (this.closed) return result; // durable, but nobody is listening any more
-      this.commit(cur.revision, next, events);
-      return result;
-    };
-    const p = this.chain.then(run, run);
-    this.chain = p.catch(() => undefined);
-    return p;
+      // Durable either way; after close() nobody is listening any more.
+      if (!this.closed) this.commit(cur.revision, next, events);
+    }
+    batch.forEach((op, i) => {
+      const o = outcomes[i];
+      if (o.ok) op.resolve(o.value);
+      else op.reject(o.error);
+    });
   }
 
   private commit(base: number, next: StoreState, events: LeaseEvent[]): void {

@@ -358,3 +358,43 @@ describe('EmbeddedRegistry', () => {
     await expect(r.open()).rejects.toThrow(/corrupt.*refusing to start/);
   });
 });
+
+describe('EmbeddedRegistry group commit', () => {
+  it('acquires queued during a write share the next one: every grant durable and announced, far fewer writes than grants', async () => {
+    const r = await open({ random: Math.random });
+    const w = collect(r, 0);
+    await w.next(); // the opening snapshot
+    const grants = await Promise.all(Array.from({ length: 100 }, (_, i) => r.acquire({ publicIp: `192.0.2.${i + 1}` })));
+    expect(new Set(grants.map((g) => g.subnet)).size).toBe(100);
+    await flush();
+    // Each state-file write is one watch batch; all 100 events arrive, in revision order.
+    const batches = w.batches.slice(1);
+    expect(batches.flatMap((b) => b.events)).toHaveLength(100);
+    expect(batches.length).toBeLessThan(20);
+    expect(batches.map((b) => b.revision)).toEqual([...batches.map((b) => b.revision)].sort((a, b) => a - b));
+    expect(batches.at(-1)!.revision).toBe(100);
+    // What the callers were told is what a reopened registry reads back from disk.
+    r.close();
+    opened.splice(opened.indexOf(r), 1);
+    const again = await open();
+    expect((await again.list()).leases.map((l) => `${l.subnet} ${l.publicIp}`).sort()).toEqual(grants.map((g) => `${g.subnet} ${g.publicIp}`).sort());
+  });
+
+  it('a refused mutation in a batch changes nothing and does not sink the others', async () => {
+    const r = await open({ random: Math.random });
+    const held = await r.acquire({ publicIp: '192.0.2.1' });
+    const results = await Promise.allSettled([
+      r.acquire({ publicIp: '192.0.2.2' }),
+      r.renew({ subnet: held.subnet, publicIp: '192.0.2.99' }), // not the holder: permission
+      r.acquire({ publicIp: 'not-an-ip' }), // invalid
+      r.revoke(held),
+      r.acquire({ publicIp: '192.0.2.3' }),
+    ]);
+    expect(results.map((x) => x.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'permission' });
+    expect((results[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'invalid' });
+    const { leases, revision } = await r.list();
+    expect(leases.map((l) => l.publicIp).sort()).toEqual(['192.0.2.2', '192.0.2.3']);
+    expect(revision).toBe(4); // acquire .1, acquire .2, revoke .1, acquire .3
+  });
+});
