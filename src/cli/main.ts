@@ -5,6 +5,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   lab: () => import('./lab'),
   wire: () => import('./wire'),
   status: () => import('./status'),
+  trace: () => import('./trace'),
 };
 
 export const USAGE = `usage: weft <command> [flags]
@@ -15,6 +16,7 @@ commands:
   lab       form a netns lab: up | demo | status | exec | down
   wire      show the bytes a backend puts on the wire for one packet (no root needed)
   status    what the daemon on this machine reports: lease, peers, counters
+  trace     one packet through an offline node: every decision and the bytes out (no root needed)
 `;
 
 export async function main(argv: string[]): Promise<void> {
