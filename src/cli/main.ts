@@ -6,6 +6,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   wire: () => import('./wire'),
   status: () => import('./status'),
   trace: () => import('./trace'),
+  replay: () => import('./replay'),
 };
 
 export const USAGE = `usage: weft <command> [flags]
@@ -17,6 +18,7 @@ commands:
   wire      show the bytes a backend puts on the wire for one packet (no root needed)
   status    what the daemon on this machine reports: lease, peers, counters
   trace     one packet through an offline node: every decision and the bytes out (no root needed)
+  replay    a pcap through an offline node's real datapath, what it sends written to a pcap (no root needed)
 `;
 
 export async function main(argv: string[]): Promise<void> {
