@@ -171,24 +171,42 @@ function describe(pkt: Uint8Array): string {
 
 const ipv4SrcOf = (b: Uint8Array) => ((b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15]) >>> 0;
 
-const STEP = (name: string, text: string) => `${name.padEnd(10)} ${text}`;
-const MORE = (text: string) => `${''.padEnd(10)} ${text}`;
+/**
+ * Text wrapped at 100 columns, continuation lines hanging one column in from the 11-column
+ * margin (so they read apart from the next note), so the walks read without scrolling.
+ */
+function wrap(first: string, text: string): string {
+  const lines: string[] = [];
+  let line = first;
+  for (const word of text.split(' ')) {
+    if (line.length > 11 && line.length + 1 + word.length > 100) {
+      lines.push(line);
+      line = ''.padEnd(12) + word;
+    } else {
+      line += line.length === 11 && lines.length === 0 ? word : ` ${word}`;
+    }
+  }
+  lines.push(line);
+  return lines.join('\n');
+}
+const STEP = (name: string, text: string) => wrap(`${name.padEnd(10)} `, text);
+const MORE = (text: string) => wrap(''.padEnd(11), text);
 
 function routeTable(node: OfflineNode, match: Peer | undefined): string[] {
   const entries = node.routeEntries().sort((a, b) => a.subnet.addr - b.subnet.addr);
   const show = entries.length <= 8 ? entries : entries.filter((e) => e.peer === match);
   const lines = show.map((e) => {
     const mark = e.peer === match ? '▶' : ' ';
-    return MORE(`${mark} ${formatCidr(e.subnet).padEnd(18)} ${formatIpv4(e.peer.publicIp).padEnd(15)}${e.peer.local ? ' this node' : ''}`);
+    return `${''.padEnd(11)}${mark} ${formatCidr(e.subnet).padEnd(18)} ${formatIpv4(e.peer.publicIp).padEnd(15)}${e.peer.local ? ' this node' : ''}`;
   });
-  if (show.length < entries.length) lines.push(MORE(`  (${entries.length - show.length} more entries)`));
+  if (show.length < entries.length) lines.push(`${''.padEnd(13)}(${entries.length - show.length} more entries)`);
   return lines;
 }
 
 function peerLines(node: OfflineNode, peer: Peer): string[] {
   const port = peer.port ? `, port ${peer.port}` : '';
-  const data = Object.keys(peer.backendData).length ? `; lease BackendData ${JSON.stringify(peer.backendData)}` : '';
-  const lines = [STEP('peer', `${formatCidr(peer.subnet)} at ${formatIpv4(peer.publicIp)}${port}${data}`)];
+  const lines = [STEP('peer', `${formatCidr(peer.subnet)} at ${formatIpv4(peer.publicIp)}${port}`)];
+  if (Object.keys(peer.backendData).length) lines.push(MORE(`lease BackendData ${JSON.stringify(peer.backendData)}`));
   const st = node.backend?.status?.();
   if (node.type === 'vxlan' && st) {
     // Read back the two tables the backend programmed for this lease, as flanneld programs flannel.1's.
@@ -197,7 +215,7 @@ function peerLines(node: OfflineNode, peer: Peer): string[] {
     const f = n && (st.fdb as { mac: string; dst: string }[]).find((e) => e.mac === n.mac);
     lines.push(
       n && f
-        ? MORE(`neighbor ${vtep} → ${n.mac} (ip neigh on flannel.1), fdb ${f.mac} → ${f.dst} (bridge fdb)`)
+        ? MORE(`neighbor ${vtep} → ${n.mac}, fdb ${f.mac} → ${f.dst} (flannel.1's ip neigh, bridge fdb)`)
         : MORE(`no neighbor/fdb entry for VTEP ${vtep}: the lease's VtepMAC was not usable`),
     );
   }
@@ -257,7 +275,7 @@ function sendLines(node: OfflineNode, d: SentDatagram): string[] {
     );
     lines.push(MORE(`(outer IPv4 and UDP are the kernel's: TTL 64, DF when the datagram fits the MTU, ID left to the kernel — 0 here)`));
   } else {
-    lines.push(STEP('send', `${d.payload.length} bytes to ${to} through the IP_HDRINCL raw socket, on the wire as they are`));
+    lines.push(STEP('send', `${d.payload.length} bytes to ${to} through the IP_HDRINCL raw socket, sent as written`));
   }
   const wire = d.wire[0];
   const layers = nameLayers(decodeIpv4(wire, 0, wire.length, ctx));
