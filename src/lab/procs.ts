@@ -43,7 +43,8 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
  * With `inspect` set the daemon runs under `node --inspect=ADDR`, listening inside the node
  * namespace only: attach from there, e.g. `weft lab exec n1 -- node inspect 127.0.0.1:9229`, or
  * bridge it to the root namespace with a forwarder that enters the namespace per connection
- * (`socat TCP-LISTEN:9229,bind=127.0.0.1,fork EXEC:"ip netns exec <ns> socat STDIO TCP:127.0.0.1:9229"`).
+ * (`socat TCP-LISTEN:9229,bind=127.0.0.1,reuseaddr,fork EXEC:'ip netns exec <ns> socat STDIO TCP\:127.0.0.1\:9229'`;
+ * the colons inside EXEC's address must be escaped or socat splits on them).
  */
 export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options' | 'control'>, n: Omit<LabNode, 'argv' | 'pid'>): string[] {
   return [
