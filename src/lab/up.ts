@@ -309,7 +309,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     await addNs(switchNs);
     // ip_forward stays 0 here: in a routed lab the switch namespace holds both bridges but must
     // not route between them itself, or the router would be bypassed.
-    await setSysctls(switchNs, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+    // ip_forward explicitly off: a new namespace inherits IPv4 settings from the root one
+    // (net.core.devconf_inherit_init_net=0), so where dockerd has turned forwarding on the switch
+    // would otherwise route between its two bridges and bypass the router.
+    await setSysctls(switchNs, { 'net.ipv4.ip_forward': 0, 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
     await ipBatch(switchNs, [
       ...sides.flatMap((sd) => [`link add ${sd.bridge} mtu 1500 type bridge`, `link set ${sd.bridge} up`]),
       // Only bridge A carries an address (control's); B is pure L2, reached through the router.
