@@ -35,6 +35,8 @@ case "${1:-}" in
     ;;
 esac
 
+timeout 10 docker info >/dev/null 2>&1 || { say "no Docker engine answers; start one first (scripts/docker-engine.sh start)"; exit 1; }
+
 if [ "$mode" = auto ]; then
   if docker image inspect "$UPSTREAM" >/dev/null 2>&1 || timeout 120 docker pull -q "$UPSTREAM" >/dev/null 2>&1; then
     echo "$UPSTREAM"
