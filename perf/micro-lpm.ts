@@ -11,18 +11,8 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { LpmTable } from '../src/route/lpm';
 import { maskOf } from '../src/route/cidr';
+import { seededRandom as rng } from '../src/util/seeded-random';
 
-/** Deterministic PRNG (mulberry32): the same prefixes and addresses every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Prefixes {
   addrs: Uint32Array;

@@ -4,6 +4,7 @@ import { allocate, normalisePublicIp, subnetIndex, subnetRange, type AllocationI
 import { parseNetConfig, type NetworkConfig } from '../../src/control/netconfig';
 import { RegistryError, type Lease } from '../../src/control/registry';
 import { cidrContainsCidr, formatIpv4, parseCidr } from '../../src/route/cidr';
+import { seededRandom as seeded } from '../../src/util/seeded-random';
 
 const NOW = 1_700_000_000_000;
 const TTL = 60_000;
@@ -25,17 +26,6 @@ function catchErr(fn: () => unknown): Error {
   throw new Error('expected an error');
 }
 
-/** Deterministic PRNG (mulberry32) so a failing random case can be reproduced. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const net16 = parseNetConfig({ Network: '10.244.0.0/16' });
 

@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
 import { LpmTable } from '../../src/route/lpm';
 import { RouteTable } from '../../src/route/route-table';
+import { seededRandom as mulberry32 } from '../../src/util/seeded-random';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const prefixLen = fc.oneof(fc.constant(0), fc.constant(32), fc.nat(32), fc.constantFrom(8, 9, 16, 17, 20, 21, 24, 25, 28, 29));
@@ -301,14 +302,3 @@ describe('RouteTable', () => {
   });
 });
 
-// Small deterministic PRNG so the big-table tests are reproducible.
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -1,0 +1,15 @@
+/**
+ * A small deterministic PRNG (mulberry32), uniform in [0, 1) like Math.random: the same seed gives
+ * the same sequence, so a failing randomised test or a benchmark's inputs can be reproduced.
+ * Not for anything that must be unpredictable.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
