@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps ethtool etcd-server etcd-client openssl socat)
+PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps ethtool etcd-server etcd-client openssl socat librsvg2-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,79 @@
+// What `weft bench` measures and writes to results.json. Every figure that is repeated is kept
+// as its samples plus median/min/max, so a reader can see the spread, not only one number.
+
+/** The data planes weft bench knows, in the order it measures and reports them. */
+export const TUNNELS = ['kernel-host-gw', 'kernel-vxlan', 'weft-host-gw', 'weft-udp', 'weft-vxlan', 'weft-ipip', 'openvpn'] as const;
+export type Tunnel = (typeof TUNNELS)[number];
+
+/** Who moves the packets: the kernel, weft's userspace datapath, or the reference userspace tunnel. */
+export type TunnelKind = 'kernel' | 'weft' | 'reference';
+
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+  samples: number[];
+}
+
+export interface ScalingPoint {
+  streams: number;
+  /** Receiver-side TCP throughput, bits per second. */
+  bps: Stat;
+}
+
+export interface TunnelResult {
+  tunnel: Tunnel;
+  kind: TunnelKind;
+  /** One line on what this row is (how the data plane was set up). */
+  description: string;
+  /** Bytes each packet carries on the underlay beyond the pod's own IPv4 packet, measured from a capture. */
+  headerBytes: number;
+  /** Largest pod-to-pod IPv4 packet that crosses with DF set, measured. */
+  mtu: number;
+  /** Receiver-side TCP throughput, bits per second, 1 and 4 parallel streams. */
+  tcp1Bps: Stat;
+  tcp4Bps: Stat;
+  /** Sender TCP retransmissions during the 1-stream test. */
+  retransmits: Stat;
+  /** 64-byte UDP datagrams per second that arrived at the receiving pod (offered: as fast as iperf3 sends). */
+  udp64Pps: Stat;
+  /** Idle round-trip time, pod to pod, milliseconds. */
+  rttP50Ms: Stat;
+  rttP99Ms: Stat;
+  /**
+   * CPU seconds (user + system) the tunnel's own processes used per GB (1e9 bytes) delivered in
+   * the 1-stream TCP test, both nodes together; null where no process carries the traffic (the
+   * kernel's data planes, whose work shows only in hostCpuSecPerGB).
+   */
+  tunnelCpuSecPerGB: Stat | null;
+  /** CPU seconds the whole machine spent (all CPUs, not idle) per GB in the same test: kernel, iperf3 and tunnel together. */
+  hostCpuSecPerGB: Stat;
+  /** Throughput as parallel TCP streams grow. */
+  scaling: ScalingPoint[];
+  /** Largest resident set of the tunnel processes seen while measuring, bytes; null for the kernel's data planes. */
+  maxRssBytes: number | null;
+}
+
+export interface BenchOptions {
+  tunnels: Tunnel[];
+  runs: number;
+  /** Seconds per throughput or packet-rate test. */
+  seconds: number;
+  /** Stream counts of the scaling curve (always includes 1 and 4). */
+  streams: number[];
+  /** Echo requests per RTT sample. */
+  pings: number;
+  quick: boolean;
+}
+
+export interface BenchResults {
+  /** ISO date-time the run started. */
+  date: string;
+  /** The command line as run, for the README and for repeating it. */
+  command: string;
+  machine: { cpus: number; cpuModel: string; kernel: string; node: string; iperf3: string };
+  options: BenchOptions;
+  results: TunnelResult[];
+  /** Wall time of the whole run, seconds. */
+  elapsedSec: number;
+}
