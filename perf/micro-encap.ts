@@ -4,11 +4,15 @@
 // once (Buffer.copy of the same bytes): the cost weft avoids by writing outer headers in place,
 // in the headroom in front of each packet, instead of assembling a new datagram.
 //
+// Timed with tinybench: per packet size, one Bench holds the copy and every backend's encap and
+// decap, warmed up and then run one after the other, so all figures of a size share a run.
+//
 //   node dist/perf/micro-encap.js [--sizes 64,512,1400] [--ms 500] [--out perf/results]
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { ENCAP_OK, type Backend } from '../src/datapath/backend';
 import { createBackend, leaseDataFor } from '../src/datapath/backends';
 import type { Peer } from '../src/datapath/peer';
@@ -16,14 +20,24 @@ import { parseNetConfig } from '../src/control/netconfig';
 import { PacketList } from '../src/io/packet-list';
 import { buildIpv4Packet } from '../src/packet/builder';
 import { parseCidr, parseIpv4 } from '../src/route/cidr';
+import { parseMs, parseSizes } from './micro-lpm';
 
+/** Packets per PacketList, as the daemon moves them. */
 const BATCH = 64;
+/**
+ * PacketLists per tinybench call. tinybench times every call on its own (two clock reads, ~60
+ * ns on this machine's Node 20), which next to 64 udp encaps of a few ns each would be a large
+ * part of the figure; over 16 lists (1,024 packets) it is a few percent at most. Every
+ * per-packet figure is the per-call figure divided by the packets per call.
+ */
+const REPEAT = 16;
+const PER_CALL = BATCH * REPEAT;
 const A_PUB = parseIpv4('192.168.77.11');
 const B_PUB = parseIpv4('192.168.77.12');
 const A_SUB = parseCidr('10.244.1.0/24');
 const B_SUB = parseCidr('10.244.2.0/24');
-const TYPES = ['udp', 'vxlan', 'ipip'] as const;
-type Encap = (typeof TYPES)[number];
+export const BACKENDS = ['udp', 'vxlan', 'ipip'] as const;
+export type EncapType = (typeof BACKENDS)[number];
 
 /**
  * Where, in what encap() queued, the datagram a receiving node's socket returns starts: the udp
@@ -31,10 +45,10 @@ type Encap = (typeof TYPES)[number];
  * carries outer IPv4 (20) + UDP (8) that a UDP receive socket strips, and a protocol-4 raw
  * socket returns ipip's outer IPv4 header along with the packet.
  */
-const RECV_SKIP: Record<Encap, number> = { udp: 0, vxlan: 28, ipip: 0 };
+const RECV_SKIP: Record<EncapType, number> = { udp: 0, vxlan: 28, ipip: 0 };
 
 /** Node `self`'s backend, knowing `other` as its one peer. */
-function setup(type: Encap, self: [number, typeof A_SUB], other: [number, typeof B_SUB]): { backend: Backend; peer: Peer } {
+function setup(type: EncapType, self: [number, typeof A_SUB], other: [number, typeof B_SUB]): { backend: Backend; peer: Peer } {
   const config = parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: type } });
   const s = createBackend(config, { publicIp: self[0], subnet: self[1] });
   const backend = s.backend!;
@@ -43,50 +57,85 @@ function setup(type: Encap, self: [number, typeof A_SUB], other: [number, typeof
   return { backend, peer };
 }
 
-function nsPer(packets: number, t0: bigint): number {
-  return Number(process.hrtime.bigint() - t0) / packets;
-}
-
-/** Repeats `batch` (which handles BATCH packets) for at least `ms`, returns ns per packet. */
-function time(batch: () => void, ms: number): number {
-  for (let i = 0; i < 2000; i++) batch(); // warm up: let the JIT settle on the hot path
-  let n = 0;
-  const t0 = process.hrtime.bigint();
-  const until = t0 + BigInt(ms) * 1_000_000n;
-  do {
-    for (let i = 0; i < 256; i++) batch();
-    n += 256 * BATCH;
-  } while (process.hrtime.bigint() < until);
-  return nsPer(n, t0);
+/** One task's figures, per packet. */
+export interface Timing {
+  /** Packets per tinybench call; every per-packet figure is a per-call figure divided by it. */
+  batch: number;
+  /** Calls tinybench timed. */
+  samples: number;
+  /** Mean nanoseconds per packet. */
+  nsPerOp: number;
+  /** Packets per second, from the mean call time. */
+  perSec: number;
+  /** tinybench's relative margin of error of the mean (95 %, Student's t), percent. */
+  rmePct: number;
+  /** 99th percentile of call time / batch, ns: of a batch's average packet, not of single packets. */
+  p99Ns: number;
 }
 
 export interface EncapResult {
-  backend: Encap | 'copy (reference)';
+  backend: EncapType | 'copy (reference)';
   size: number;
-  encapNs: number;
-  decapNs: number | null;
+  /** For the reference row: the copy. */
+  encap: Timing;
+  /** null for the reference row. */
+  decap: Timing | null;
 }
 
-export function measureEncap(sizes: number[], ms: number): EncapResult[] {
+export interface EncapOptions {
+  /** tinybench time budget per task, ms. */
+  ms?: number;
+  /** tinybench warm-up per task, ms; default min(ms, 100). */
+  warmupMs?: number;
+  /** Replaces the receiving node's backend; tests pass one with a broken decap to see the round-trip check fail. */
+  receiver?: (type: EncapType, backend: Backend) => Backend;
+}
+
+function timingOf(task: Task, batch: number): Timing {
+  const r = task.result;
+  if (!r || r.error !== undefined) throw new Error(`task ${task.name} has no result${r?.error ? `: ${String(r.error)}` : ''}`);
+  return { batch, samples: r.samples.length, nsPerOp: (r.mean * 1e6) / batch, perSec: r.hz * batch, rmePct: r.rme, p99Ns: (r.p99 * 1e6) / batch };
+}
+
+/**
+ * Decapsulates each received datagram and requires the inner packet back, byte for byte and
+ * with its length: the figures are only worth having for an encap/decap pair that round-trips.
+ */
+function checkRoundTrip(type: EncapType, size: number, inner: Buffer, rx: Buffer, rxSlot: number, rxLen: Int32Array, receiver: { backend: Backend; peer: Peer }, replies: PacketList): void {
+  for (let i = 0; i < BATCH; i++) {
+    const start = i * rxSlot;
+    const r = receiver.backend.decap(rx, start, rxLen[i], receiver.peer, replies);
+    if (r < 0) throw new Error(`${type} decap refused its own ${size}-byte packet: drop ${-r}`);
+    const len = start + rxLen[i] - r;
+    if (len !== inner.length || inner.compare(rx, r, r + len) !== 0) {
+      throw new Error(`${type} decap of its own encap does not give back the ${size}-byte packet (packet ${i}: inner at ${r - start}, ${len} bytes)`);
+    }
+  }
+}
+
+export async function measureEncap(sizes: number[], opts: EncapOptions = {}): Promise<EncapResult[]> {
+  const ms = opts.ms ?? 500;
   const out: EncapResult[] = [];
   for (const size of sizes) {
     const inner = buildIpv4Packet({ src: '10.244.1.2', dst: '10.244.2.2', payload: new Uint8Array(Math.max(0, size - 28)) });
+    const bench = new Bench({ time: ms, warmupTime: opts.warmupMs ?? Math.min(ms, 100), now: hrtimeNow, throws: true });
+    const checks: Array<() => void> = [];
+
     // Reference: one copy of each packet into another slab.
     const src = Buffer.alloc(BATCH * size);
     const dst = Buffer.alloc(BATCH * size);
     for (let i = 0; i < BATCH; i++) inner.copy(src, i * size);
-    out.push({
-      backend: 'copy (reference)',
-      size,
-      encapNs: time(() => {
+    bench.add('copy', () => {
+      for (let k = 0; k < REPEAT; k++) {
         for (let i = 0; i < BATCH; i++) src.copy(dst, i * size, i * size, i * size + size);
-      }, ms),
-      decapNs: null,
+      }
     });
-    for (const type of TYPES) {
+
+    for (const type of BACKENDS) {
       // Node A encapsulates for B; B decapsulates what A sent (vxlan checks its own VTEP MAC).
       const { backend, peer } = setup(type, [A_PUB, A_SUB], [B_PUB, B_SUB]);
       const receiver = setup(type, [B_PUB, B_SUB], [A_PUB, A_SUB]);
+      if (opts.receiver) receiver.backend = opts.receiver(type, receiver.backend);
       const slot = backend.headroom + size;
       const tx = new PacketList({ capacity: BATCH, slotSize: slot, headroom: backend.headroom });
       for (let i = 0; i < BATCH; i++) inner.copy(tx.buf, i * slot + backend.headroom);
@@ -97,9 +146,9 @@ export function measureEncap(sizes: number[], ms: number): EncapResult[] {
           if (r !== ENCAP_OK) throw new Error(`${type} encap refused a ${size}-byte packet: drop ${r}`);
         }
       };
-      const encapNs = time(encapBatch, ms);
       // What a receiver reads: the encapsulated datagrams, copied into a receive slab.
       encapBatch();
+      if (tx.count !== BATCH) throw new Error(`${type} encap queued ${tx.count} of ${BATCH} packets`);
       const rxSlot = slot + 64;
       const rx = Buffer.alloc(BATCH * rxSlot);
       const rxLen = new Int32Array(BATCH);
@@ -109,38 +158,93 @@ export function measureEncap(sizes: number[], ms: number): EncapResult[] {
         tx.buf.copy(rx, i * rxSlot, o, o + rxLen[i]);
       }
       const replies = new PacketList({ capacity: 4, slotSize: 128, headroom: 0 });
-      const decapNs = time(() => {
-        for (let i = 0; i < BATCH; i++) {
-          const r = receiver.backend.decap(rx, i * rxSlot, rxLen[i], receiver.peer, replies);
-          if (r < 0) throw new Error(`${type} decap refused its own ${size}-byte packet: drop ${-r}`);
+      const check = (): void => checkRoundTrip(type, size, inner, rx, rxSlot, rxLen, receiver, replies);
+      check();
+      // Checked again after timing: what decap was timed on must still round-trip.
+      checks.push(check);
+
+      bench.add(`${type} encap`, () => {
+        for (let k = 0; k < REPEAT; k++) encapBatch();
+      });
+      const rb = receiver.backend;
+      const rp = receiver.peer;
+      bench.add(`${type} decap`, () => {
+        for (let k = 0; k < REPEAT; k++) {
+          for (let i = 0; i < BATCH; i++) {
+            const r = rb.decap(rx, i * rxSlot, rxLen[i], rp, replies);
+            if (r < 0) throw new Error(`${type} decap refused its own ${size}-byte packet: drop ${-r}`);
+          }
         }
-      }, ms);
-      out.push({ backend: type, size, encapNs, decapNs });
+      });
     }
+
+    await bench.warmup();
+    await bench.run();
+    for (const check of checks) check();
+    const tasks = bench.tasks;
+    out.push({ backend: 'copy (reference)', size, encap: timingOf(tasks[0], PER_CALL), decap: null });
+    BACKENDS.forEach((type, j) => {
+      out.push({ backend: type, size, encap: timingOf(tasks[1 + 2 * j], PER_CALL), decap: timingOf(tasks[2 + 2 * j], PER_CALL) });
+    });
   }
   return out;
 }
 
+const fmtNs = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en') : x.toFixed(1));
+const withRme = (t: Timing): string => `${fmtNs(t.nsPerOp)} ±${t.rmePct.toFixed(1)}%`;
+
+export const ENCAP_COLUMNS = ['backend', 'packet bytes', 'encap ns/packet', 'encap p99 ns', 'decap ns/packet', 'decap p99 ns'];
+
 export function formatEncap(rs: EncapResult[]): string {
   return [
-    '| backend | packet bytes | encap ns/packet | decap ns/packet |',
-    '|---|---:|---:|---:|',
-    ...rs.map((r) => `| ${r.backend} | ${r.size} | ${r.encapNs.toFixed(1)} | ${r.decapNs === null ? '–' : r.decapNs.toFixed(1)} |`),
+    `| ${ENCAP_COLUMNS.join(' | ')} |`,
+    '|---|---:|---:|---:|---:|---:|',
+    ...rs.map(
+      (r) =>
+        `| ${r.backend} | ${r.size} | ${withRme(r.encap)} | ${fmtNs(r.encap.p99Ns)} | ${r.decap === null ? '–' : withRme(r.decap)} | ${r.decap === null ? '–' : fmtNs(r.decap.p99Ns)} |`,
+    ),
   ].join('\n');
 }
 
-async function main(): Promise<void> {
+export interface EncapArgs {
+  sizes: number[];
+  ms: number;
+  out: string;
+}
+
+export function parseEncapArgs(argv: string[]): EncapArgs {
   const { values } = parseArgs({
+    args: argv,
     options: { sizes: { type: 'string', default: '64,512,1400' }, ms: { type: 'string', default: '500' }, out: { type: 'string', default: 'perf/results' } },
   });
-  const sizes = values.sizes!.split(',').map(Number);
-  if (sizes.some((n) => !Number.isInteger(n) || n < 28 || n > 9000)) throw new Error(`--sizes: ${values.sizes} must be integers 28..9000`);
-  const rs = measureEncap(sizes, Number(values.ms));
-  const md = `Encap/decap, ${new Date().toISOString().slice(0, 10)}, \`node dist/perf/micro-encap.js --sizes ${values.sizes}\` (${os.cpus().length} CPUs, one thread, batches of ${BATCH})\n\n${formatEncap(rs)}`;
+  // 28: an IPv4 header and a UDP header, the smallest packet the builder makes; 9000: jumbo frames.
+  return { sizes: parseSizes(values.sizes!, 28, 9000), ms: parseMs(values.ms!), out: values.out! };
+}
+
+/** The command as typed, for the results' first line (arguments with shell metacharacters quoted). */
+function commandLine(): string {
+  const q = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  return ['node', path.relative(process.cwd(), process.argv[1]), ...process.argv.slice(2)].map(q).join(' ');
+}
+
+async function main(): Promise<void> {
+  const args = parseEncapArgs(process.argv.slice(2));
+  const rs = await measureEncap(args.sizes, { ms: args.ms });
+  const date = new Date().toISOString();
+  const cpus = os.cpus();
+  const command = commandLine();
+  const md = [
+    `Encap/decap, ${date.slice(0, 10)}, \`${command}\` (${cpus.length} CPUs, ${cpus[0]?.model.trim() ?? 'unknown CPU'}, Node ${process.version}, one thread, tinybench ${args.ms} ms per task)`,
+    '',
+    formatEncap(rs),
+    '',
+    `ns/packet from tinybench's mean call time; one call is ${REPEAT} batches of ${BATCH} packets, and every figure is per packet (per call divided by ${PER_CALL}). The copy row is one Buffer.copy of each packet. ± is the relative margin of error of the mean (95 %); p99 is the 99th percentile of call time divided by ${PER_CALL}.`,
+  ].join('\n');
   process.stdout.write(md + '\n');
-  await fs.mkdir(values.out!, { recursive: true });
-  await fs.writeFile(path.join(values.out!, 'micro-encap.md'), md + '\n');
-  await fs.writeFile(path.join(values.out!, 'micro-encap.json'), JSON.stringify(rs, null, 2) + '\n');
+  await fs.mkdir(args.out, { recursive: true });
+  await fs.writeFile(path.join(args.out, 'micro-encap.md'), md + '\n');
+  const json = { date, command, cpus: cpus.length, cpuModel: cpus[0]?.model.trim() ?? null, node: process.version, msPerTask: args.ms, packetsPerCall: PER_CALL, results: rs };
+  await fs.writeFile(path.join(args.out, 'micro-encap.json'), JSON.stringify(json, null, 2) + '\n');
 }
 
 if (require.main === module) {
