@@ -7,6 +7,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   status: () => import('./status'),
   trace: () => import('./trace'),
   replay: () => import('./replay'),
+  bench: () => import('./bench'),
 };
 
 export const USAGE = `usage: weft <command> [flags]
@@ -19,6 +20,7 @@ commands:
   status    what the daemon on this machine reports: lease, peers, counters
   trace     one packet through an offline node: every decision and the bytes out (no root needed)
   replay    a pcap through an offline node's real datapath, what it sends written to a pcap (no root needed)
+  bench     every data plane side by side on netns labs: throughput, packet rate, RTT, CPU, overhead; table + charts
 `;
 
 export async function main(argv: string[]): Promise<void> {

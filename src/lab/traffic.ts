@@ -140,6 +140,8 @@ export interface IperfResult {
   /** Receiver-side throughput in bits per second (what arrived). */
   bitsPerSecond: number;
   sentBitsPerSecond: number;
+  /** Bytes the receiver got (TCP); for UDP, what the client's summary reports. */
+  receivedBytes: number;
   /** TCP retransmissions (sender side), null for UDP. */
   retransmits: number | null;
   /** UDP loss percent, null for TCP. */
@@ -152,19 +154,20 @@ interface IperfJson {
   error?: string;
   end?: {
     sum_sent?: { bits_per_second?: number; retransmits?: number };
-    sum_received?: { bits_per_second?: number };
-    sum?: { bits_per_second?: number; lost_percent?: number };
+    sum_received?: { bits_per_second?: number; bytes?: number };
+    sum?: { bits_per_second?: number; bytes?: number; lost_percent?: number };
   };
 }
 
 /** Reads the summary of `iperf3 -J` client output. */
-export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | 'sentBitsPerSecond' | 'retransmits' | 'lostPercent'> & { error?: string } {
+export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | 'sentBitsPerSecond' | 'receivedBytes' | 'retransmits' | 'lostPercent'> & { error?: string } {
   const j = JSON.parse(json) as IperfJson;
   const end = j.end ?? {};
   if (end.sum_received) {
     return {
       bitsPerSecond: end.sum_received.bits_per_second ?? 0,
       sentBitsPerSecond: end.sum_sent?.bits_per_second ?? 0,
+      receivedBytes: end.sum_received.bytes ?? 0,
       retransmits: end.sum_sent?.retransmits ?? null,
       lostPercent: null,
       error: j.error,
@@ -174,6 +177,7 @@ export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | '
   return {
     bitsPerSecond: end.sum?.bits_per_second ?? 0,
     sentBitsPerSecond: end.sum?.bits_per_second ?? 0,
+    receivedBytes: end.sum?.bytes ?? 0,
     retransmits: null,
     lostPercent: end.sum?.lost_percent ?? null,
     error: j.error,
@@ -191,7 +195,7 @@ export async function iperf3Pair(lab: LabRef, client: string, server: string, op
   const port = opts.port ?? 5201;
   const dst = resolveAddress(prefix, server);
   const base = { client, server, dst, seconds, protocol: (opts.udpBitrate ? 'udp' : 'tcp') as 'tcp' | 'udp' };
-  const fail = (error: string): IperfResult => ({ ...base, bitsPerSecond: 0, sentBitsPerSecond: 0, retransmits: null, lostPercent: null, ok: false, error });
+  const fail = (error: string): IperfResult => ({ ...base, bitsPerSecond: 0, sentBitsPerSecond: 0, receivedBytes: 0, retransmits: null, lostPercent: null, ok: false, error });
 
   const serverNs = targetNs(prefix, server);
   const ac = new AbortController();

@@ -100,8 +100,8 @@ describe('lab output parsers', () => {
   });
 
   it('reads iperf3 -J summaries', () => {
-    const tcp = JSON.stringify({ end: { sum_sent: { bits_per_second: 2e9, retransmits: 4 }, sum_received: { bits_per_second: 1.9e9 } } });
-    expect(parseIperf3(tcp)).toMatchObject({ bitsPerSecond: 1.9e9, sentBitsPerSecond: 2e9, retransmits: 4 });
+    const tcp = JSON.stringify({ end: { sum_sent: { bits_per_second: 2e9, retransmits: 4 }, sum_received: { bits_per_second: 1.9e9, bytes: 237_500_000 } } });
+    expect(parseIperf3(tcp)).toMatchObject({ bitsPerSecond: 1.9e9, sentBitsPerSecond: 2e9, receivedBytes: 237_500_000, retransmits: 4 });
     expect(parseIperf3(JSON.stringify({ error: 'unable to connect to server' })).error).toBe('unable to connect to server');
   });
 

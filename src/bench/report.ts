@@ -1,0 +1,72 @@
+// The bench's Markdown: the table people paste into a slide or an issue, stating how it was
+// measured above it (date, command, machine, runs) so the figures are never separated from
+// their conditions.
+import type { BenchResults, Stat, TunnelResult } from './types';
+
+/** "median (min–max)" with the given formatter; just the median when there was one sample. */
+export function fmtStat(s: Stat, f: (x: number) => string): string {
+  if (s.samples.length < 2) return f(s.median);
+  return `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+}
+
+const gbit = (x: number): string => (x / 1e9).toFixed(2);
+const kpps = (x: number): string => (x / 1e3).toFixed(0);
+const usec = (x: number): string => (x * 1000).toFixed(0);
+const secPerGb = (x: number): string => x.toFixed(2);
+
+export function header(r: BenchResults): string {
+  const o = r.options;
+  const m = r.machine;
+  return [
+    `weft bench, ${r.date.slice(0, 10)}: \`${r.command}\``,
+    '',
+    `${m.cpus} CPUs (${m.cpuModel}), Linux ${m.kernel}, Node ${m.node}, ${m.iperf3}. Pod to pod across a 2-node netns lab, a fresh lab per data plane; ` +
+      `${o.runs} run${o.runs > 1 ? 's' : ''} of ${o.seconds} s per test${o.runs > 1 ? ', median (min–max)' : ''}; RTT from ${o.pings} idle pings; ` +
+      'CPU: seconds per GB delivered in the 1-stream test (tunnel: its processes; host: all CPUs busy).',
+  ].join('\n');
+}
+
+export function mainTable(rs: readonly TunnelResult[]): string {
+  const rows = rs.map((t) =>
+    [
+      t.tunnel,
+      fmtStat(t.tcp1Bps, gbit),
+      fmtStat(t.tcp4Bps, gbit),
+      fmtStat(t.udp64Pps, kpps),
+      `${usec(t.rttP50Ms.median)} / ${usec(t.rttP99Ms.median)}`,
+      t.tunnelCpuSecPerGB ? fmtStat(t.tunnelCpuSecPerGB, secPerGb) : '– (kernel)',
+      fmtStat(t.hostCpuSecPerGB, secPerGb),
+      String(t.headerBytes),
+      String(t.mtu),
+    ].join(' | '),
+  );
+  return [
+    '| data plane | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 64 B UDP delivered kpps | RTT p50 / p99 µs | tunnel CPU s/GB | host CPU s/GB | header bytes | MTU |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|',
+    ...rows.map((r) => `| ${r} |`),
+  ].join('\n');
+}
+
+export function scalingTable(rs: readonly TunnelResult[]): string {
+  const streams = [...new Set(rs.flatMap((t) => t.scaling.map((p) => p.streams)))].sort((a, b) => a - b);
+  if (streams.length === 0) return '';
+  const rows = rs.map((t) => {
+    const cells = streams.map((n) => {
+      const p = t.scaling.find((x) => x.streams === n);
+      return p ? fmtStat(p.bps, gbit) : '–';
+    });
+    return `| ${t.tunnel} | ${cells.join(' | ')} |`;
+  });
+  return [
+    `| TCP Gbit/s by parallel streams | ${streams.map((n) => `${n}`).join(' | ')} |`,
+    `|---|${streams.map(() => '--:').join('|')}|`,
+    ...rows,
+  ].join('\n');
+}
+
+export function formatMarkdown(r: BenchResults): string {
+  const parts = [header(r), '', mainTable(r.results)];
+  const sc = scalingTable(r.results);
+  if (sc) parts.push('', sc);
+  return parts.join('\n') + '\n';
+}

@@ -1,0 +1,167 @@
+// How `weft bench` turns a fresh 2-node lab into each data plane it compares. Every tunnel gets
+// a lab of its own, formed with the weft backend it needs, and then (for the kernel's data
+// planes and the reference) the weft daemons are replaced by what flanneld or OpenVPN would
+// have set up, so each row measures exactly one data plane with nothing of another in the path.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDaemon, type LabState } from '../lab';
+import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
+import { isAlive, sleep, terminate } from '../lab/proc';
+import type { BackendType } from '../datapath/backend';
+import type { Tunnel, TunnelKind } from './types';
+
+export interface TunnelSpec {
+  kind: TunnelKind;
+  /** The weft backend the lab is formed with. */
+  labBackend: BackendType;
+  description: string;
+}
+
+export const SPECS: Record<Tunnel, TunnelSpec> = {
+  'kernel-host-gw': {
+    kind: 'kernel',
+    labBackend: 'host-gw',
+    description: 'routes `SUBNET via PEER dev eth0` set by hand as flannel host-gw sets them; no weft process, no encapsulation',
+  },
+  'kernel-vxlan': {
+    kind: 'kernel',
+    labBackend: 'vxlan',
+    description: "the kernel's VXLAN device set up as flanneld sets up flannel.1 (VNI 1, port 8472, permanent neighbor/FDB entries)",
+  },
+  'weft-host-gw': { kind: 'weft', labBackend: 'host-gw', description: 'weft daemons installing host-gw routes; the kernel forwards' },
+  'weft-udp': { kind: 'weft', labBackend: 'udp', description: "weft's userspace datapath, flannel's UDP encapsulation on port 8285" },
+  'weft-vxlan': { kind: 'weft', labBackend: 'vxlan', description: "weft's userspace datapath, VXLAN (RFC 7348) on port 8472" },
+  'weft-ipip': { kind: 'weft', labBackend: 'ipip', description: "weft's userspace datapath, IP-in-IP (RFC 2003, IP protocol 4)" },
+  openvpn: {
+    kind: 'reference',
+    labBackend: 'udp',
+    description: 'OpenVPN 2.6 point-to-point over UDP, --cipher none --auth none, userspace (no DCO): the reference userspace TUN tunnel',
+  },
+};
+
+/** What a tunnel looks like once set up: the processes that carry its packets and the device the route to the peer pod must use. */
+export interface ActiveTunnel {
+  /** Processes moving the packets (CPU time and RSS are theirs); empty for the kernel's data planes. */
+  pids: number[];
+  /** The device `ip route get <peer pod>` must name on n1: proof the traffic takes this data plane. */
+  device: string;
+  /** Stops what setUp started beyond the lab (the lab itself is torn down by the caller). */
+  stop(): Promise<void>;
+}
+
+const OVPN_DEV = 'ovpn0';
+const OVPN_PORT = 1194;
+/** OpenVPN's tun MTU: the underlay's 1500 less IPv4 + UDP, as weft's udp backend gives its pods. */
+const OVPN_MTU = 1472;
+
+function subnetOf(st: LabState, node: string): string {
+  const n = st.nodes.find((x) => x.name === node);
+  const env = n && readSubnetEnv(n.subnetFile);
+  if (!env) throw new Error(`no subnet.env for ${node}`);
+  return networkOf(env.subnet);
+}
+
+async function must(prefix: string, target: string, argv: string[]): Promise<void> {
+  const r = await labExec(prefix, target, argv, { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`${target}: ${argv.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
+}
+
+/** Turns the freshly formed lab `prefix` into `tunnel`'s data plane. */
+export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunnel> {
+  const st = mustReadState(prefix);
+  const daemons = st.nodes.map((n) => n.pid);
+  const none = async (): Promise<void> => undefined;
+  switch (tunnel) {
+    case 'weft-udp':
+    case 'weft-vxlan':
+    case 'weft-ipip':
+      return { pids: daemons, device: 'weft0', stop: none };
+    case 'weft-host-gw':
+      return { pids: daemons, device: st.nodes[0].iface, stop: none };
+    case 'kernel-host-gw': {
+      // Note the subnets first: a stopped daemon keeps its lease and subnet.env (as flanneld
+      // does), and SIGTERM takes its routes with it, which these then replace.
+      const routes = st.nodes.map((n) => ({ node: n, peers: st.nodes.filter((p) => p !== n).map((p) => ({ subnet: subnetOf(st, p.name), via: p.publicIp })) }));
+      for (const n of st.nodes) await stopDaemon(prefix, n.name, 'SIGTERM');
+      for (const r of routes) {
+        for (const p of r.peers) await must(prefix, r.node.name, ['ip', 'route', 'replace', p.subnet, 'via', p.via, 'dev', r.node.iface]);
+      }
+      return { pids: [], device: st.nodes[0].iface, stop: none };
+    }
+    case 'kernel-vxlan':
+      // Both nodes become flannel.1 as flanneld sets it up, kernel to kernel, so the kernel's own
+      // checksum offload stays on. n1 is programmed again once n2's lease carries its new MAC.
+      await kernelVxlanNode(prefix, 'n1', { wireChecksums: false });
+      await kernelVxlanNode(prefix, 'n2', { wireChecksums: false });
+      await kernelVxlanNode(prefix, 'n1', { wireChecksums: false });
+      return { pids: [], device: KERNEL_VXLAN_DEVICE, stop: none };
+    case 'openvpn':
+      return startOpenVpn(st);
+  }
+}
+
+async function startOpenVpn(st: LabState): Promise<ActiveTunnel> {
+  const prefix = st.prefix;
+  const [a, b] = st.nodes;
+  const remote = { n1: subnetOf(st, 'n2'), n2: subnetOf(st, 'n1') } as Record<string, string>;
+  // No weft in the path: the udp lab's daemons go (their TUN and routes with them); the pods
+  // keep the addresses and the 1472-byte MTU the udp lease gave them, which is OpenVPN's too.
+  for (const n of st.nodes) await stopDaemon(prefix, n.name, 'SIGTERM');
+  const ends = [
+    { node: a, peer: b, local: '10.98.0.1', remote: '10.98.0.2' },
+    { node: b, peer: a, local: '10.98.0.2', remote: '10.98.0.1' },
+  ];
+  const pidFile = (name: string) => path.join(st.dir, `openvpn-${name}.pid`);
+  const pids: number[] = [];
+  const stop = async (): Promise<void> => {
+    await terminate(pids.filter((p) => isAlive(p)), 3_000);
+  };
+  try {
+    for (const e of ends) {
+      // --disable-dco keeps OpenVPN in userspace (2.6 would otherwise hand the data channel to
+      // the ovpn-dco kernel module where it exists), which is the point of the reference.
+      await must(prefix, e.node.name, [
+        'openvpn', '--dev', OVPN_DEV, '--dev-type', 'tun', '--proto', 'udp',
+        '--local', e.node.publicIp, '--lport', String(OVPN_PORT), '--remote', e.peer.publicIp, '--rport', String(OVPN_PORT),
+        '--ifconfig', e.local, e.remote, '--cipher', 'none', '--auth', 'none', '--tun-mtu', String(OVPN_MTU), '--disable-dco',
+        '--verb', '3', '--log', path.join(st.dir, 'logs', `openvpn-${e.node.name}.log`), '--writepid', pidFile(e.node.name), '--daemon',
+      ]);
+      pids.push(Number(await fs.readFile(pidFile(e.node.name), 'utf8')));
+    }
+    for (let i = 0; ; i++) {
+      const p = await labExec(prefix, 'n1', ['ping', '-n', '-c', '1', '-W', '1', '10.98.0.2'], { timeoutMs: 5_000 });
+      if (p.code === 0) break;
+      if (i === 50) throw new Error(`openvpn tunnel did not come up (logs: ${st.dir}/logs/openvpn-n1.log)`);
+      await sleep(200);
+    }
+    for (const n of ['n1', 'n2']) {
+      await must(prefix, n, ['ip', 'route', 'replace', remote[n], 'dev', OVPN_DEV]);
+      // Replies from the peer's pods arrive on ovpn0 from addresses the node routes there: fine
+      // for strict rp_filter too, but the lab's defaults are not ours to rely on.
+      await must(prefix, n, ['sysctl', '-qw', `net.ipv4.conf.${OVPN_DEV}.rp_filter=0`]);
+    }
+    return { pids, device: OVPN_DEV, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/**
+ * Checks, before a tunnel is measured, that the path between the pods is the one named:
+ * `ip route get` on n1 for the peer pod gives the tunnel's device, and every tunnel process is alive.
+ */
+export async function checkPath(prefix: string, t: ActiveTunnel, dst: string): Promise<void> {
+  const r = await labExec(prefix, 'n1', ['ip', '-j', 'route', 'get', dst], { timeoutMs: 5_000 });
+  const dev = r.code === 0 ? (JSON.parse(r.stdout) as { dev?: string }[])[0]?.dev : undefined;
+  if (dev !== t.device) throw new Error(`n1 routes ${dst} via ${dev ?? `nothing (${r.stderr.trim()})`}, not ${t.device}`);
+  const dead = t.pids.filter((p) => !isAlive(p));
+  if (dead.length) throw new Error(`tunnel process${dead.length > 1 ? 'es' : ''} ${dead.join(', ')} exited`);
+}
+
+/** After a weft tunnel was measured: the packets really went through weft's datapath (its counters moved). */
+export async function checkWeftCarried(prefix: string, tunnel: Tunnel, minPackets: number): Promise<void> {
+  if (SPECS[tunnel].kind !== 'weft' || tunnel === 'weft-host-gw') return;
+  const c = ((await daemonStatus(prefix, 'n1')) as { counters: { txPackets: number } }).counters;
+  if (c.txPackets < minPackets) throw new Error(`${tunnel}: only ${c.txPackets} packets went through weft on n1`);
+}
