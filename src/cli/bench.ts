@@ -136,6 +136,15 @@ export async function run(argv: string[]): Promise<number> {
       { ...options, prefix, command },
       { step: (l) => progress.step(l), advance: (w) => progress.advance(w), note: (m) => progress.note(m), signal: ac.signal },
     );
+  } catch (e) {
+    // Interrupted: the lab is gone (runBench tears it down on the way out), and what failed
+    // because its namespace vanished under it is not worth reporting. 130 = 128 + SIGINT.
+    if (ac.signal.aborted) {
+      progress.finish('weft bench: interrupted; lab removed, nothing written');
+      return 130;
+    }
+    progress.finish('weft bench: failed; lab removed');
+    throw e;
   } finally {
     process.off('SIGINT', onSig);
     process.off('SIGTERM', onSig);
