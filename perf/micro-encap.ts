@@ -8,10 +8,8 @@
 // decap, warmed up and then run one after the other, so all figures of a size share a run.
 //
 //   node dist/perf/micro-encap.js [--sizes 64,512,1400] [--ms 500] [--out perf/results]
-import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { ENCAP_OK, type Backend } from '../src/datapath/backend';
 import { createBackend, leaseDataFor } from '../src/datapath/backends';
@@ -221,30 +219,18 @@ export function parseEncapArgs(argv: string[]): EncapArgs {
   return { sizes: parseSizes(values.sizes!, 28, 9000), ms: parseMs(values.ms!), out: values.out! };
 }
 
-/** The command as typed, for the results' first line (arguments with shell metacharacters quoted). */
-function commandLine(): string {
-  const q = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  return ['node', path.relative(process.cwd(), process.argv[1]), ...process.argv.slice(2)].map(q).join(' ');
-}
-
 async function main(): Promise<void> {
   const args = parseEncapArgs(process.argv.slice(2));
   const rs = await measureEncap(args.sizes, { ms: args.ms });
-  const date = new Date().toISOString();
-  const cpus = os.cpus();
-  const command = commandLine();
-  const md = [
-    `Encap/decap, ${date.slice(0, 10)}, \`${command}\` (${cpus.length} CPUs, ${cpus[0]?.model.trim() ?? 'unknown CPU'}, Node ${process.version}, one thread, tinybench ${args.ms} ms per task)`,
-    '',
-    formatEncap(rs),
-    '',
-    `ns/packet from tinybench's mean call time; one call is ${REPEAT} batches of ${BATCH} packets, and every figure is per packet (per call divided by ${PER_CALL}). The copy row is one Buffer.copy of each packet. ± is the relative margin of error of the mean (95 %); p99 is the 99th percentile of call time divided by ${PER_CALL}.`,
-  ].join('\n');
-  process.stdout.write(md + '\n');
-  await fs.mkdir(args.out, { recursive: true });
-  await fs.writeFile(path.join(args.out, 'micro-encap.md'), md + '\n');
-  const json = { date, command, cpus: cpus.length, cpuModel: cpus[0]?.model.trim() ?? null, node: process.version, msPerTask: args.ms, packetsPerCall: PER_CALL, results: rs };
-  await fs.writeFile(path.join(args.out, 'micro-encap.json'), JSON.stringify(json, null, 2) + '\n');
+  await writeMicroReport({
+    name: 'micro-encap',
+    title: 'Encap/decap',
+    msPerTask: args.ms,
+    table: formatEncap(rs),
+    legend: `ns/packet from tinybench's mean call time; one call is ${REPEAT} batches of ${BATCH} packets, and every figure is per packet (per call divided by ${PER_CALL}). The copy row is one Buffer.copy of each packet. ± is the relative margin of error of the mean (95 %); p99 is the 99th percentile of call time divided by ${PER_CALL}.`,
+    out: args.out,
+    json: { packetsPerCall: PER_CALL, results: rs },
+  });
 }
 
 if (require.main === module) {

@@ -8,10 +8,8 @@
 // one after the other, so each LpmTable figure has its linear-scan figure from the same run.
 //
 //   node dist/perf/micro-lpm.js [--sizes 10,1000,100000] [--ms 1000] [--out perf/results]
-import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { LpmTable } from '../src/route/lpm';
 import { maskOf } from '../src/route/cidr';
@@ -240,30 +238,18 @@ export function parseLpmArgs(argv: string[]): LpmArgs {
   return { sizes: parseSizes(values.sizes!, 1, 1_000_000), ms: parseMs(values.ms!), out: values.out! };
 }
 
-/** The command as typed, for the results' first line (arguments with shell metacharacters quoted). */
-function commandLine(): string {
-  const q = (a: string): string => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
-  return ['node', path.relative(process.cwd(), process.argv[1]), ...process.argv.slice(2)].map(q).join(' ');
-}
-
 async function main(): Promise<void> {
   const args = parseLpmArgs(process.argv.slice(2));
   const rs = await measureLpm(args.sizes, { ms: args.ms });
-  const date = new Date().toISOString();
-  const cpus = os.cpus();
-  const command = commandLine();
-  const md = [
-    `Route lookups, ${date.slice(0, 10)}, \`${command}\` (${cpus.length} CPUs, ${cpus[0]?.model.trim() ?? 'unknown CPU'}, Node ${process.version}, one thread, tinybench ${args.ms} ms per task)`,
-    '',
-    formatLpm(rs),
-    '',
-    `Lookups/s from tinybench's mean call time. One call is a batch of ${LPM_BATCH.toLocaleString('en')} LpmTable lookups, or of linear scans: ${args.sizes.map((n) => `${linearBatch(n).toLocaleString('en')} at ${n.toLocaleString('en')} prefixes`).join(', ')}; every figure is per lookup (per call divided by the batch). ± is the relative margin of error of the mean (95 %); p99 is the 99th percentile of call time divided by the batch.`,
-  ].join('\n');
-  process.stdout.write(md + '\n');
-  await fs.mkdir(args.out, { recursive: true });
-  await fs.writeFile(path.join(args.out, 'micro-lpm.md'), md + '\n');
-  const json = { date, command, cpus: cpus.length, cpuModel: cpus[0]?.model.trim() ?? null, node: process.version, msPerTask: args.ms, results: rs };
-  await fs.writeFile(path.join(args.out, 'micro-lpm.json'), JSON.stringify(json, null, 2) + '\n');
+  await writeMicroReport({
+    name: 'micro-lpm',
+    title: 'Route lookups',
+    msPerTask: args.ms,
+    table: formatLpm(rs),
+    legend: `Lookups/s from tinybench's mean call time. One call is a batch of ${LPM_BATCH.toLocaleString('en')} LpmTable lookups, or of linear scans: ${args.sizes.map((n) => `${linearBatch(n).toLocaleString('en')} at ${n.toLocaleString('en')} prefixes`).join(', ')}; every figure is per lookup (per call divided by the batch). ± is the relative margin of error of the mean (95 %); p99 is the 99th percentile of call time divided by the batch.`,
+    out: args.out,
+    json: { results: rs },
+  });
 }
 
 if (require.main === module) {
