@@ -117,7 +117,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const { options, out, prefix } = parsed;
-  if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces, TUN devices and veth pairs (run it with sudo)');
+  if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces, TUN devices and veth pairs (run it as root)');
   await checkTools(options.tunnels);
   await fs.mkdir(out, { recursive: true });
 
