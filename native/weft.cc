@@ -374,6 +374,20 @@ bool SetBuf(int fd, int force_opt, int opt, int bytes) {
   return setsockopt(fd, SOL_SOCKET, opt, &bytes, sizeof bytes) == 0;
 }
 
+// Both socket buffer sizes of a freshly opened socket (0 keeps the kernel default). On failure
+// the socket is closed, so the caller never leaks a descriptor it cannot return, and a JS
+// exception names the call.
+bool SetBuffersOrClose(Napi::Env env, int fd, int64_t rcvbuf, int64_t sndbuf) {
+  if ((rcvbuf > 0 && !SetBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, static_cast<int>(rcvbuf))) ||
+      (sndbuf > 0 && !SetBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, static_cast<int>(sndbuf)))) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "setsockopt", "setsockopt SO_RCVBUF/SO_SNDBUF", err);
+    return false;
+  }
+  return true;
+}
+
 // udpOpen(bindAddr, port, rcvbuf, sndbuf) -> fd
 Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -389,14 +403,7 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "socket", "socket AF_INET SOCK_DGRAM", errno);
     return env.Undefined();
   }
-  // 0 keeps the kernel default.
-  if ((rcvbuf > 0 && !SetBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, static_cast<int>(rcvbuf))) ||
-      (sndbuf > 0 && !SetBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, static_cast<int>(sndbuf)))) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, "setsockopt", "setsockopt SO_RCVBUF/SO_SNDBUF", err);
-    return env.Undefined();
-  }
+  if (!SetBuffersOrClose(env, fd, rcvbuf, sndbuf)) return env.Undefined();
   sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -456,13 +463,7 @@ Napi::Value RawOpen(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
   }
-  if ((rcvbuf > 0 && !SetBuf(fd, SO_RCVBUFFORCE, SO_RCVBUF, static_cast<int>(rcvbuf))) ||
-      (sndbuf > 0 && !SetBuf(fd, SO_SNDBUFFORCE, SO_SNDBUF, static_cast<int>(sndbuf)))) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, "setsockopt", "setsockopt SO_RCVBUF/SO_SNDBUF", err);
-    return env.Undefined();
-  }
+  if (!SetBuffersOrClose(env, fd, rcvbuf, sndbuf)) return env.Undefined();
   // For a raw socket bind() sets only the local address (there is no port): raw_v4_match then
   // delivers only datagrams addressed to it, and it becomes the source of packets the kernel
   // builds headers for. Unbound, the socket sees the protocol's datagrams to every local address.
