@@ -12,7 +12,6 @@
 import { parseNetConfig, type NetworkConfig } from '../control/netconfig';
 import type { Lease } from '../control/registry';
 import { PeerSet } from '../daemon/peers';
-import type { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
 import { PacketList } from '../io/packet-list';
 import {
@@ -37,7 +36,7 @@ import { UDP_HEADER, udpChecksum, udpDstPort, udpLength, udpSrcPort, writeUdpHea
 import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
 import type { Backend, BackendType } from './backend';
 import { createBackend, leaseDataFor, type BackendSetup } from './backends';
-import { Datapath } from './datapath';
+import { Datapath, type PacketDevice } from './datapath';
 import type { Peer } from './peer';
 import { Pipeline } from './pipeline';
 import { DatapathStats, DROP_NAMES } from './stats';
@@ -176,7 +175,7 @@ export interface StepOutcome {
  * readPackets does (one packet per slot at slot + headroom, lens -1 if it does not fit) and
  * `write` keeps copies of what the datapath writes into the device.
  */
-class MemoryTun {
+class MemoryTun implements PacketDevice {
   readonly queue: Uint8Array[] = [];
   readonly written: Buffer[] = [];
   ready: ((err?: Error) => void) | null = null;
@@ -366,7 +365,9 @@ export class OfflineNode {
     this.config = parseNetConfig({ Network: formatCidr(topo.network), Backend: backendJson });
 
     // As Daemon.start: backend for our lease, MTU from the underlay, PeerSet fed by the leases.
-    const setup = createBackend(this.config, { publicIp: this.localIp, subnet: this.localSubnet });
+    // ipip's outer Identification starts at 1, like vxlan's, not at random as in the daemon: the
+    // same input must give the same bytes (the README's walks depend on it).
+    const setup = createBackend(this.config, { publicIp: this.localIp, subnet: this.localSubnet }, { ipipFirstId: 1 });
     this.setup = setup;
     this.backend = setup.backend;
     this.tunnelMtu = this.underlayMtu - (this.backend?.mtuOverhead ?? 0);
@@ -384,7 +385,6 @@ export class OfflineNode {
       for (const p of removed) backend?.onPeerRemoved(p);
     });
     this.peers.applySnapshot(topo.peers.map(lease));
-    this.reproducibleIds();
 
     this.sock = new MemoryTransport(type === 'udp' ? 'udp' : 'raw', this.localIp, setup.port, this.underlayMtu);
     if (backend) {
@@ -399,8 +399,7 @@ export class OfflineNode {
         batchSize: 64,
         tunnelMtu: this.tunnelMtu,
       });
-      // Datapath only reads, writes and waits on the TUN device; MemoryTun does those three.
-      this.datapath = new Datapath(this.tun as unknown as TunDevice, this.sock, this.pipeline);
+      this.datapath = new Datapath(this.tun, this.sock, this.pipeline);
       this.datapath.start((e) => {
         throw e;
       });
@@ -408,18 +407,6 @@ export class OfflineNode {
       this.pipeline = null;
       this.datapath = null;
     }
-  }
-
-  /**
-   * The daemon's ipip backend starts its outer Identification counter at random (so a restart
-   * does not reuse IDs); offline it starts at 1, like vxlan's, so the same input always gives
-   * the same bytes — the README's walks depend on it.
-   */
-  private reproducibleIds(): void {
-    if (this.type !== 'ipip') return;
-    const b = this.backend as unknown as { nextId?: unknown };
-    if (typeof b.nextId !== 'number') throw new Error('IpipBackend has no nextId counter any more: update OfflineNode.reproducibleIds');
-    b.nextId = 1;
   }
 
   /** Our own peer entry and the others, as the route table holds them. */

@@ -59,6 +59,16 @@ describe('IpipBackend', () => {
     expect(b.headroom).toBe(20);
     expect(b.leaseData()).toEqual({});
   });
+
+  it('numbers outer Identifications from the first ID it was given, wrapping at 16 bits; refuses a non-16-bit one', () => {
+    const b = new IpipBackend(IP_A, 0xfffe);
+    const to = peer(SUBNET_B, IP_B, false);
+    const inner = buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', ttl: 64, id: 7, payload: Buffer.from('x') });
+    const ids = [0, 1, 2].map(() => encapOne(b, inner, to).outer.readUInt16BE(4));
+    expect(ids).toEqual([0xfffe, 0xffff, 0]);
+    expect(() => new IpipBackend(IP_A, 0x10000)).toThrow(/16-bit/);
+    expect(() => new IpipBackend(IP_A, -1)).toThrow(/16-bit/);
+  });
 });
 
 describe('IpipBackend.encap (RFC 2003 §3.1)', () => {

@@ -27,6 +27,14 @@ export interface NodeIdentity {
   subnet: Cidr;
 }
 
+export interface BackendOptions {
+  /**
+   * ipip's first outer Identification. Unset, it starts at random (a restarted daemon does not
+   * reuse its previous life's IDs); weft trace/replay fix it so the same input gives the same bytes.
+   */
+  ipipFirstId?: number;
+}
+
 export function backendType(config: NetworkConfig): BackendType {
   const t = config.backend.type;
   if (t === 'udp' || t === 'vxlan' || t === 'ipip' || t === 'host-gw') return t;
@@ -54,7 +62,7 @@ function noTransport(type: string): () => Transport {
 }
 
 /** Build the backend net-conf.json's Backend.Type names, for a node that holds `node.subnet`. */
-export function createBackend(config: NetworkConfig, node: NodeIdentity): BackendSetup {
+export function createBackend(config: NetworkConfig, node: NodeIdentity, opts: BackendOptions = {}): BackendSetup {
   const type = backendType(config);
   switch (type) {
     case 'udp': {
@@ -75,7 +83,7 @@ export function createBackend(config: NetworkConfig, node: NodeIdentity): Backen
     case 'ipip':
       return {
         type,
-        backend: new IpipBackend(node.publicIp),
+        backend: new IpipBackend(node.publicIp, opts.ipipFirstId),
         port: 0,
         directRouting: config.backend.directRouting === true,
         openTransport: () => openIpipTransport(node.publicIp),

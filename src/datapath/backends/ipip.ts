@@ -51,9 +51,12 @@ export class IpipBackend implements Backend {
    */
   private nextId: number;
 
-  constructor(localPublicIp: number) {
+  constructor(localPublicIp: number, firstId?: number) {
     this.localPublicIp = localPublicIp >>> 0;
-    this.nextId = Math.floor(Math.random() * 0x10000);
+    if (firstId !== undefined && !(Number.isInteger(firstId) && firstId >= 0 && firstId <= 0xffff)) {
+      throw new RangeError(`ipip first Identification ${firstId} is not a 16-bit value`);
+    }
+    this.nextId = firstId ?? Math.floor(Math.random() * 0x10000);
   }
 
   leaseData(): Record<string, unknown> {
