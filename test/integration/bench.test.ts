@@ -15,9 +15,9 @@ import { pidsWithCmdline } from '../../src/lab/proc';
 import { labDir } from '../../src/lab/state';
 import type { BenchResults } from '../../src/bench/types';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 const WEFT = path.join(__dirname, '..', '..', 'bin', 'weft.js');
-const uniquePrefix = (tag: string): string => `weft-t-${tag}-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
 
 interface Run {
   code: number | null;

@@ -24,6 +24,7 @@ import {
 import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
 import { ensureBuilt } from '../support/build';
 import { until } from '../support/until';
+import { uniquePrefix } from '../support/prefix';
 
 
 interface Status {
@@ -54,7 +55,7 @@ function tunAddress(state: LabState, node: string): string {
 const escape = (s: string) => s.replace(/\./g, '\\.');
 
 describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => {
-  const prefix = `weft-t-dp-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  const prefix = uniquePrefix('dp');
   let state: LabState;
   const pod = (node: string) => state.pods.find((p) => p.node === node)!;
 

@@ -20,6 +20,7 @@ import {
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 // The tunnel for the peers behind the router: flannel's vxlan and ipip backends both take DirectRouting.
 const BACKENDS = ['vxlan', 'ipip'] as const;
@@ -31,7 +32,7 @@ interface DaemonStatus {
 }
 
 describe.skipIf(process.getuid?.() !== 0).each(BACKENDS)('DirectRouting (%s) on the routed underlay', (BACKEND) => {
-  const prefix = `weft-t-dr${BACKEND[0]}-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  const prefix = uniquePrefix(`dr${BACKEND[0]}`);
   let state: LabState;
   let status: LabStatus;
   const node = (name: string): LabStatus['nodes'][number] => status.nodes.find((n) => n.name === name)!;

@@ -24,6 +24,7 @@ import {
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 interface HostRoutesStatus {
   routes: { subnet: string; via: string; dev: string }[];
@@ -37,7 +38,6 @@ interface RouteJson {
   dev: string;
 }
 
-const uniquePrefix = (tag: string): string => `weft-t-${tag}-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
 
 async function kernelRoutes(prefix: string, node: string): Promise<RouteJson[]> {
   const r = await labExec(prefix, node, ['ip', '-j', 'route', 'show', 'table', 'main']);

@@ -18,6 +18,7 @@ import {
   pingFailures,
 } from '../../src/lab';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 interface Counters {
   txPackets: number;
@@ -26,7 +27,7 @@ interface Counters {
 }
 
 describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => {
-  const prefix = `weft-t-ipip-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  const prefix = uniquePrefix('ipip');
   let state: LabState;
   const pod = (node: string) => state.pods.find((p) => p.node === node)!;
   const counters = async (node: string) => ((await daemonStatus(prefix, node)) as { counters: Counters }).counters;

@@ -23,6 +23,7 @@ import {
 import { listNs } from '../../src/lab/netns';
 import { run } from '../../src/lab/proc';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 const ROOT = join(__dirname, '..', '..');
 const WEFT = join(ROOT, 'bin', 'weft.js');
@@ -34,7 +35,7 @@ function weft(args: string[], timeoutMs = 60_000): { code: number; stdout: strin
 }
 
 describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)', () => {
-  const prefix = `weft-t-lab-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  const prefix = uniquePrefix('lab');
   let state: LabState;
 
   beforeAll(async () => {
@@ -118,7 +119,7 @@ describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp)'
 // nodes sit on two subnets behind a router, since it only needs the peers' public IPs to be
 // routable. (host-gw does care: test/integration/hostgw-lab.test.ts.)
 describe.skipIf(process.getuid?.() !== 0)('netns lab with the real daemon (udp), routed topology', () => {
-  const prefix = `weft-t-labrt-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  const prefix = uniquePrefix('labrt');
   let state: LabState;
 
   beforeAll(async () => {

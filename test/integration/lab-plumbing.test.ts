@@ -30,6 +30,7 @@ import {
 import { listNs } from '../../src/lab/netns';
 import { probe } from '../../src/lab/probe';
 import { formatStatus, underlaySide } from '../../src/lab';
+import { uniquePrefix } from '../support/prefix';
 
 // Speaks the lab's contract: control listens on --listen; a daemon gets a /24 from control, writes
 // subnet.env, routes peers' /24s via their public IPs, answers /readyz once its own side is done
@@ -134,7 +135,7 @@ describe('lab output parsers', () => {
 });
 
 describe.skipIf(process.getuid?.() !== 0)('lab plumbing (stand-in control/daemon)', () => {
-  const prefix = `weft-t-labp-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  const prefix = uniquePrefix('labp');
   let tmp: string;
   let weftJs: string;
   let state: LabState;
@@ -219,7 +220,7 @@ describe.skipIf(process.getuid?.() !== 0)('lab failure paths (stand-in)', () => 
   let weftJs: string;
   const prefixes: string[] = [];
   const fresh = (): string => {
-    const p = `weft-t-labf-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+    const p = uniquePrefix('labf');
     prefixes.push(p);
     return p;
   };
@@ -266,7 +267,7 @@ describe.skipIf(process.getuid?.() !== 0)('lab failure paths (stand-in)', () => 
 // joined only by the router namespace. The stand-in routes host-gw style, so it also shows the
 // L2 limit host-gw has: pods on one subnet reach each other, pods across the router do not.
 describe.skipIf(process.getuid?.() !== 0)('lab plumbing, routed topology (stand-in)', () => {
-  const prefix = `weft-t-labr-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}-`;
+  const prefix = uniquePrefix('labr');
   let tmp: string;
   let weftJs: string;
   let state: LabState;

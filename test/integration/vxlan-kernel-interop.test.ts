@@ -16,6 +16,7 @@ import { vtepMacFor } from '../../src/datapath/backends/vxlan';
 import { formatMac } from '../../src/packet/ethernet';
 import { parseIpv4 } from '../../src/route/cidr';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 interface Status {
   lease: { subnet: string; publicIp: string; backendType: string; backendData: { VNI?: number; VtepMAC?: string } };
@@ -25,7 +26,7 @@ interface Status {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.1)', () => {
-  const prefix = `weft-t-vxk-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  const prefix = uniquePrefix('vxk');
   let state: LabState;
   const pod = (node: string) => state.pods.find((p) => p.node === node)!;
   const status = async (node: string) => (await daemonStatus(prefix, node)) as Status;

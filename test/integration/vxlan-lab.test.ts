@@ -20,6 +20,7 @@ import { vtepMacFor, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/da
 import { formatMac } from '../../src/packet/ethernet';
 import { parseIpv4 } from '../../src/route/cidr';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 interface Status {
   lease: { subnet: string; publicIp: string; backendType: string; backendData: { VNI?: number; VtepMAC?: string } };
@@ -27,7 +28,7 @@ interface Status {
 }
 
 describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () => {
-  const prefix = `weft-t-vxl-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  const prefix = uniquePrefix('vxl');
   let state: LabState;
   const status = async (node: string) => (await daemonStatus(prefix, node)) as Status;
   const podIp = (name: string) => state.pods.find((p) => p.name === name)!.ip;

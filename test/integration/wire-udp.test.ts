@@ -4,9 +4,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labExec, labUp, pingPair, type LabState } from '../../src/lab';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', () => {
-  const prefix = `weft-t-wu-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
+  const prefix = uniquePrefix('wu');
   let state: LabState;
 
   beforeAll(async () => {
