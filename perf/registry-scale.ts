@@ -14,7 +14,7 @@
 //    includes this process draining N messages: it is an upper bound on what each node sees.
 //  - the server process's RSS with N watches open.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { promises as fs, mkdtempSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -24,6 +24,7 @@ import { EtcdRegistry, ensureNetworkConfig } from '../src/control/etcd';
 import type { Lease, Registry, WatchHandle } from '../src/control/registry';
 import { etcdArgv, waitEtcdReady } from '../src/lab/etcd';
 import { freeLoopbackPort as freePort } from '../src/lab/ports';
+import { rssBytes } from '../src/lab/proc';
 
 const REGISTRIES = ['embedded', 'etcd'] as const;
 type Kind = (typeof REGISTRIES)[number];
@@ -55,10 +56,7 @@ function median(xs: number[]): number {
 }
 
 
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
+const rssMiB = (pid: number): number => rssBytes(pid) / 2 ** 20;
 
 interface Server {
   pid: number;

@@ -3,7 +3,8 @@
 // kernel keeps in /proc. Nothing here knows which data plane carries the packets.
 import { readFileSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { iperf3Pair, labExec } from '../lab';
+import { iperf3Pair, labExec, targetNs } from '../lab';
+import { waitTcpListening } from '../lab/traffic';
 import { run, sleep } from '../lab/proc';
 import { networkLayer, PcapReader } from '../packet/pcap';
 import { quantile } from './stats';
@@ -65,15 +66,6 @@ export function hostTicks(): { busy: number; total: number } {
   return parseHostTicks(readFileSync('/proc/stat', 'utf8'));
 }
 
-export function rssOf(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
 /** Round-trip times of `count` echo requests 10 ms apart from `from` to `dst`, milliseconds p50 and p99. */
 export async function rtt(prefix: string, from: string, dst: string, count: number): Promise<{ p50: number; p99: number }> {
   const v = await labExec(prefix, from, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', dst], { timeoutMs: count * 100 + 10_000 });
@@ -120,8 +112,7 @@ export async function tcp(prefix: string, from: string, to: string, seconds: num
 export async function udp64(prefix: string, from: string, to: string, dst: string, seconds: number, port = 5202): Promise<number> {
   const server = labExec(prefix, to, ['iperf3', '-s', '-1', '-p', String(port), '-J'], { timeoutMs: (seconds + 30) * 1000 });
   try {
-    // iperf3 listens on TCP for its control connection even for a UDP test.
-    await waitListening(prefix, to, port);
+    if (!(await waitTcpListening(targetNs(prefix, to), port))) throw new Error(`iperf3 server in ${to} not listening on ${port} after 5 s`);
     const c = await labExec(prefix, from, ['iperf3', '-c', dst, '-p', String(port), '-u', '-b', '0', '-l', '64', '-t', String(seconds), '-J'], {
       timeoutMs: (seconds + 20) * 1000,
     });
@@ -137,24 +128,6 @@ export async function udp64(prefix: string, from: string, to: string, dst: strin
   } finally {
     await server.catch(() => undefined);
   }
-}
-
-async function waitListening(prefix: string, target: string, port: number): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const ss = await labExec(prefix, target, ['ss', '-Hltn', 'sport', '=', `:${port}`], { timeoutMs: 5_000 });
-    if (ss.stdout.trim()) return;
-    if (Date.now() > deadline) throw new Error(`iperf3 server in ${target} not listening on ${port} after 5 s`);
-    await sleep(50);
-  }
-}
-
-/** An interface's MAC address in a lab namespace. */
-export async function macOf(prefix: string, target: string, iface: string): Promise<string> {
-  const r = await labExec(prefix, target, ['ip', '-j', 'link', 'show', 'dev', iface], { timeoutMs: 5_000 });
-  const mac = r.code === 0 ? (JSON.parse(r.stdout) as { address?: string }[])[0]?.address : undefined;
-  if (!mac) throw new Error(`${target}: no MAC for ${iface} (${r.stderr.trim()})`);
-  return mac;
 }
 
 /** The ICMP echo payload the overhead capture sends: its IPv4 packet is 20 + 8 + this. */

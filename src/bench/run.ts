@@ -4,9 +4,10 @@
 // flood, queues and the daemon's heap are still settling), then TCP by stream count, then the
 // small-packet flood last because it leaves the most behind.
 import * as os from 'node:os';
-import { labDown, labExec, labUp, mustReadState } from '../lab';
-import { run as runCmd } from '../lab/proc';
-import { headerOverhead, macOf, pathMtu, rssOf, rtt, tcp, udp64, type TcpSample } from './measure';
+import { labDown, labUp, mustReadState } from '../lab';
+import { rssBytes, run as runCmd } from '../lab/proc';
+import { linkInfo } from '../lab/netns';
+import { headerOverhead, pathMtu, rtt, tcp, udp64, type TcpSample } from './measure';
 import { checkPath, checkWeftCarried, setUp, SPECS, type ActiveTunnel } from './tunnels';
 import { stat } from './stats';
 import type { BenchOptions, BenchResults, Tunnel, TunnelResult } from './types';
@@ -92,8 +93,8 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     await checkPath(prefix, active, dst);
 
     step('header bytes and path MTU');
-    const headerBytes = await headerOverhead(prefix, { from, dst, captureNode: 'n2', iface: st.nodes[1].iface, srcMac: await macOf(prefix, 'n1', st.nodes[0].iface), dir: st.dir });
-    const podMtu = await podIfaceMtu(prefix, from);
+    const headerBytes = await headerOverhead(prefix, { from, dst, captureNode: 'n2', iface: st.nodes[1].iface, srcMac: (await linkInfo(st.nodes[0].ns, st.nodes[0].iface)).address, dir: st.dir });
+    const podMtu = (await linkInfo(st.pods.find((p) => p.name === from)!.ns, 'eth0')).mtu;
     const mtu = await pathMtu(prefix, from, dst, podMtu);
     hooks.advance?.(w.probe);
 
@@ -103,7 +104,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     const udp: number[] = [];
     let maxRss = 0;
     const sampleRss = () => {
-      for (const pid of active!.pids) maxRss = Math.max(maxRss, rssOf(pid));
+      for (const pid of active!.pids) maxRss = Math.max(maxRss, rssBytes(pid));
     };
     for (let r = 1; r <= o.runs; r++) {
       const runLabel = o.runs > 1 ? `run ${r}/${o.runs}, ` : '';
@@ -158,11 +159,4 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     await labDown(prefix);
     hooks.advance?.(w.teardown);
   }
-}
-
-async function podIfaceMtu(prefix: string, pod: string): Promise<number> {
-  const r = await labExec(prefix, pod, ['ip', '-j', 'link', 'show', 'dev', 'eth0'], { timeoutMs: 5_000 });
-  const mtu = r.code === 0 ? (JSON.parse(r.stdout) as { mtu?: number }[])[0]?.mtu : undefined;
-  if (!mtu) throw new Error(`${pod}: cannot read eth0's MTU (${r.stderr.trim()})`);
-  return mtu;
 }

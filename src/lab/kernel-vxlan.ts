@@ -20,6 +20,7 @@ import { writeSubnetEnv } from '../daemon/subnet-env';
 import { formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
 import { readSubnetEnv } from './cni';
 import { networkOf } from './addr';
+import { linkInfo } from './netns';
 import { mustNsRun, nsRun } from './proc';
 import { startDaemon, stopDaemon } from './procs';
 import { findNode, mustReadState, prefixOf, type LabNode, type LabRef, type LabState } from './state';
@@ -263,13 +264,6 @@ async function vxlanInfo(ns: string, dev: string): Promise<{ id: number; port: n
   const d = l?.linkinfo?.info_kind === 'vxlan' ? l.linkinfo.info_data : undefined;
   if (!d) return { id: -1, port: -1, local: '', learning: true }; // not a VXLAN device: replace it
   return { id: d.id ?? -1, port: d.port ?? -1, local: d.local ?? '', learning: d.learning ?? true };
-}
-
-async function linkInfo(ns: string, dev: string): Promise<{ mtu: number; address: string }> {
-  const r = await mustNsRun(ns, ['ip', '-j', 'link', 'show', 'dev', dev], { timeoutMs: 10_000 });
-  const [l] = JSON.parse(r.stdout) as { mtu: number; address: string }[];
-  if (!l) throw new Error(`no link ${dev} in ${ns}`);
-  return { mtu: l.mtu, address: String(l.address).toLowerCase() };
 }
 
 // Runs inside the node namespace, because the control plane listens on the lab's underlay and

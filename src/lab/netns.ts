@@ -2,7 +2,7 @@
 // the root namespace, so the lab has no path to the machine's uplink and no name can collide
 // with a host interface or another lab.
 import { existsSync } from 'node:fs';
-import { mustRun, run } from './proc';
+import { mustNsRun, mustRun, run } from './proc';
 
 export const nsExists = (ns: string): boolean => existsSync(`/run/netns/${ns}`);
 
@@ -75,3 +75,11 @@ export const POD_SYSCTLS: Record<string, number> = {
   'net.ipv6.conf.all.disable_ipv6': 1,
   'net.ipv6.conf.default.disable_ipv6': 1,
 };
+
+/** A link's MTU and (lower-case) MAC address in namespace `ns`, as `ip -j link show` reports them. */
+export async function linkInfo(ns: string, dev: string): Promise<{ mtu: number; address: string }> {
+  const r = await mustNsRun(ns, ['ip', '-j', 'link', 'show', 'dev', dev], { timeoutMs: 10_000 });
+  const [l] = JSON.parse(r.stdout) as { mtu: number; address: string }[];
+  if (!l) throw new Error(`no link ${dev} in ${ns}`);
+  return { mtu: l.mtu, address: String(l.address).toLowerCase() };
+}

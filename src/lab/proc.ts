@@ -203,3 +203,13 @@ export function tail(file: string, lines = 30): string {
     return '';
   }
 }
+
+/** Resident set size of a process in bytes (VmRSS in /proc/PID/status); 0 when it is gone. */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}

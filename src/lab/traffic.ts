@@ -185,6 +185,20 @@ export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | '
 }
 
 /**
+ * Waits until something in namespace `ns` listens on TCP `port` (an iperf3 server listens there
+ * for its control connection, UDP tests included); false after `timeoutMs`.
+ */
+export async function waitTcpListening(ns: string, port: number, timeoutMs = 5_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ss = await run('ip', ['netns', 'exec', ns, 'ss', '-Hltn', 'sport', '=', `:${port}`], { timeoutMs: 5_000 });
+    if (ss.stdout.trim()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(50);
+  }
+}
+
+/**
  * One iperf3 run from `client` to `server` (targets such as "n1/p1", "n2/p1"). The server runs
  * with -1 (one test, then exit) and is killed if the client never reaches it; both ends are
  * bounded by timeouts.
@@ -202,13 +216,7 @@ export async function iperf3Pair(lab: LabRef, client: string, server: string, op
   const serverRun = labExec(prefix, server, ['iperf3', '-s', '-1', '-p', String(port)], { timeoutMs: (seconds + 30) * 1000, signal: ac.signal });
   try {
     // Wait for the listening socket rather than for the server's banner, which stdio buffering can delay.
-    const deadline = Date.now() + 5_000;
-    for (;;) {
-      const ss = await run('ip', ['netns', 'exec', serverNs, 'ss', '-Hltn', 'sport', '=', `:${port}`], { timeoutMs: 5_000 });
-      if (ss.stdout.trim()) break;
-      if (Date.now() > deadline) return fail(`iperf3 server in ${server} not listening on ${port} after 5 s`);
-      await sleep(50);
-    }
+    if (!(await waitTcpListening(serverNs, port))) return fail(`iperf3 server in ${server} not listening on ${port} after 5 s`);
     const argv = [
       'iperf3', '-c', dst, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '3000',
       ...(opts.streams ? ['-P', String(opts.streams)] : []),
