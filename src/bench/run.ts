@@ -31,7 +31,6 @@ export function plannedSeconds(o: BenchOptions): number {
 export interface BenchHooks {
   step?(label: string): void;
   advance?(weight: number): void;
-  note?(msg: string): void;
   signal?: AbortSignal;
 }
 

@@ -134,7 +134,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     results = await runBench(
       { ...options, prefix, command },
-      { step: (l) => progress.step(l), advance: (w) => progress.advance(w), note: (m) => progress.note(m), signal: ac.signal },
+      { step: (l) => progress.step(l), advance: (w) => progress.advance(w), signal: ac.signal },
     );
   } catch (e) {
     // Interrupted: the lab is gone (runBench tears it down on the way out), and what failed
