@@ -17,7 +17,7 @@ import type { Peer } from '../src/datapath/peer';
 import { parseNetConfig } from '../src/control/netconfig';
 import { PacketList } from '../src/io/packet-list';
 import { buildIpv4Packet } from '../src/packet/builder';
-import { parseCidr, parseIpv4 } from '../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../src/route/address';
 import { parseMs, parseSizes } from './micro-lpm';
 
 /** Packets per PacketList, as the daemon moves them. */

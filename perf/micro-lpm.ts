@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { LpmTable } from '../src/route/lpm';
-import { maskOf } from '../src/route/cidr';
+import { maskOf } from '../src/route/address';
 import { seededRandom as rng } from '../src/util/seeded-random';
 
 /**

@@ -13,7 +13,7 @@ import { UdpBackend } from '../src/datapath/backends/udp';
 import { DatapathStats } from '../src/datapath/stats';
 import type { Peer } from '../src/datapath/peer';
 import { RouteTable } from '../src/route/route-table';
-import { parseCidr, parseIpv4 } from '../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../src/route/address';
 import { buildIpv4Packet } from '../src/packet/builder';
 
 const { values } = parseArgs({ options: { packets: { type: 'string', default: '10000000' }, size: { type: 'string', default: '1400' } } });

@@ -24,7 +24,7 @@ import { EtcdRegistry, ensureNetworkConfig } from '../src/control/etcd';
 import type { Lease, Registry, WatchHandle } from '../src/control/registry';
 import { etcdArgv, waitEtcdReady } from '../src/lab/etcd';
 import { freeLoopbackPort as freePort } from '../src/lab/ports';
-import { rssBytes } from '../src/lab/proc';
+import { rssBytes } from '../src/lab/process';
 
 const REGISTRIES = ['embedded', 'etcd'] as const;
 type Kind = (typeof REGISTRIES)[number];

@@ -5,7 +5,7 @@ import { readFileSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { iperf3Pair, labExec, targetNs } from '../lab';
 import { waitTcpListening } from '../lab/traffic';
-import { run, sleep } from '../lab/proc';
+import { run, sleep } from '../lab/process';
 import { networkLayer, PcapReader } from '../packet/pcap';
 import { quantile } from './stats';
 

@@ -5,7 +5,7 @@
 // small-packet flood last because it leaves the most behind.
 import * as os from 'node:os';
 import { labDown, labUp, mustReadState } from '../lab';
-import { rssBytes, run as runCmd } from '../lab/proc';
+import { rssBytes, run as runCmd } from '../lab/process';
 import { linkInfo } from '../lab/netns';
 import { headerOverhead, pathMtu, rtt, tcp, udp64, type TcpSample } from './measure';
 import { checkPath, checkWeftCarried, setUp, SPECS, type ActiveTunnel } from './tunnels';

@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { checkPrefix } from '../lab/state';
-import { run as runCmd } from '../lab/proc';
+import { run as runCmd } from '../lab/process';
 import { Progress } from '../bench/progress';
 import { formatMarkdown } from '../bench/report';
 import { plannedSeconds, runBench } from '../bench/run';

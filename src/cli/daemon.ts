@@ -5,7 +5,7 @@ import { EtcdRegistry } from '../control/etcd';
 import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon } from '../daemon/daemon';
-import { parseIpv4 } from '../route/cidr';
+import { parseIpv4 } from '../route/address';
 import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
 
 const HELP = `usage: weft daemon (--control ADDR:PORT | --etcd-endpoints URLS) --public-ip IP [flags]

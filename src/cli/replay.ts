@@ -19,8 +19,8 @@ import { parseArgs } from 'node:util';
 import { kernelForward, type OfflineNode, type StepOutcome } from '../datapath/offline';
 import { Drop, DROP_NAMES } from '../datapath/stats';
 import { LINKTYPE_NAMES, LINKTYPE_RAW, networkLayer, PcapReader, PcapWriter } from '../packet/pcap';
-import { formatCidr, formatIpv4 } from '../route/cidr';
-import { icmpName, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './offline';
+import { formatCidr, formatIpv4 } from '../route/address';
+import { icmpName, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './decode';
 
 const HELP = `usage: weft replay IN.pcap --backend udp|vxlan|ipip|host-gw [--out OUT.pcap]
                    [--direction egress|ingress] [--replies R.pcap] [-v] [topology flags]

@@ -36,7 +36,7 @@ import {
   validateIpv4,
 } from '../packet/ipv4';
 import { LINKTYPE_NAMES, networkLayer, PcapReader } from '../packet/pcap';
-import { cidrContains, formatCidr, formatIpv4, parseIpv4 } from '../route/cidr';
+import { cidrContains, formatCidr, formatIpv4, parseIpv4 } from '../route/address';
 import {
   decodeIpv4,
   intFlag,
@@ -48,7 +48,7 @@ import {
   TOPOLOGY_OPTIONS,
   type Layer,
   type Span,
-} from './offline';
+} from './decode';
 
 const HELP = `usage: weft trace [--src IP] [--dst IP] [--backend udp|vxlan|ipip|host-gw] [--size N]
                   [--proto icmp|udp|tcp] [--ttl N] [--df] [--markdown] [topology flags]

@@ -7,8 +7,8 @@ import { OfflineNode, resolveTopology } from '../datapath/offline';
 import { DROP_NAMES } from '../datapath/stats';
 import { buildIpv4Packet } from '../packet/builder';
 import { writeIcmpEcho } from '../packet/icmp';
-import { formatCidr, formatIpv4, maskOf, parseIpv4 } from '../route/cidr';
-import { decodeIpv4, layerLines, nameLayers } from './offline';
+import { formatCidr, formatIpv4, maskOf, parseIpv4 } from '../route/address';
+import { decodeIpv4, layerLines, nameLayers } from './decode';
 
 const HELP = `usage: weft wire [--backend udp|vxlan|ipip] [--src IP] [--dst IP] [--local IP] [--peer IP] [--size N]
 

@@ -12,7 +12,7 @@
 //  3. Otherwise a free subnet between SubnetMin and SubnetMax, chosen at random: random rather
 //     than lowest-free so that a node that lost its lease and comes back with stale routes is
 //     unlikely to collide with whoever was handed the subnet next.
-import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import { BACKEND_TYPES, type NetworkConfig } from './netconfig';
 import { RegistryError, type AcquireRequest, type Lease } from './registry';
 

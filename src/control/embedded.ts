@@ -25,7 +25,7 @@ import {
   type WatchHandle,
 } from './registry';
 import { LeaseStore, type StoreState } from './store';
-import { formatCidr, parseCidr } from '../route/cidr';
+import { formatCidr, parseCidr } from '../route/address';
 
 export const DEFAULT_LEASE_TTL_MS = 24 * 60 * 60 * 1000; // flanneld's subnet lease TTL
 export const DEFAULT_EVENT_LOG_SIZE = 10_000;

@@ -53,7 +53,7 @@ import {
   type WatchBatch,
   type WatchHandle,
 } from './registry';
-import { cidrContainsCidr, formatCidr, parseCidr } from '../route/cidr';
+import { cidrContainsCidr, formatCidr, parseCidr } from '../route/address';
 
 export { DEFAULT_ETCD_PREFIX } from './etcd-codec';
 

@@ -3,7 +3,7 @@
 // accepts means the same thing here; where flanneld silently fixes a value up (host bits in
 // Network) weft refuses with a message instead, because a silently different network is worse
 // than a startup error.
-import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4 } from '../route/cidr';
+import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4 } from '../route/address';
 
 export const BACKEND_TYPES = ['udp', 'vxlan', 'ipip', 'host-gw'] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
@@ -101,7 +101,7 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
   try {
     network = parseCidr(netStr);
   } catch (e) {
-    // cidr.ts says 'invalid CIDR "<value>": <why>'; keep only the why, the value is named here.
+    // route/address.ts says 'invalid CIDR "<value>": <why>'; keep only the why, the value is named here.
     const why = (e as Error).message.replace(/^invalid CIDR "[^"]*": /, '');
     return fail(`Network ${show(netStr)} is not a valid IPv4 CIDR: ${why}`);
   }

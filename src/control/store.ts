@@ -10,7 +10,7 @@
 // A SIGKILL alone never loses written page cache; the fsyncs are for power loss and kernel panics.
 import { promises as fsp, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import type { Lease } from './registry';
 
 export const STATE_FILE = 'leases.json';

@@ -12,7 +12,7 @@ import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
-import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
+import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { startHealthServer } from './health';
 import { HostRoutes } from './host-routes';
 import { PeerSet } from './peers';

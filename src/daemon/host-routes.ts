@@ -10,7 +10,7 @@
 // to use instead, and the daemon can count and report the peers it cannot reach.
 import { ip as runIp } from '../io/iproute';
 import type { Peer } from '../datapath/peer';
-import { cidrContains, formatCidr, formatIpv4, maskOf, parseIpv4, type Cidr } from '../route/cidr';
+import { cidrContains, formatCidr, formatIpv4, maskOf, parseIpv4, type Cidr } from '../route/address';
 
 export interface HostRoutesOptions {
   /** The underlay interface (flanneld's --iface), e.g. eth0. */

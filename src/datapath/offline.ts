@@ -33,7 +33,7 @@ import {
   writeIpv4Header,
 } from '../packet/ipv4';
 import { UDP_HEADER, udpChecksum, udpDstPort, udpLength, udpSrcPort, writeUdpHeader } from '../packet/udp';
-import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/cidr';
+import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import type { Backend, BackendType } from './backend';
 import { createBackend, leaseDataFor, type BackendSetup } from './backends';
 import { Datapath, type PacketDevice } from './datapath';

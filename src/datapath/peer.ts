@@ -1,4 +1,4 @@
-import type { Cidr } from '../route/cidr';
+import type { Cidr } from '../route/address';
 
 /**
  * Another node as the datapath sees it: where its pods live (its lease's subnet) and where

@@ -1,5 +1,5 @@
 import { PacketList } from '../io/packet-list';
-import { cidrContains, type Cidr } from '../route/cidr';
+import { cidrContains, type Cidr } from '../route/address';
 import type { RouteTable } from '../route/route-table';
 import {
   decrementTtl,

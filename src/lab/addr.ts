@@ -1,7 +1,7 @@
 // The lab's address layout at the level of the strings it is configured with and prints, on
-// src/route/cidr.ts. A prefix may be written as an address inside it ("10.244.7.1/24", as
+// src/route/address.ts. A prefix may be written as an address inside it ("10.244.7.1/24", as
 // subnet.env gives a node's lease): the lab masks it rather than refusing it as parseCidr would.
-import { cidrContains, cidrContainsCidr, cidrLast, formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseIpv4, type Cidr } from '../route/cidr';
+import { cidrContains, cidrContainsCidr, cidrLast, formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseIpv4, type Cidr } from '../route/address';
 
 function network(s: string): Cidr {
   const c = parseAddrPrefix(s);

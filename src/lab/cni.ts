@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseSubnetEnv, type SubnetEnv } from '../daemon/subnet-env';
 import { networkOf } from './addr';
-import { run } from './proc';
+import { run } from './process';
 import { CNI_BIN_DIR } from './state';
 
 /** The node's subnet.env, or null while the daemon has not written it (or it is unreadable). */

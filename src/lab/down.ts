@@ -4,8 +4,8 @@
 import { rmdirSync, rmSync } from 'node:fs';
 import { cniDel } from './cni';
 import { deleteNs, listNs, nsExists, nsPids } from './netns';
-import { cmdline, pidsWithCmdline, terminate } from './proc';
-import { isLabPid } from './procs';
+import { cmdline, pidsWithCmdline, terminate } from './process';
+import { isLabPid } from './lifecycle';
 import { LAB_ROOT, labDir, labNsPattern, prefixOf, readState, type LabRef, type LabState } from './state';
 
 export interface LabDownOptions {

@@ -28,7 +28,7 @@ export {
   waitDaemonReady,
   waitDaemonPeers,
   waitControlReady,
-} from './procs';
+} from './lifecycle';
 export {
   readState,
   mustReadState,

@@ -17,12 +17,12 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { writeSubnetEnv } from '../daemon/subnet-env';
-import { formatIpv4, parseCidr, parseIpv4 } from '../route/cidr';
+import { formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import { readSubnetEnv } from './cni';
 import { networkOf } from './addr';
 import { linkInfo } from './netns';
-import { mustNsRun, nsRun } from './proc';
-import { startDaemon, stopDaemon } from './procs';
+import { mustNsRun, nsRun } from './process';
+import { startDaemon, stopDaemon } from './lifecycle';
 import { findNode, mustReadState, prefixOf, type LabNode, type LabRef, type LabState } from './state';
 
 /** flanneld's device name for VNI 1 ("flannel.<VNI>"). */

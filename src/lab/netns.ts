@@ -2,7 +2,7 @@
 // the root namespace, so the lab has no path to the machine's uplink and no name can collide
 // with a host interface or another lab.
 import { existsSync } from 'node:fs';
-import { mustNsRun, mustRun, run } from './proc';
+import { mustNsRun, mustRun, run } from './process';
 
 export const nsExists = (ns: string): boolean => existsSync(`/run/netns/${ns}`);
 

@@ -1,7 +1,7 @@
 // Health probes from inside a namespace. A daemon's healthz port is reachable only inside its
 // node namespace, and Node cannot enter a namespace itself, so one short-lived `node -e` runs
 // there (via ip netns exec) and does the polling internally: one spawn per wait, not per try.
-import { run } from './proc';
+import { run } from './process';
 
 export interface HttpProbe {
   url: string;

@@ -3,7 +3,7 @@ import { networkOf } from './addr';
 import { readSubnetEnv } from './cni';
 import { listNs, nsExists } from './netns';
 import { healthUrls, probe, type HttpProbe } from './probe';
-import { isLabPid } from './procs';
+import { isLabPid } from './lifecycle';
 import { DEFAULT_PREFIX, findNode, labDir, labNsPattern, mustReadState, prefixOf, readState, type LabRef, type Topology } from './state';
 
 export interface NodeStatus {

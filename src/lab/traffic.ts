@@ -1,6 +1,6 @@
 // Running commands and test traffic inside lab namespaces: exec, ping between pods, iperf3.
 import { nsExists } from './netns';
-import { run, sleep, type RunOptions } from './proc';
+import { run, sleep, type RunOptions } from './process';
 import { addressOf, mustReadState, prefixOf, targetNs, type LabRef } from './state';
 
 export interface ExecResult {

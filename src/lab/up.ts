@@ -2,7 +2,7 @@
 // attached through the CNI bridge plugin. Any failure tears down what was made.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/cidr';
+import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/address';
 import { hostAt, networkOf, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
@@ -10,9 +10,9 @@ import { ETCD_BIN } from './etcd';
 import { DEFAULT_ETCD_PREFIX } from '../control/etcd';
 
 const ETCD_CONFIG_KEY = `${DEFAULT_ETCD_PREFIX}/config`;
-import { nsRun, sleep } from './proc';
+import { nsRun, sleep } from './process';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
-import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './procs';
+import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './lifecycle';
 import {
   BACKENDS,
   CNI_BIN_DIR,

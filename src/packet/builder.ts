@@ -1,6 +1,6 @@
 // Builds whole, valid IPv4 packets for tests, trace and the lab. Allocates; not for the datapath.
 
-import { parseIpv4 } from '../route/cidr';
+import { parseIpv4 } from '../route/address';
 import { IPPROTO_UDP, IPV4_MIN_HEADER, writeIpv4Header } from './ipv4';
 import { UDP_HEADER, udpChecksum, writeUdpHeader } from './udp';
 

@@ -31,7 +31,7 @@
 // node) all share the same next-shorter covering prefix within the node, found with at most
 // `stride` exact-Map probes; those slots get that prefix, or -1 so the upper levels show through.
 
-import { maskOf } from './cidr';
+import { maskOf } from './address';
 
 const LEVELS = 6;
 const STRIDE = new Int32Array([8, 8, 4, 4, 4, 4]);

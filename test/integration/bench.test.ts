@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labDown, labNsPattern } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
-import { pidsWithCmdline } from '../../src/lab/proc';
+import { pidsWithCmdline } from '../../src/lab/process';
 import { labDir } from '../../src/lab/state';
 import type { BenchResults } from '../../src/bench/types';
 import { ensureBuilt } from '../support/build';

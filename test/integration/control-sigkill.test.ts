@@ -10,7 +10,7 @@ import * as readline from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcRegistry } from '../../src/control/client';
 import type { Lease } from '../../src/control/registry';
-import { formatIpv4 } from '../../src/route/cidr';
+import { formatIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -21,7 +21,7 @@ import {
   stopDaemon,
   type LabState,
 } from '../../src/lab';
-import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { formatCidr, maskOf, parseCidr, parseIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
 import { until } from '../support/until';
 import { uniquePrefix } from '../support/prefix';

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ETCD_PREFIX, EtcdRegistry, ensureNetworkConfig, type EtcdRegistryOptions } from '../../src/control/etcd';
 import type { RegistryLogger } from '../../src/control/embedded';
 import { isRegistryError, type Lease, type Registry, type WatchBatch } from '../../src/control/registry';
-import { mustRun, sleep } from '../../src/lab/proc';
+import { mustRun, sleep } from '../../src/lab/process';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { rejection } from '../support/registry';
 

@@ -21,7 +21,7 @@ import {
   pingFailures,
 } from '../../src/lab';
 import { listNs } from '../../src/lab/netns';
-import { run } from '../../src/lab/proc';
+import { run } from '../../src/lab/process';
 import { ensureBuilt } from '../support/build';
 import { uniquePrefix } from '../support/prefix';
 

@@ -20,7 +20,7 @@ import {
   type LabState,
   type RegistryKind,
 } from '../../src/lab';
-import { nsRun } from '../../src/lab/proc';
+import { nsRun } from '../../src/lab/process';
 import { ensureBuilt } from '../support/build';
 import { until } from '../support/until';
 

@@ -14,7 +14,7 @@ import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, type LabSt
 import { kernelFdb, kernelNeighbors, kernelVxlanNode, restoreWeftNode, KERNEL_VXLAN_DEVICE } from '../../src/lab/kernel-vxlan';
 import { vtepMacFor } from '../../src/datapath/backends/vxlan';
 import { formatMac } from '../../src/packet/ethernet';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
 import { uniquePrefix } from '../support/prefix';
 

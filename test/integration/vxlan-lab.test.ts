@@ -18,7 +18,7 @@ import {
 } from '../../src/lab';
 import { vtepMacFor, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/datapath/backends/vxlan';
 import { formatMac } from '../../src/packet/ethernet';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
 import { uniquePrefix } from '../support/prefix';
 

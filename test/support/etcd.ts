@@ -7,7 +7,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { etcdArgv, initialCluster, waitEtcdReady, type EtcdReadyOptions } from '../../src/lab/etcd';
-import { mustRun } from '../../src/lab/proc';
+import { mustRun } from '../../src/lab/process';
 import { freeLoopbackPorts as freePorts } from '../../src/lab/ports';
 
 export interface EtcdTestCerts {

@@ -5,7 +5,7 @@
 import { describe, expect, it, afterEach } from 'vitest';
 import type { Lease, LeaseEvent, Registry, WatchBatch, WatchHandle } from '../../src/control/registry';
 import { RegistryError } from '../../src/control/registry';
-import { cidrContainsCidr, parseCidr } from '../../src/route/cidr';
+import { cidrContainsCidr, parseCidr } from '../../src/route/address';
 import { rejection } from './registry';
 import { until } from './until';
 

@@ -9,7 +9,7 @@ import { PacketList } from '../../src/io/packet-list';
 import { buildIpv4Packet } from '../../src/packet/builder';
 import { sum16 } from '../../src/packet/checksum';
 import { Ipv4Verdict, validateIpv4 } from '../../src/packet/ipv4';
-import { parseCidr, parseIpv4, type Cidr } from '../../src/route/cidr';
+import { parseCidr, parseIpv4, type Cidr } from '../../src/route/address';
 import { RouteTable } from '../../src/route/route-table';
 
 const NETWORK = parseCidr('10.244.0.0/16');

@@ -12,7 +12,7 @@ import { PacketList } from '../../src/io/packet-list';
 import { writeArpRequest } from '../../src/packet/arp';
 import { writeEthernetHeader } from '../../src/packet/ethernet';
 import { writeVxlanHeader } from '../../src/packet/vxlan';
-import { parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../../src/route/address';
 import { fence } from '../support/fence';
 
 const A_PUB = parseIpv4('192.168.77.11');

@@ -25,7 +25,7 @@ import { IPPROTO_ICMP, IPPROTO_TCP, ipv4UpdateChecksum, writeIpv4Header } from '
 import { writeUdpHeader } from '../../src/packet/udp';
 import { writeVxlanHeader } from '../../src/packet/vxlan';
 import { RouteTable } from '../../src/route/route-table';
-import { parseCidr, parseIpv4, type Cidr } from '../../src/route/cidr';
+import { parseCidr, parseIpv4, type Cidr } from '../../src/route/address';
 
 const NETWORK = parseCidr('10.244.0.0/16');
 const A = { pub: parseIpv4('192.168.77.11'), subnet: parseCidr('10.244.1.0/24') };

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { allocate, normalisePublicIp, subnetIndex, subnetRange, type AllocationInput } from '../../src/control/allocator';
 import { parseNetConfig, type NetworkConfig } from '../../src/control/netconfig';
 import { RegistryError, type Lease } from '../../src/control/registry';
-import { cidrContainsCidr, formatIpv4, parseCidr } from '../../src/route/cidr';
+import { cidrContainsCidr, formatIpv4, parseCidr } from '../../src/route/address';
 import { seededRandom as seeded } from '../../src/util/seeded-random';
 
 const NOW = 1_700_000_000_000;

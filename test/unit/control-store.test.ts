@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LeaseStore, StateFileError, decodeState, emptyState, type StoreState } from '../../src/control/store';
-import { formatIpv4 } from '../../src/route/cidr';
+import { formatIpv4 } from '../../src/route/address';
 
 let dir: string;
 beforeEach(async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostRoutes } from '../../src/daemon/host-routes';
 import type { Peer } from '../../src/datapath/peer';
 import { ip, ipJson } from '../../src/io/iproute';
-import { parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../../src/route/address';
 
 const NS = `weft-t-hr-${randomBytes(4).toString('hex')}`;
 const nsIp = (args: readonly string[]): Promise<string> => ip(args, { netns: NS });

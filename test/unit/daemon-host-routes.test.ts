@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { HostRoutes } from '../../src/daemon/host-routes';
 import type { Peer } from '../../src/datapath/peer';
-import { parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../../src/route/address';
 
 const peer = (subnet: string, publicIp: string, local = false): Peer => ({
   subnet: parseCidr(subnet),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PeerSet } from '../../src/daemon/peers';
 import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from '../../src/daemon/subnet-env';
 import type { Lease } from '../../src/control/registry';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 
 const lease = (subnet: string, publicIp: string, backendType = 'udp'): Lease => ({
   subnet,

@@ -6,7 +6,7 @@ import { UdpBackend } from '../../src/datapath/backends/udp';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
 import type { Peer } from '../../src/datapath/peer';
 import { RouteTable } from '../../src/route/route-table';
-import { parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { parseCidr, parseIpv4 } from '../../src/route/address';
 import { buildIpv4Packet } from '../../src/packet/builder';
 import { checksum } from '../../src/packet/checksum';
 

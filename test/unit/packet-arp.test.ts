@@ -13,7 +13,7 @@ import {
   writeArpRequest,
 } from '../../src/packet/arp';
 import { formatMac, parseMac } from '../../src/packet/ethernet';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 
 // "who has 10.244.1.0? tell 10.244.2.0", as flannel.1 on 10.244.2.0/24 (MAC 6a:3f:1d:00:9c:02)
 // sends it when it has no neighbor entry for its peer's VTEP address.

@@ -28,7 +28,7 @@ import {
   ipv4UpdateChecksum,
   validateIpv4,
 } from '../../src/packet/ipv4';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 
 const ROUTER = parseIpv4('10.244.1.1');
 

@@ -26,7 +26,7 @@ import {
   writeIpv4Header,
 } from '../../src/packet/ipv4';
 import { UDP_HEADER, udpChecksum, udpChecksumField, udpDstPort, udpLength, udpSrcPort } from '../../src/packet/udp';
-import { parseIpv4 } from '../../src/route/cidr';
+import { parseIpv4 } from '../../src/route/address';
 
 function refix(buf: Uint8Array, off = 0): void {
   ipv4UpdateChecksum(buf, off);

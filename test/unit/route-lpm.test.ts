@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { maskOf, parseCidr, parseIpv4 } from '../../src/route/cidr';
+import { maskOf, parseCidr, parseIpv4 } from '../../src/route/address';
 import { LpmTable } from '../../src/route/lpm';
 import { RouteTable } from '../../src/route/route-table';
 import { seededRandom as mulberry32 } from '../../src/util/seeded-random';

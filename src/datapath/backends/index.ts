@@ -1,7 +1,7 @@
 import type { NetworkConfig } from '../../control/netconfig';
 import type { Transport } from '../../io/transport';
 import { UdpSocket } from '../../io/udp';
-import type { Cidr } from '../../route/cidr';
+import type { Cidr } from '../../route/address';
 import type { Backend, BackendType } from '../backend';
 import { formatMac } from '../../packet/ethernet';
 import { IpipBackend, openIpipTransport } from './ipip';

@@ -3,7 +3,7 @@ import { IPPROTO_RAW, RawSocket } from '../../io/raw';
 import { SplitTransport } from '../../io/split-transport';
 import type { Transport } from '../../io/transport';
 import { UdpSocket } from '../../io/udp';
-import { formatIpv4 } from '../../route/cidr';
+import { formatIpv4 } from '../../route/address';
 import { ARP_LEN, arpSenderIp, arpTargetIp, isArpRequest, writeArpReply, ARP_OFF_SHA } from '../../packet/arp';
 import {
   ETH_HLEN,

@@ -2,7 +2,7 @@
 // `weft daemon` per node namespace. Exported for tests that stop, kill and restart them.
 import { appendFileSync } from 'node:fs';
 import { healthUrls, probe, type HttpProbe } from './probe';
-import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './proc';
+import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './process';
 import { etcdArgv } from './etcd';
 import { ETCD_PEER_PORT, findNode, mustReadState, prefixOf, writeState, type LabControl, type LabNode, type LabRef, type LabState } from './state';
 

@@ -5,7 +5,7 @@
 
 import { formatMac } from '../packet/ethernet';
 import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from '../packet/ipv4';
-import { formatIpv4 } from '../route/cidr';
+import { formatIpv4 } from '../route/address';
 import { OfflineNode, resolveTopology } from '../datapath/offline';
 
 /** parseArgs options every offline command takes. */

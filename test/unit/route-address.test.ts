@@ -10,7 +10,7 @@ import {
   parseAddrPrefix,
   parseCidr,
   parseIpv4,
-} from '../../src/route/cidr';
+} from '../../src/route/address';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 
