@@ -12,9 +12,8 @@ import { parseArgs } from 'node:util';
 import { writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { ENCAP_OK, type Backend } from '../src/datapath/backend';
-import { createBackend, leaseDataFor } from '../src/datapath/backends';
+import { BACKENDS as TABLE, BACKEND_TYPES } from '../src/datapath/backends';
 import type { Peer } from '../src/datapath/peer';
-import { parseNetConfig } from '../src/control/netconfig';
 import { PacketList } from '../src/io/packet-list';
 import { buildIpv4Packet } from '../src/packet/builder';
 import { parseCidr, parseIpv4 } from '../src/route/address';
@@ -34,8 +33,9 @@ const A_PUB = parseIpv4('192.168.77.11');
 const B_PUB = parseIpv4('192.168.77.12');
 const A_SUB = parseCidr('10.244.1.0/24');
 const B_SUB = parseCidr('10.244.2.0/24');
-export const BACKENDS = ['udp', 'vxlan', 'ipip'] as const;
-export type EncapType = (typeof BACKENDS)[number];
+/** The backends that encapsulate (all that run a userspace datapath: host-gw has none). */
+export type EncapType = Exclude<(typeof BACKEND_TYPES)[number], 'host-gw'>;
+export const BACKENDS = BACKEND_TYPES.filter((t): t is EncapType => TABLE[t].needsTun);
 
 /**
  * Where, in what encap() queued, the datagram a receiving node's socket returns starts: the udp
@@ -47,10 +47,9 @@ const RECV_SKIP: Record<EncapType, number> = { udp: 0, vxlan: 28, ipip: 0 };
 
 /** Node `self`'s backend, knowing `other` as its one peer. */
 function setup(type: EncapType, self: [number, typeof A_SUB], other: [number, typeof B_SUB]): { backend: Backend; peer: Peer } {
-  const config = parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: type } });
-  const s = createBackend(config, { publicIp: self[0], subnet: self[1] });
-  const backend = s.backend!;
-  const peer: Peer = { subnet: other[1], publicIp: other[0], port: s.port, backendData: leaseDataFor(config, other[0]), local: false, direct: false, backendState: null };
+  const spec = TABLE[type];
+  const backend = spec.create({ publicIp: self[0], subnet: self[1], port: spec.defaultPort, vni: 1 });
+  const peer: Peer = { subnet: other[1], publicIp: other[0], port: spec.defaultPort, backendData: spec.leaseData(other[0], 1), local: false, direct: false, backendState: null };
   backend.onPeerAdded(peer);
   return { backend, peer };
 }

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDaemon, type LabState } from '../lab';
 import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
 import { isAlive, sleep, terminate } from '../lab/process';
-import type { BackendType } from '../datapath/backend';
+import type { BackendType } from '../datapath/backends';
 import type { Tunnel, TunnelKind } from './types';
 
 export interface TunnelSpec {

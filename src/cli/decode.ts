@@ -6,7 +6,8 @@
 import { formatMac } from '../packet/ethernet';
 import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from '../packet/ipv4';
 import { formatIpv4 } from '../route/address';
-import { OfflineNode, resolveTopology } from '../datapath/offline';
+import { OfflineNode } from '../datapath/offline';
+import { resolveTopology } from './topology-flags';
 
 /** parseArgs options every offline command takes. */
 export const TOPOLOGY_OPTIONS = {

@@ -1,9 +1,9 @@
 // weft lab up | demo | status | exec | down — a multi-node overlay on network namespaces.
+import { BACKEND_TYPES, isBackendType, type BackendType } from '../datapath/backends';
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
 import {
-  BACKENDS,
   DEFAULT_NETWORK,
   DEFAULT_PREFIX,
   DEFAULT_UNDERLAY,
@@ -17,7 +17,6 @@ import {
   labStatus,
   labUp,
   targetNs,
-  type BackendType,
   type RegistryKind,
   type Topology,
 } from '../lab';
@@ -28,7 +27,7 @@ export const USAGE = `usage: weft lab <command> [flags]
 commands:
   up      form a lab: a switch namespace (underlay bridge, weft control), N node namespaces
           (weft daemon each) and K pod namespaces per node attached with the CNI bridge plugin
-            --nodes N (3)  --pods K (1)  --backend ${BACKENDS.join('|')} (udp)
+            --nodes N (3)  --pods K (1)  --backend ${BACKEND_TYPES.join('|')} (udp)
             --prefix P (${DEFAULT_PREFIX})  --underlay CIDR (${DEFAULT_UNDERLAY})  --network CIDR (${DEFAULT_NETWORK})
             --topology ${TOPOLOGIES.join('|')} (flat): routed puts the first half of the nodes on --underlay
               and the rest on --underlay-b CIDR (${DEFAULT_UNDERLAY_B}), two bridges joined by a router
@@ -72,8 +71,8 @@ function registry(v: string | undefined): RegistryKind | undefined {
 
 function backend(v: string | undefined): BackendType | undefined {
   if (v === undefined) return undefined;
-  if (!(BACKENDS as readonly string[]).includes(v)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got "${v}"`);
-  return v as BackendType;
+  if (!isBackendType(v)) throw new Error(`--backend must be one of ${BACKEND_TYPES.join('|')}, got "${v}"`);
+  return v;
 }
 
 const UP_OPTIONS = {

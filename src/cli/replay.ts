@@ -16,8 +16,10 @@
 
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { kernelForward, type OfflineNode, type StepOutcome } from '../datapath/offline';
+import type { OfflineNode, StepOutcome } from '../datapath/offline';
 import { Drop, DROP_NAMES } from '../datapath/stats';
+import { icmpCode, icmpType } from '../packet/icmp';
+import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER, ipv4Dst, ipv4HeaderLength, ipv4Protocol, ipv4Src, ipv4Version } from '../packet/ipv4';
 import { LINKTYPE_NAMES, LINKTYPE_RAW, networkLayer, PcapReader, PcapWriter } from '../packet/pcap';
 import { formatCidr, formatIpv4 } from '../route/address';
 import { icmpName, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './decode';
@@ -74,15 +76,15 @@ class Tally {
 }
 
 function brief(p: Uint8Array): string {
-  if (p.length < 20 || p[0] >> 4 !== 4) return `${p.length} bytes, not IPv4`;
-  const a = (o: number) => formatIpv4(((p[o] << 24) | (p[o + 1] << 16) | (p[o + 2] << 8) | p[o + 3]) >>> 0);
-  const proto = p[9] === 1 ? 'ICMP' : p[9] === 6 ? 'TCP' : p[9] === 17 ? 'UDP' : p[9] === 4 ? 'IPIP' : `proto ${p[9]}`;
-  return `${a(12)} → ${a(16)} ${proto} ${p.length} B`;
+  if (p.length < IPV4_MIN_HEADER || ipv4Version(p, 0) !== 4) return `${p.length} bytes, not IPv4`;
+  const n = ipv4Protocol(p, 0);
+  const proto = n === IPPROTO_ICMP ? 'ICMP' : n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : n === IPPROTO_IPIP ? 'IPIP' : `proto ${n}`;
+  return `${formatIpv4(ipv4Src(p, 0))} → ${formatIpv4(ipv4Dst(p, 0))} ${proto} ${p.length} B`;
 }
 
 function icmpKind(p: Uint8Array): string {
-  const hl = (p[0] & 0x0f) * 4;
-  return p.length >= hl + 2 ? icmpName(p[hl], p[hl + 1]) : 'ICMP';
+  const hl = ipv4HeaderLength(p, 0);
+  return p.length >= hl + 2 ? icmpName(icmpType(p, hl), icmpCode(p, hl)) : 'ICMP';
 }
 
 function readInput(file: string): PcapReader {
@@ -118,7 +120,7 @@ export async function run(argv: string[]): Promise<number> {
   const direction = values.direction!;
   if (direction !== 'egress' && direction !== 'ingress') throw new Error(`--direction: "${direction}" is not egress or ingress`);
   const node = nodeFromFlags(values.backend, values);
-  if (direction === 'ingress' && !node.backend) {
+  if (direction === 'ingress' && !node.tunnel) {
     throw new Error('--direction ingress with host-gw: nothing to replay, the kernel delivers arriving packets by its own routes (no weft code runs)');
   }
   const file = positionals[0];
@@ -202,10 +204,10 @@ export async function run(argv: string[]): Promise<number> {
     line.push(brief(pkt));
     if (direction === 'egress') {
       fed++;
-      if (node.backend) {
+      if (node.tunnel) {
         account(node.egress(pkt), ts, line);
       } else {
-        const k = kernelForward(node, pkt);
+        const k = node.kernelForward(pkt);
         if (k.verdict === 'forward') {
           const via = `${formatCidr(k.peer.subnet)} via ${formatIpv4(k.peer.publicIp)}`;
           sentTo.add(via);
@@ -238,12 +240,12 @@ export async function run(argv: string[]): Promise<number> {
     `weft replay: ${file} (${LINKTYPE_NAMES[header.linktype]}), ${node.type} ${direction} as node ` +
       `${formatIpv4(node.localIp)} (lease ${formatCidr(node.localSubnet)}; peers ${node.topology.peers.map((p) => `${formatIpv4(p.publicIp)} → ${formatCidr(p.subnet)}`).join(', ') || 'none'})`,
   );
-  if (!node.backend) say('host-gw: weft is not on this path; the kernel forwards by the routes weft installs (SUBNET via PEER dev IFACE)');
+  if (!node.tunnel) say('host-gw: weft is not on this path; the kernel forwards by the routes weft installs (SUBNET via PEER dev IFACE)');
   row(records, 'records read');
   for (const [k, v] of skipped.m) row(v, `skipped, ${k}`);
   if (direction === 'egress') {
-    row(fed, node.backend ? 'into the pipeline' : 'routed by the kernel');
-    row(sentTo.total, node.backend ? 'sent to the underlay' : 'forwarded by host-gw routes', sentTo.text());
+    row(fed, node.tunnel ? 'into the pipeline' : 'routed by the kernel');
+    row(sentTo.total, node.tunnel ? 'sent to the underlay' : 'forwarded by host-gw routes', sentTo.text());
     if (refused) row(refused, 'refused by the raw socket: larger than the underlay MTU (EMSGSIZE)', '', 4);
     for (const [k, v] of kernel.m) row(v, `not forwarded: ${k}`);
   } else {
@@ -261,8 +263,8 @@ export async function run(argv: string[]): Promise<number> {
   if (out) {
     const shape = direction === 'egress' ? WIRE_SHAPE[node.type] : 'the decapsulated pod packets';
     say(`wrote ${values.out}: ${written} packets, raw IPv4 (${shape})`);
-    if (direction === 'egress' && node.type === 'vxlan' && node.setup.port !== 4789) {
-      say(`  tshark decodes VXLAN on 4789; for ${node.setup.port}: tshark -r ${values.out} -d udp.port==${node.setup.port},vxlan`);
+    if (direction === 'egress' && node.type === 'vxlan' && node.port !== 4789) {
+      say(`  tshark decodes VXLAN on 4789; for ${node.port}: tshark -r ${values.out} -d udp.port==${node.port},vxlan`);
     }
   }
   if (replies) say(`wrote ${values.replies}: ${replies.count} packets`);

@@ -16,26 +16,31 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_HEADROOM, SLOT_SIZE } from '../datapath/datapath';
-import { kernelForward, type OfflineNode, type SentDatagram } from '../datapath/offline';
+import type { OfflineNode, SentDatagram } from '../datapath/offline';
 import type { Peer } from '../datapath/peer';
 import { Drop, DROP_NAMES } from '../datapath/stats';
 import { buildIpv4Packet } from '../packet/builder';
-import { checksum } from '../packet/checksum';
 import { writeIcmpEcho } from '../packet/icmp';
 import {
   IPPROTO_ICMP,
   IPPROTO_TCP,
   IPPROTO_UDP,
+  IPV4_MIN_HEADER,
   IPV4_VERDICT_NAMES,
   Ipv4Verdict,
   ipv4Df,
   ipv4Dst,
+  ipv4HeaderChecksum,
   ipv4HeaderLength,
+  ipv4Protocol,
+  ipv4Src,
   ipv4TotalLength,
   ipv4Ttl,
+  ipv4Version,
   validateIpv4,
 } from '../packet/ipv4';
 import { LINKTYPE_NAMES, networkLayer, PcapReader } from '../packet/pcap';
+import { TCP_ACK, TCP_PSH, TCP_SYN } from '../packet/tcp';
 import { cidrContains, formatCidr, formatIpv4, parseIpv4 } from '../route/address';
 import {
   decodeIpv4,
@@ -111,17 +116,19 @@ function buildPacket(proto: string, src: number, dst: number, size: number, ttl:
     case 'tcp': {
       if (size < 40) throw new Error(`--size: ${size} is too small for TCP (40: IPv4 20 + TCP 20)`);
       // A SYN, or with data a PSH+ACK segment: header without options, valid checksum.
-      const seg = Buffer.alloc(size - 20);
-      seg.writeUInt16BE(40000, 0);
-      seg.writeUInt16BE(80, 2);
-      seg.writeUInt32BE(1, 4);
-      seg.writeUInt32BE(size > 40 ? 1 : 0, 8);
-      seg[12] = 5 << 4;
-      seg[13] = size > 40 ? 0x18 : 0x02;
-      seg.writeUInt16BE(64240, 14);
-      const pseudo = (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff) + IPPROTO_TCP + seg.length;
-      seg.writeUInt16BE(checksum(seg, 0, seg.length, pseudo), 16);
-      return buildIpv4Packet({ src, dst, protocol: IPPROTO_TCP, ttl, id: PACKET_ID, df, payload: seg });
+      const data = size > 40;
+      return buildIpv4Packet({
+        src,
+        dst,
+        protocol: IPPROTO_TCP,
+        ttl,
+        id: PACKET_ID,
+        df,
+        payload: Buffer.alloc(size - 40),
+        srcPort: 40000,
+        dstPort: 80,
+        tcp: { seq: 1, ack: data ? 1 : 0, flags: data ? TCP_PSH | TCP_ACK : TCP_SYN, window: 64240 },
+      });
     }
     default:
       throw new Error(`--proto: "${proto}" is not one of icmp, udp, tcp`);
@@ -154,8 +161,8 @@ function packetFromPcap(file: string, frame: number): Buffer {
 
 /** "84-byte ICMP echo request 10.244.1.2 → 10.244.2.2, TTL 63, DF", from the bytes. */
 function describe(pkt: Uint8Array): string {
-  if (pkt.length < 20 || pkt[0] >> 4 !== 4) return `${pkt.length} bytes, not an IPv4 packet`;
-  const src = formatIpv4(ipv4SrcOf(pkt));
+  if (pkt.length < IPV4_MIN_HEADER || ipv4Version(pkt, 0) !== 4) return `${pkt.length} bytes, not an IPv4 packet`;
+  const src = formatIpv4(ipv4Src(pkt, 0));
   const dst = formatIpv4(ipv4Dst(pkt, 0));
   const l4 = decodeIpv4(pkt, 0, pkt.length)[1];
   const ports = l4 && (l4.name === 'UDP' || l4.name === 'TCP') ? /^(\d+) → (\d+)/.exec(l4.fields) : null;
@@ -165,11 +172,9 @@ function describe(pkt: Uint8Array): string {
       ? `ICMP ${/\(([^)]*)\)/.exec(l4.fields)?.[1] ?? ''} ${src} → ${dst}`
       : ports
         ? `${l4!.name}${flags} ${src}:${ports[1]} → ${dst}:${ports[2]}`
-        : `protocol ${pkt[9]} ${src} → ${dst}`;
+        : `protocol ${ipv4Protocol(pkt, 0)} ${src} → ${dst}`;
   return `${pkt.length}-byte ${what}, TTL ${ipv4Ttl(pkt, 0)}${ipv4Df(pkt, 0) ? ', DF' : ''}`;
 }
-
-const ipv4SrcOf = (b: Uint8Array) => ((b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15]) >>> 0;
 
 /**
  * Text wrapped at 100 columns, continuation lines hanging one column in from the 11-column
@@ -207,7 +212,7 @@ function peerLines(node: OfflineNode, peer: Peer): string[] {
   const port = peer.port ? `, port ${peer.port}` : '';
   const lines = [STEP('peer', `${formatCidr(peer.subnet)} at ${formatIpv4(peer.publicIp)}${port}`)];
   if (Object.keys(peer.backendData).length) lines.push(MORE(`lease BackendData ${JSON.stringify(peer.backendData)}`));
-  const st = node.backend?.status?.();
+  const st = node.backend.status?.();
   if (node.type === 'vxlan' && st) {
     // Read back the two tables the backend programmed for this lease, as flanneld programs flannel.1's.
     const vtep = formatIpv4(peer.subnet.addr);
@@ -225,7 +230,7 @@ function peerLines(node: OfflineNode, peer: Peer): string[] {
 const BACKEND_TEXT: Record<string, (node: OfflineNode) => string> = {
   udp: (n) =>
     `udp: adds no header of its own; the packet is the payload of a datagram from the UDP socket bound to ` +
-    `${formatIpv4(n.localIp)}:${n.setup.port}, and the kernel adds IPv4 + UDP (overhead 28)`,
+    `${formatIpv4(n.localIp)}:${n.port}, and the kernel adds IPv4 + UDP (overhead 28)`,
   vxlan: () =>
     "vxlan: writes outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50 bytes into the slot's headroom, " +
     'in front of the packet (no copy); UDP source port from a hash of the inner flow (RFC 7348 §5)',
@@ -262,7 +267,7 @@ function counters(node: OfflineNode): string {
 
 function sendLines(node: OfflineNode, d: SentDatagram): string[] {
   const to = `${formatIpv4(d.addr)}${d.port ? `:${d.port}` : ''}`;
-  const ctx = { vxlanPort: node.type === 'vxlan' ? node.setup.port : undefined, udpEncapPort: node.type === 'udp' ? node.setup.port : undefined };
+  const ctx = { vxlanPort: node.type === 'vxlan' ? node.port : undefined, udpEncapPort: node.type === 'udp' ? node.port : undefined };
   const lines: string[] = [];
   if (node.type === 'udp') {
     const onWire = d.wire.reduce((a, w) => a + w.length, 0);
@@ -294,7 +299,7 @@ function icmpLines(toTun: Buffer[], what: string): string[] {
 
 /** Trace through weft's datapath (udp, vxlan, ipip). */
 function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
-  const backend = node.backend!;
+  const backend = node.backend;
   const room = SLOT_SIZE - Math.max(DEFAULT_HEADROOM, backend.headroom);
   // Predict where the pipeline stops, from the state it will read (order of pipeline.egress).
   let stop: number | null = null;
@@ -309,7 +314,7 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
       stop = v;
     } else {
       const hl = ipv4HeaderLength(pkt, 0);
-      const ck = (pkt[10] << 8) | pkt[11];
+      const ck = ipv4HeaderChecksum(pkt, 0);
       out.push(STEP('validate', `ok: IPv4, header ${hl} bytes, total length ${ipv4TotalLength(pkt, 0)} of ${pkt.length} read, header checksum 0x${ck.toString(16).padStart(4, '0')} correct`));
     }
   }
@@ -395,7 +400,7 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
 /** host-gw: weft only installs routes; the kernel forwards. Say what the kernel does with them. */
 function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[]): void {
   out.push(STEP('weft', 'not on this path: host-gw has no TUN and no encapsulation; the daemon only installs one kernel route per peer lease'));
-  const k = kernelForward(node, pkt);
+  const k = node.kernelForward(pkt);
   const notForwarded = () => out.push(STEP('verdict', `not forwarded by a host-gw route (${k.verdict})`));
   if (k.verdict === 'invalid') {
     out.push(STEP('validate', k.why));
@@ -463,10 +468,10 @@ export function traceText(argv: string[]): string {
   const out: string[] = [];
   out.push(
     `weft trace: ${node.type}, node ${formatIpv4(node.localIp)} (lease ${formatCidr(node.localSubnet)}, Network ${formatCidr(node.network)}), ` +
-      (node.backend ? `underlay MTU ${node.underlayMtu}, tunnel MTU ${node.tunnelMtu}` : `underlay MTU ${node.underlayMtu}`),
+      (node.tunnel ? `underlay MTU ${node.underlayMtu}, tunnel MTU ${node.tunnelMtu}` : `underlay MTU ${node.underlayMtu}`),
   );
   out.push(`packet: ${describe(pkt)}, ${origin}`, '');
-  if (node.backend) traceWeft(node, pkt, out);
+  if (node.tunnel) traceWeft(node, pkt, out);
   else traceHostGw(node, pkt, out);
   const text = out.map((l) => l.trimEnd()).join('\n') + '\n';
   return values.markdown ? '```\n' + text + '```\n' : text;

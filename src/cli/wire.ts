@@ -3,7 +3,8 @@
 // and fields. `weft trace` is the longer form (every decision on the way, any packet, every
 // backend); the README's packet walks are its output.
 import { parseArgs } from 'node:util';
-import { OfflineNode, resolveTopology } from '../datapath/offline';
+import { OfflineNode } from '../datapath/offline';
+import { resolveTopology } from './topology-flags';
 import { DROP_NAMES } from '../datapath/stats';
 import { buildIpv4Packet } from '../packet/builder';
 import { writeIcmpEcho } from '../packet/icmp';
@@ -66,8 +67,8 @@ export async function run(argv: string[]): Promise<number> {
   const p = (s: string) => process.stdout.write(s + '\n');
   p(`${type}: ${size}-byte ICMP echo ${values.src} → ${values.dst}, node ${values.local} → node ${values.peer}`);
   p(`handed to the underlay socket: ${wire.length} bytes to ${to}` +
-    (type === 'udp' ? ` (the kernel's UDP socket adds IPv4 ${values.local} → ${values.peer} and UDP ${node.setup.port} → ${node.setup.port}: 28 bytes)` : ` (sent as is: IP_HDRINCL)`));
-  const ctx = { vxlanPort: type === 'vxlan' ? node.setup.port : undefined };
+    (type === 'udp' ? ` (the kernel's UDP socket adds IPv4 ${values.local} → ${values.peer} and UDP ${node.port} → ${node.port}: 28 bytes)` : ` (sent as is: IP_HDRINCL)`));
+  const ctx = { vxlanPort: type === 'vxlan' ? node.port : undefined };
   for (const line of layerLines(nameLayers(decodeIpv4(wire, 0, wire.length, ctx), type === 'udp'))) p(line);
   return 0;
 }

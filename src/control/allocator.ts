@@ -13,7 +13,8 @@
 //     than lowest-free so that a node that lost its lease and comes back with stale routes is
 //     unlikely to collide with whoever was handed the subnet next.
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
-import { BACKEND_TYPES, type NetworkConfig } from './netconfig';
+import { BACKEND_TYPES, isBackendType } from '../datapath/backends';
+import type { NetworkConfig } from './netconfig';
 import { RegistryError, type AcquireRequest, type Lease } from './registry';
 
 export interface AllocationInput {
@@ -64,7 +65,7 @@ export function validateBackend(
 ): { backendType: string; backendData: Record<string, unknown> } {
   let type = config.backend.type;
   if (backendType !== undefined && backendType !== null && backendType !== '') {
-    if (typeof backendType !== 'string' || !(BACKEND_TYPES as readonly string[]).includes(backendType)) {
+    if (!isBackendType(backendType)) {
       throw new RegistryError('invalid', `backendType ${JSON.stringify(backendType)} is not one of ${BACKEND_TYPES.join(', ')}`);
     }
     type = backendType;

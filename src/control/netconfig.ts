@@ -5,16 +5,10 @@
 // than a startup error.
 import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4 } from '../route/address';
 
-export const BACKEND_TYPES = ['udp', 'vxlan', 'ipip', 'host-gw'] as const;
-export type BackendType = (typeof BACKEND_TYPES)[number];
-
-/** flannel's udp backend listens on 8285; its vxlan backend uses the kernel's old default 8472. */
-export const DEFAULT_UDP_PORT = 8285;
-export const DEFAULT_VXLAN_PORT = 8472;
-export const DEFAULT_VXLAN_VNI = 1;
+import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendType } from '../datapath/backends';
 
 export interface BackendConfig {
-  type: string;
+  type: BackendType;
   port?: number;
   vni?: number;
   directRouting?: boolean;
@@ -162,14 +156,14 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
 }
 
 function parseBackend(v: unknown): BackendConfig {
-  if (v === undefined || v === null) return { type: 'udp', port: DEFAULT_UDP_PORT };
+  if (v === undefined || v === null) return { type: 'udp', port: BACKENDS.udp.defaultPort };
   if (!isPlainObject(v)) fail(`Backend ${show(v)} must be an object like {"Type": "vxlan"}`);
   const t = field(v, 'Type');
   let type: BackendType;
   if (t === undefined || t === null) {
     type = 'udp';
-  } else if (typeof t === 'string' && (BACKEND_TYPES as readonly string[]).includes(t)) {
-    type = t as BackendType;
+  } else if (isBackendType(t)) {
+    type = t;
   } else {
     return fail(`Backend.Type ${show(t)} is not supported; use one of ${BACKEND_TYPES.join(', ')}`);
   }
@@ -184,11 +178,11 @@ function parseBackend(v: unknown): BackendConfig {
   const out: BackendConfig = { type };
   switch (type) {
     case 'udp':
-      out.port = port ?? DEFAULT_UDP_PORT;
+      out.port = port ?? BACKENDS.udp.defaultPort;
       break;
     case 'vxlan':
-      out.port = port ?? DEFAULT_VXLAN_PORT;
-      out.vni = vni ?? DEFAULT_VXLAN_VNI;
+      out.port = port ?? BACKENDS.vxlan.defaultPort;
+      out.vni = vni ?? DEFAULT_VNI;
       out.directRouting = (dr as boolean | undefined) ?? false;
       break;
     case 'ipip':

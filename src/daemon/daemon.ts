@@ -3,19 +3,15 @@ import type { Logger } from 'pino';
 import type { Lease, Registry, WatchBatch } from '../control/registry';
 import { RegistryError } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
-import { backendType, createBackend, leaseDataFor } from '../datapath/backends';
-import type { Backend } from '../datapath/backend';
-import type { Peer } from '../datapath/peer';
-import { Datapath } from '../datapath/datapath';
-import { Pipeline } from '../datapath/pipeline';
+import { BACKENDS } from '../datapath/backends';
+import { HostRoutes } from '../datapath/host-routes';
+import { assembleNode, tunnelMtu, usesHostRoutes, type Node } from '../datapath/node';
 import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { startHealthServer } from './health';
-import { HostRoutes } from './host-routes';
-import { PeerSet } from './peers';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
 
@@ -54,10 +50,7 @@ export class NodeDaemon {
   private lease?: Lease;
   private tun?: TunDevice;
   private sock?: Transport;
-  private peers?: PeerSet;
-  private datapath?: Datapath;
-  private backend: Backend | null = null;
-  private hostRoutes?: HostRoutes;
+  private node?: Node;
   private health?: { port: number; close(): Promise<void> };
   private watchHandle?: { close(): void };
   private revision = 0;
@@ -107,8 +100,9 @@ export class NodeDaemon {
 
     this.config = await this.retry('get network config', () => opts.registry.config());
     this.network = parseCidr(this.config.network);
-    const type = backendType(this.config);
-    const leaseData = leaseDataFor(this.config, publicIp);
+    const type = this.config.backend.type;
+    const spec = BACKENDS[type];
+    const leaseData = spec.leaseData(publicIp, this.config.backend.vni ?? 0);
     const previousSubnet = await this.previousSubnet();
     this.lease = await this.retry('acquire lease', () =>
       opts.registry.acquire({ publicIp: opts.publicIp, backendType: type, backendData: leaseData, previousSubnet }),
@@ -119,16 +113,10 @@ export class NodeDaemon {
       previousSubnet && previousSubnet !== this.lease.subnet ? 'lease acquired: a different subnet than subnet.env recorded' : 'lease acquired',
     );
 
-    const setup = createBackend(this.config, { publicIp, subnet });
-    const backend = setup.backend;
-    this.backend = backend;
-    this.mtu = underlay.mtu - (backend?.mtuOverhead ?? 0);
-    if (type === 'host-gw' || setup.directRouting) {
-      this.hostRoutes = new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log });
-    }
-
-    if (backend) {
-      this.sock = setup.openTransport();
+    this.mtu = tunnelMtu(type, underlay.mtu);
+    const port = this.config.backend.port ?? spec.defaultPort;
+    if (spec.needsTun) {
+      this.sock = spec.openTransport(publicIp, port);
       this.tun = TunDevice.open(opts.tunName);
       // flannel gives its device the subnet's .0 address with the Network's prefix, so the
       // kernel's connected route sends the whole Network into it while the pods' bridge
@@ -145,29 +133,24 @@ export class NodeDaemon {
       // arriving with a local source address unless accept_local is set (fib_validate_source).
       await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
       await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
-      this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port: setup.port, directRouting: setup.directRouting }, 'datapath up');
+      this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port, directRouting: this.config.backend.directRouting === true }, 'datapath up');
     } else {
       this.log.info({ iface: underlay.name, mtu: this.mtu }, 'host-gw: no tunnel; routing peers through the kernel');
     }
     this.routesInstalled = true;
     await this.warnIfNotForwarding();
 
-    this.peers = new PeerSet(type, setup.port, this.lease, (added, removed) => this.onPeersChanged(added, removed), this.log);
-    if (backend && this.tun && this.sock) {
-      const pipeline = new Pipeline({
-        backend,
-        routes: this.peers.routes,
-        peersByAddr: this.peers.byAddr,
-        network: this.network,
-        localSubnet: subnet,
-        icmpSource: subnet.addr,
-        stats: this.stats,
-        batchSize: 64,
-        tunnelMtu: this.mtu,
-      });
-      this.datapath = new Datapath(this.tun, this.sock, pipeline);
-      this.datapath.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
-    }
+    this.node = assembleNode({
+      backend: this.config.backend,
+      network: this.network,
+      lease: this.lease,
+      underlayMtu: underlay.mtu,
+      devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
+      hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
+      stats: this.stats,
+      log: this.log,
+    });
+    this.node.datapath?.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
 
     await writeSubnetEnv(opts.subnetFile, {
       network: this.config.network,
@@ -181,39 +164,14 @@ export class NodeDaemon {
     this.scheduleRenew();
   }
 
-  /**
-   * Peers come and go with lease events. The backend prepares per-peer state synchronously
-   * (before the new route snapshot is swapped in); kernel routes for host-gw and DirectRouting
-   * follow asynchronously, serialised inside HostRoutes.
-   */
-  private onPeersChanged(added: readonly Peer[], removed: readonly Peer[]): void {
-    const hr = this.hostRoutes;
-    const direct = this.backend === null || this.config?.backend.directRouting === true;
-    for (const p of added) {
-      if (this.backend) this.backend.onPeerAdded(p);
-      if (hr && direct && (this.backend === null || hr.onLink(p.publicIp))) {
-        // DirectRouting: an on-link peer is reached by the kernel once its route is in; until
-        // then (or if ip refuses it) its traffic still takes the tunnel through the /16.
-        const dr = this.backend !== null;
-        void hr.add(p).then((ok) => {
-          if (dr && ok) p.direct = true;
-        });
-      }
-    }
-    for (const p of removed) {
-      if (this.backend) this.backend.onPeerRemoved(p);
-      if (hr) void hr.remove(p);
-    }
-  }
-
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearTimeout(this.renewTimer);
     clearTimeout(this.watchRetry);
     this.watchHandle?.close();
-    this.datapath?.stop();
-    await this.hostRoutes?.removeAll();
+    this.node?.datapath?.stop();
+    await this.node?.hostRoutes?.removeAll();
     // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
     // addresses and routes that pointed into it.
     this.tun?.close();
@@ -232,7 +190,7 @@ export class NodeDaemon {
   notReady(): string[] {
     const missing: string[] = [];
     if (!this.lease) missing.push('lease');
-    if (!this.tun && this.backend !== null) missing.push('tun');
+    if (!this.tun && this.config && BACKENDS[this.config.backend.type].needsTun) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
     if (!this.subnetFileWritten) missing.push('subnet file');
     if (!this.peersSynced) missing.push('peer sync');
@@ -252,13 +210,13 @@ export class NodeDaemon {
       leaseLost: this.leaseLost,
       ready: this.notReady().length === 0,
       control: { target: this.opts.controlTarget, watching: this.watchConnected, revision: this.revision },
-      peers: (this.peers?.peers() ?? [])
+      peers: (this.node?.peers.peers() ?? [])
         .filter((p) => !p.local)
         .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port, direct: p.direct })),
       counters: this.stats.toJSON(),
-      backendState: this.backend?.status?.(),
-      hostRoutes: this.hostRoutes
-        ? { routes: this.hostRoutes.routes(), unreachable: this.hostRoutes.unreachable, unreachablePeers: this.hostRoutes.unreachablePeers() }
+      backendState: this.node?.backend.status?.(),
+      hostRoutes: this.node?.hostRoutes
+        ? { routes: this.node.hostRoutes.routes(), unreachable: this.node.hostRoutes.unreachable, unreachablePeers: this.node.hostRoutes.unreachablePeers() }
         : undefined,
       runtime: this.runtime.snapshot(),
     };
@@ -313,7 +271,7 @@ export class NodeDaemon {
   }
 
   private onWatchBatch(b: WatchBatch): void {
-    const peers = this.peers!;
+    const peers = this.node!.peers;
     if (!this.watchConnected) {
       this.watchConnected = true;
       this.watchBackoff = BACKOFF_MIN_MS;
@@ -360,7 +318,7 @@ export class NodeDaemon {
     if (this.leaseLost) return;
     this.leaseLost = why;
     clearTimeout(this.renewTimer);
-    this.datapath?.stop();
+    this.node?.datapath?.stop();
     this.fail(new Error(`lease lost: ${why}; forwarding stopped, restart to get a new subnet`));
   }
 

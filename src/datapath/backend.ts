@@ -1,8 +1,6 @@
 import type { PacketList } from '../io/packet-list';
 import type { Peer } from './peer';
 
-export type BackendType = 'udp' | 'vxlan' | 'ipip' | 'host-gw';
-
 /** encap's result when the packet was queued; anything else is a Drop reason. */
 export const ENCAP_OK = 0;
 
@@ -12,13 +10,12 @@ export const ENCAP_OK = 0;
  * headers. encap/decap are called once per packet from the hot loop: they must not allocate.
  */
 export interface Backend {
-  readonly type: BackendType;
+  /** Its name in the backend table (backends/index.ts, which declares BackendType). */
+  readonly type: string;
   /** Bytes the encapsulation adds on the underlay; TUN MTU = underlay MTU - mtuOverhead. */
   readonly mtuOverhead: number;
   /** Bytes the backend may write in front of an inner packet in its slab slot. */
   readonly headroom: number;
-  /** BackendData for our own lease (vxlan: { VNI, VtepMAC }, as flannel stores it). */
-  leaseData(): Record<string, unknown>;
   /**
    * Queue the inner packet buf[off, off+len) for `peer` on `tx`, writing any outer headers
    * into the headroom in place (tx entries may start before `off`). Returns ENCAP_OK, or the

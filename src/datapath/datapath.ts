@@ -1,18 +1,7 @@
+import type { PacketDevice } from '../io/packet-device';
 import { PacketList } from '../io/packet-list';
 import type { Transport } from '../io/transport';
 import type { Pipeline } from './pipeline';
-
-/**
- * What the datapath needs of the pods' side: read a batch, write a batch, wait for packets.
- * TunDevice is the one the daemon uses; weft replay/trace pass an in-memory device.
- */
-export interface PacketDevice {
-  /** Fill `list` from slot 0 with packets; returns the count (0: nothing waiting). */
-  read(list: PacketList): number;
-  /** Write list's first `count` packets; returns how many were written. */
-  write(list: PacketList): number;
-  onReadable(cb: (err?: Error) => void): void;
-}
 import { Drop } from './stats';
 
 /** Slab slot: room for a 1500-byte underlay packet plus headroom, rounded to a cache-friendly size. */

@@ -1,24 +1,21 @@
-// An offline node: the daemon's datapath — PeerSet, Backend, Pipeline and the Datapath I/O loop,
-// built as src/daemon/daemon.ts builds them — with the TUN device and the underlay socket
-// replaced by in-memory queues. `weft replay`, `weft trace` and `weft wire` run packets
-// through it with no root, no TUN and no sockets, so a breakpoint in pipeline.ts or in a
-// backend's encap/decap is hit by a command that needs nothing but a capture file.
+// An offline node: the daemon's node — backend, peers, pipeline and the Datapath I/O loop, built
+// by the same assembleNode (node.ts) the daemon calls — with the TUN device and the underlay
+// sockets replaced by their in-memory doubles (io/memory-tun.ts, io/memory-transport.ts).
+// `weft replay`, `weft trace` and `weft wire` run packets through it with no root, no TUN and
+// no sockets, so a breakpoint in pipeline.ts or in a backend's encap/decap is hit by a command
+// that needs nothing but a capture file.
 //
-// What is simulated, and only that, is the kernel's side of the two file descriptors: the TUN
-// read (one packet per slot at slot + headroom, -1 for one that does not fit) and the sockets'
-// send and receive (what a UDP socket adds in front of a datagram, what an IP_HDRINCL send
-// refuses, what a bound socket would be handed). Everything weft decides runs unchanged.
+// What is simulated, and only that, is the kernel's side of the two file descriptors (in the
+// doubles) and what the kernel hands a bound socket (delivery below). Everything weft decides
+// runs unchanged.
 
 import { parseNetConfig, type NetworkConfig } from '../control/netconfig';
 import type { Lease } from '../control/registry';
-import { PeerSet } from '../daemon/peers';
-import type { Transport } from '../io/transport';
-import { PacketList } from '../io/packet-list';
+import { MemoryTransport, type SentDatagram } from '../io/memory-transport';
+import { MemoryTun } from '../io/memory-tun';
 import {
-  decrementTtl,
   IPPROTO_IPIP,
   IPPROTO_UDP,
-  IPV4_MIN_HEADER,
   Ipv4Verdict,
   IPV4_VERDICT_NAMES,
   ipv4Dst,
@@ -28,135 +25,47 @@ import {
   ipv4Protocol,
   ipv4Src,
   ipv4TotalLength,
-  ipv4UpdateChecksum,
   validateIpv4,
-  writeIpv4Header,
 } from '../packet/ipv4';
-import { UDP_HEADER, udpChecksum, udpDstPort, udpLength, udpSrcPort, writeUdpHeader } from '../packet/udp';
-import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/address';
-import type { Backend, BackendType } from './backend';
-import { createBackend, leaseDataFor, type BackendSetup } from './backends';
-import { Datapath, type PacketDevice } from './datapath';
+import { UDP_HEADER, udpDstPort, udpLength, udpSrcPort } from '../packet/udp';
+import { formatCidr, formatIpv4, type Cidr } from '../route/address';
+import type { Backend } from './backend';
+import { BACKEND_TYPES, BACKENDS, isBackendType, type BackendType } from './backends';
+import { kernelForward, type KernelForward } from './backends/hostgw';
+import type { Datapath } from './datapath';
+import { HostRoutes } from './host-routes';
+import { assembleNode } from './node';
 import type { Peer } from './peer';
-import { Pipeline } from './pipeline';
+import type { PeerSet } from './peers';
+import type { Pipeline } from './pipeline';
 import { DatapathStats, DROP_NAMES } from './stats';
 
-export const BACKEND_NAMES: readonly BackendType[] = ['udp', 'vxlan', 'ipip', 'host-gw'];
+export type { SentDatagram } from '../io/memory-transport';
+export type { KernelForward } from './backends/hostgw';
 
-/** The lab's shape (src/lab): Network 10.244.0.0/16, nodes 192.168.77.11.. holding 10.244.1.0/24... */
-export const DEFAULT_NETWORK = '10.244.0.0/16';
-export const DEFAULT_NODES: readonly { subnet: string; publicIp: string }[] = [
-  { subnet: '10.244.1.0/24', publicIp: '192.168.77.11' },
-  { subnet: '10.244.2.0/24', publicIp: '192.168.77.12' },
-  { subnet: '10.244.3.0/24', publicIp: '192.168.77.13' },
-];
 /** The lab's underlay MTU (veth default). */
 export const DEFAULT_UNDERLAY_MTU = 1500;
-/** Linux's net.ipv4.ip_default_ttl: the TTL the kernel's sockets put on what they send. */
-const KERNEL_DEFAULT_TTL = 64;
 
 export interface NodeSpec {
   subnet: Cidr;
   publicIp: number;
 }
 
-export interface Topology {
+/** The nodes an offline run knows about: the Network, this node, and its peers. */
+export interface OfflineTopology {
   network: Cidr;
   local: NodeSpec;
   peers: NodeSpec[];
 }
 
-/** Command-line shape of a topology: every field optional, defaults are the lab's. */
-export interface TopologyFlags {
-  network?: string;
-  localSubnet?: string;
-  localIp?: string;
-  /** "SUBNET=IP", each replacing the default peers. */
-  peers?: string[];
-}
-
-function cidrFlag(flag: string, s: string): Cidr {
-  try {
-    return parseCidr(s);
-  } catch (e) {
-    throw new Error(`${flag}: ${(e as Error).message}`);
-  }
-}
-
-function ipFlag(flag: string, s: string): number {
-  try {
-    return parseIpv4(s);
-  } catch (e) {
-    throw new Error(`${flag}: ${(e as Error).message}`);
-  }
-}
-
-/**
- * The nodes an offline run knows about. Without --peer, the lab's three nodes; --local-ip
- * naming one of them makes that one local (so a capture taken on node 2 replays as node 2),
- * and the rest are its peers. --peer replaces the peers outright.
- */
-export function resolveTopology(f: TopologyFlags): Topology {
-  const network = cidrFlag('--network', f.network ?? DEFAULT_NETWORK);
-  const defaults = DEFAULT_NODES.map((n) => ({ subnet: parseCidr(n.subnet), publicIp: parseIpv4(n.publicIp) }));
-  const localIp = f.localIp !== undefined ? ipFlag('--local-ip', f.localIp) : defaults[0].publicIp;
-  let peers: NodeSpec[];
-  let local: NodeSpec;
-  if (f.peers && f.peers.length > 0) {
-    peers = f.peers.map((spec) => {
-      const eq = spec.indexOf('=');
-      if (eq < 0) throw new Error(`--peer: "${spec}" is not SUBNET=IP (e.g. 10.244.2.0/24=192.168.77.12)`);
-      return { subnet: cidrFlag('--peer', spec.slice(0, eq)), publicIp: ipFlag('--peer', spec.slice(eq + 1)) };
-    });
-    local = { subnet: defaults[0].subnet, publicIp: localIp };
-  } else {
-    const chosen = defaults.find((n) => n.publicIp === localIp);
-    local = chosen ?? { subnet: defaults[0].subnet, publicIp: localIp };
-    peers = defaults.filter((n) => n !== chosen && n.publicIp !== localIp);
-  }
-  if (f.localSubnet !== undefined) local = { subnet: cidrFlag('--local-subnet', f.localSubnet), publicIp: local.publicIp };
-  if (f.peers === undefined || f.peers.length === 0) {
-    // Default peers give way to a local subnet that overlaps them.
-    peers = peers.filter((p) => !cidrContainsCidr(p.subnet, local.subnet) && !cidrContainsCidr(local.subnet, p.subnet));
-  }
-  const all = [local, ...peers];
-  for (const n of all) {
-    if (!cidrContainsCidr(network, n.subnet)) throw new Error(`subnet ${formatCidr(n.subnet)} is outside the Network ${formatCidr(network)}`);
-  }
-  for (let i = 0; i < all.length; i++) {
-    for (let j = i + 1; j < all.length; j++) {
-      const a = all[i];
-      const b = all[j];
-      if (cidrContainsCidr(a.subnet, b.subnet) || cidrContainsCidr(b.subnet, a.subnet)) {
-        throw new Error(`subnets ${formatCidr(a.subnet)} and ${formatCidr(b.subnet)} overlap: each node holds its own lease`);
-      }
-      if (a.publicIp === b.publicIp) throw new Error(`two nodes share the public IP ${formatIpv4(a.publicIp)}`);
-    }
-  }
-  return { network, local, peers };
-}
-
 export interface OfflineNodeOptions {
   backend: string;
-  topology: Topology;
+  topology: OfflineTopology;
   /** Backend.VNI (vxlan). */
   vni?: number;
   /** Backend.Port (udp, vxlan). */
   port?: number;
   underlayMtu?: number;
-}
-
-/** One datagram handed to the underlay socket, and what the kernel puts on the wire for it. */
-export interface SentDatagram {
-  /** The bytes weft passed to send: for udp the inner packet, for vxlan/ipip a whole outer IPv4 packet. */
-  payload: Buffer;
-  addr: number;
-  port: number;
-  /**
-   * The IPv4 packets on the underlay: for a UDP socket the kernel's IPv4 + UDP headers in front
-   * of the payload (or its fragments); for an IP_HDRINCL send the payload itself.
-   */
-  wire: Buffer[];
 }
 
 export interface StepOutcome {
@@ -170,167 +79,18 @@ export interface StepOutcome {
   refused: SentDatagram[];
 }
 
-/**
- * The TUN side of the daemon's datapath, in memory: `read` fills the list the way the native
- * readPackets does (one packet per slot at slot + headroom, lens -1 if it does not fit) and
- * `write` keeps copies of what the datapath writes into the device.
- */
-class MemoryTun implements PacketDevice {
-  readonly queue: Uint8Array[] = [];
-  readonly written: Buffer[] = [];
-  ready: ((err?: Error) => void) | null = null;
-
-  read(list: PacketList): number {
-    const room = list.slotSize - list.headroom;
-    let n = 0;
-    const slots = list.slots;
-    while (n < slots && this.queue.length > 0) {
-      const pkt = this.queue.shift()!;
-      const off = n * list.slotSize + list.headroom;
-      list.offs[n] = off;
-      if (pkt.length > room) {
-        list.lens[n] = -1;
-      } else {
-        list.buf.set(pkt, off);
-        list.lens[n] = pkt.length;
-      }
-      n++;
-    }
-    list.count = n;
-    return n;
-  }
-
-  write(list: PacketList): number {
-    for (let i = 0; i < list.count; i++) {
-      if (list.lens[i] <= 0) continue;
-      this.written.push(Buffer.from(list.buf.subarray(list.offs[i], list.offs[i] + list.lens[i])));
-    }
-    return list.count;
-  }
-
-  onReadable(cb: (err?: Error) => void): void {
-    this.ready = cb;
-  }
-
-  close(): void {}
-}
-
-/**
- * The underlay socket, in memory. Sends are framed as the kernel would put them on the wire;
- * receives are filled like recvmmsg (payload at slot + headroom, sender address and port).
- */
-class MemoryTransport implements Transport {
-  readonly queue: { payload: Uint8Array; addr: number; port: number }[] = [];
-  readonly sent: SentDatagram[] = [];
-  readonly refused: SentDatagram[] = [];
-  ready: ((err?: Error) => void) | null = null;
-
-  constructor(
-    /** 'udp': a UDP socket bound to localIp:port (udp backend). 'raw': an IP_HDRINCL send (vxlan, ipip). */
-    private readonly kind: 'udp' | 'raw',
-    private readonly localIp: number,
-    private readonly port: number,
-    private readonly mtu: number,
-  ) {}
-
-  recv(list: PacketList): number {
-    const room = list.slotSize - list.headroom;
-    let n = 0;
-    const slots = list.slots;
-    while (n < slots && this.queue.length > 0) {
-      const d = this.queue.shift()!;
-      const off = n * list.slotSize + list.headroom;
-      list.offs[n] = off;
-      list.addrs[n] = d.addr;
-      list.ports[n] = d.port;
-      if (d.payload.length > room) {
-        // MSG_TRUNC: the native receive marks a datagram that did not fit its slot.
-        list.lens[n] = -1;
-      } else {
-        list.buf.set(d.payload, off);
-        list.lens[n] = d.payload.length;
-      }
-      n++;
-    }
-    list.count = n;
-    return n;
-  }
-
-  send(list: PacketList): number {
-    let accepted = 0;
-    for (let i = 0; i < list.count; i++) {
-      const len = list.lens[i];
-      if (len <= 0) continue;
-      const payload = Buffer.from(list.buf.subarray(list.offs[i], list.offs[i] + len));
-      const d: SentDatagram = { payload, addr: list.addrs[i], port: list.ports[i], wire: [] };
-      if (this.kind === 'raw') {
-        // raw(7) with IP_HDRINCL does not fragment: a packet over the device MTU fails with
-        // EMSGSIZE (raw_send_hdrinc), and the native sendBatch drops it and counts it unsent.
-        if (len > this.mtu) {
-          this.refused.push(d);
-          continue;
-        }
-        d.wire.push(payload);
-      } else {
-        d.wire.push(...udpSocketFrames(payload, this.localIp, this.port, d.addr, d.port, this.mtu));
-      }
-      this.sent.push(d);
-      accepted++;
-    }
-    return accepted;
-  }
-
-  onReadable(cb: (err?: Error) => void): void {
-    this.ready = cb;
-  }
-
-  close(): void {}
-}
-
-/**
- * What an unconnected Linux UDP socket (IP_PMTUDISC_WANT, the default) puts on the wire for
- * one datagram: IPv4 (TTL 64, TOS 0) + UDP with its checksum, DF set when it fits the MTU;
- * a larger datagram is fragmented locally, without DF (__ip_make_skb / ip_fragment). The
- * kernel picks the Identification; these frames carry 0.
- */
-export function udpSocketFrames(payload: Uint8Array, src: number, sport: number, dst: number, dport: number, mtu: number): Buffer[] {
-  const udpLen = UDP_HEADER + payload.length;
-  const total = IPV4_MIN_HEADER + udpLen;
-  const whole = Buffer.alloc(total);
-  const fits = total <= mtu;
-  writeIpv4Header(whole, 0, src, dst, IPPROTO_UDP, KERNEL_DEFAULT_TTL, total, 0, fits);
-  writeUdpHeader(whole, IPV4_MIN_HEADER, sport, dport, udpLen);
-  whole.set(payload, IPV4_MIN_HEADER + UDP_HEADER);
-  const ck = udpChecksum(whole, IPV4_MIN_HEADER, udpLen, src, dst);
-  whole[IPV4_MIN_HEADER + 6] = ck >>> 8;
-  whole[IPV4_MIN_HEADER + 7] = ck & 0xff;
-  if (fits) return [whole];
-  // RFC 791: every fragment but the last carries a multiple of 8 data bytes and MF.
-  const per = Math.floor((mtu - IPV4_MIN_HEADER) / 8) * 8;
-  const frames: Buffer[] = [];
-  for (let at = 0; at < udpLen; at += per) {
-    const n = Math.min(per, udpLen - at);
-    const f = Buffer.alloc(IPV4_MIN_HEADER + n);
-    writeIpv4Header(f, 0, src, dst, IPPROTO_UDP, KERNEL_DEFAULT_TTL, IPV4_MIN_HEADER + n, 0, false);
-    const word = ((at + n < udpLen ? 0x2000 : 0) | (at / 8)) & 0xffff;
-    f[6] = word >>> 8;
-    f[7] = word & 0xff;
-    ipv4UpdateChecksum(f, 0);
-    f.set(whole.subarray(IPV4_MIN_HEADER + at, IPV4_MIN_HEADER + at + n), IPV4_MIN_HEADER);
-    frames.push(f);
-  }
-  return frames;
-}
-
 /** What the kernel would hand the backend's receiving socket for one underlay packet, or why it would not. */
 export type Delivery = { payload: Uint8Array; from: number; fromPort: number } | { skip: string };
 
 export class OfflineNode {
   readonly type: BackendType;
   readonly config: NetworkConfig;
-  readonly setup: BackendSetup;
-  readonly backend: Backend | null;
-  readonly topology: Topology;
+  readonly backend: Backend;
+  /** weft's datapath carries this backend's packets (every backend but host-gw, which the kernel forwards). */
+  readonly tunnel: boolean;
+  /** The underlay port the backend's socket is bound to (0 for ipip and host-gw). */
+  readonly port: number;
+  readonly topology: OfflineTopology;
   readonly network: Cidr;
   readonly localSubnet: Cidr;
   readonly localIp: number;
@@ -339,16 +99,17 @@ export class OfflineNode {
   readonly tunnelMtu: number;
   readonly peers: PeerSet;
   readonly stats = new DatapathStats();
-  readonly pipeline: Pipeline | null;
-  readonly datapath: Datapath | null;
+  /** Undefined for host-gw, whose packets the kernel forwards (kernelForward). */
+  readonly pipeline: Pipeline | undefined;
+  readonly datapath: Datapath | undefined;
   private readonly tun = new MemoryTun();
   private readonly sock: MemoryTransport;
 
   constructor(opts: OfflineNodeOptions) {
-    if (!(BACKEND_NAMES as readonly string[]).includes(opts.backend)) {
-      throw new Error(`--backend: "${opts.backend}" is not one of ${BACKEND_NAMES.join(', ')}`);
+    if (!isBackendType(opts.backend)) {
+      throw new Error(`--backend: "${opts.backend}" is not one of ${BACKEND_TYPES.join(', ')}`);
     }
-    const type = opts.backend as BackendType;
+    const type = opts.backend;
     const topo = opts.topology;
     this.type = type;
     this.topology = topo;
@@ -363,50 +124,50 @@ export class OfflineNode {
     if (opts.vni !== undefined) backendJson.VNI = opts.vni;
     if (opts.port !== undefined) backendJson.Port = opts.port;
     this.config = parseNetConfig({ Network: formatCidr(topo.network), Backend: backendJson });
+    const spec = BACKENDS[type];
+    this.tunnel = spec.needsTun;
+    this.port = this.config.backend.port ?? spec.defaultPort;
 
-    // As Daemon.start: backend for our lease, MTU from the underlay, PeerSet fed by the leases.
-    // ipip's outer Identification starts at 1, like vxlan's, not at random as in the daemon: the
-    // same input must give the same bytes (the README's walks depend on it).
-    const setup = createBackend(this.config, { publicIp: this.localIp, subnet: this.localSubnet }, { ipipFirstId: 1 });
-    this.setup = setup;
-    this.backend = setup.backend;
-    this.tunnelMtu = this.underlayMtu - (this.backend?.mtuOverhead ?? 0);
     const lease = (n: NodeSpec): Lease => ({
       subnet: formatCidr(n.subnet),
       publicIp: formatIpv4(n.publicIp),
       backendType: type,
-      backendData: leaseDataFor(this.config, n.publicIp),
+      backendData: spec.leaseData(n.publicIp, this.config.backend.vni ?? 0),
       expiration: 0,
     });
-    const backend = this.backend;
-    this.peers = new PeerSet(type, setup.port, lease(topo.local), (added, removed) => {
-      // Daemon.onPeersChanged: per-peer backend state before the route snapshot is swapped in.
-      for (const p of added) backend?.onPeerAdded(p);
-      for (const p of removed) backend?.onPeerRemoved(p);
+    this.sock = new MemoryTransport(type === 'udp' ? 'udp' : 'raw', this.localIp, this.port, this.underlayMtu);
+    const node = assembleNode({
+      backend: this.config.backend,
+      network: this.network,
+      lease: lease(topo.local),
+      underlayMtu: this.underlayMtu,
+      devices: spec.needsTun ? { tun: this.tun, transport: this.sock } : undefined,
+      // host-gw's routes, as if every peer were on our underlay subnet; nothing runs `ip`.
+      hostRoutes: new HostRoutes({
+        iface: 'eth0',
+        ifaceAddrs: [{ ip: formatIpv4(this.localIp), prefixLen: 0 }],
+        log: { info() {}, error() {} },
+        ip: async () => '',
+      }),
+      stats: this.stats,
+      // ipip's outer Identification starts at 1, like vxlan's, not at random as in the daemon:
+      // the same input must give the same bytes (the packet walks in docs/ depend on it).
+      ipipFirstId: 1,
     });
+    this.backend = node.backend;
+    this.tunnelMtu = node.tunnelMtu;
+    this.peers = node.peers;
+    this.pipeline = node.pipeline;
+    this.datapath = node.datapath;
     this.peers.applySnapshot(topo.peers.map(lease));
+    this.datapath?.start((e) => {
+      throw e;
+    });
+  }
 
-    this.sock = new MemoryTransport(type === 'udp' ? 'udp' : 'raw', this.localIp, setup.port, this.underlayMtu);
-    if (backend) {
-      this.pipeline = new Pipeline({
-        backend,
-        routes: this.peers.routes,
-        peersByAddr: this.peers.byAddr,
-        network: this.network,
-        localSubnet: this.localSubnet,
-        icmpSource: this.localSubnet.addr,
-        stats: this.stats,
-        batchSize: 64,
-        tunnelMtu: this.tunnelMtu,
-      });
-      this.datapath = new Datapath(this.tun, this.sock, this.pipeline);
-      this.datapath.start((e) => {
-        throw e;
-      });
-    } else {
-      this.pipeline = null;
-      this.datapath = null;
-    }
+  /** What the kernel does with a pod's packet under host-gw: it forwards by the routes the backend installs. */
+  kernelForward(pkt: Uint8Array): KernelForward {
+    return kernelForward(this.peers.routes, this.underlayMtu, pkt);
   }
 
   /** Our own peer entry and the others, as the route table holds them. */
@@ -419,7 +180,7 @@ export class OfflineNode {
    * (pipeline.egress → the backend's encap → one batched send; ICMP errors written back).
    */
   egress(pkt: Uint8Array): StepOutcome {
-    if (!this.datapath) throw new Error('host-gw has no weft datapath: the kernel forwards by the routes weft installs');
+    if (!this.datapath) throw new Error('host-gw has no weft datapath: the kernel forwards by the routes weft installs (kernelForward)');
     this.tun.queue.push(pkt);
     return this.step(() => this.tun.ready!());
   }
@@ -480,7 +241,7 @@ export class OfflineNode {
     if (total - hlen < UDP_HEADER) return { skip: 'truncated UDP header: the kernel drops it' };
     const u = hlen;
     const dport = udpDstPort(outer, u);
-    if (dport !== this.setup.port) return { skip: `UDP port ${dport}, not ${this.setup.port}: not for the ${this.type} socket` };
+    if (dport !== this.port) return { skip: `UDP port ${dport}, not ${this.port}: not for the ${this.type} socket` };
     const ulen = udpLength(outer, u);
     if (ulen < UDP_HEADER || ulen > total - hlen) return { skip: `UDP length ${ulen} does not fit the packet: the kernel drops it` };
     // The kernel also verifies a non-zero UDP checksum here. Replay does not: a capture taken on
@@ -488,31 +249,4 @@ export class OfflineNode {
     // a partial sum the NIC completes on the way out, so good packets would look bad.
     return { payload: outer.subarray(u + UDP_HEADER, u + ulen), from, fromPort: udpSrcPort(outer, u) };
   }
-}
-
-/** What the kernel does with a pod's packet under host-gw, where no weft code runs. */
-export type KernelForward =
-  | { verdict: 'forward'; peer: Peer; packet: Buffer }
-  | { verdict: 'local' | 'no-route' | 'invalid' | 'ttl' | 'too-big'; peer?: Peer; why: string };
-
-/**
- * host-gw: the kernel forwards by `SUBNET via PEER dev IFACE`, the routes the daemon installs
- * from the same leases (src/daemon/host-routes.ts). A sketch of ip_forward's choices for one
- * packet, so replay and trace can say where it goes; the packet comes back as forwarded (TTL
- * lowered, header checksum patched as ip_decrease_ttl does).
- */
-export function kernelForward(node: OfflineNode, pkt: Uint8Array): KernelForward {
-  const v = validateIpv4(pkt, 0, pkt.length);
-  if (v !== Ipv4Verdict.Ok) return { verdict: 'invalid', why: `${IPV4_VERDICT_NAMES[v]}: the kernel's ip_rcv drops it` };
-  const peer = node.peers.routes.lookup(ipv4Dst(pkt, 0));
-  if (peer === undefined) return { verdict: 'no-route', why: 'no host-gw route covers it: the kernel uses its other routes (default route, or unreachable)' };
-  if (peer.local) return { verdict: 'local', peer, why: "our own lease: delivered on the pods' bridge, not forwarded" };
-  if (pkt[8] <= 1) return { verdict: 'ttl', peer, why: "TTL expires: the kernel's ip_forward answers ICMP time exceeded" };
-  const total = ipv4TotalLength(pkt, 0);
-  if (total > node.underlayMtu && (pkt[6] & 0x40) !== 0) {
-    return { verdict: 'too-big', peer, why: `larger than the underlay MTU ${node.underlayMtu} with DF: the kernel answers ICMP fragmentation needed` };
-  }
-  const packet = Buffer.from(pkt.subarray(0, total));
-  decrementTtl(packet, 0);
-  return { verdict: 'forward', peer, packet };
 }

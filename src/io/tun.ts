@@ -4,6 +4,7 @@
 
 import { FdHandle } from './fd-handle';
 import { native } from './native';
+import type { PacketDevice } from './packet-device';
 import type { PacketList } from './packet-list';
 
 export interface TunOpenOptions {
@@ -14,7 +15,7 @@ export interface TunOpenOptions {
   multiQueue?: boolean;
 }
 
-export class TunDevice {
+export class TunDevice implements PacketDevice {
   /** The interface name the kernel assigned (a "tun%d" template comes back expanded). */
   readonly name: string;
   private readonly handle: FdHandle;

@@ -43,11 +43,9 @@ export {
   DEFAULT_UNDERLAY,
   DEFAULT_UNDERLAY_B,
   DEFAULT_NETWORK,
-  BACKENDS,
   TOPOLOGIES,
   REGISTRIES,
   type RegistryKind,
-  type BackendType,
   type Topology,
   type LabRouter,
   type LabState,
@@ -57,6 +55,7 @@ export {
   type LabRef,
   prefixOf,
 } from './state';
+export { BACKEND_TYPES, type BackendType } from '../datapath/backends';
 export { readSubnetEnv } from './cni';
 export type { SubnetEnv } from '../daemon/subnet-env';
 export { contains, within, networkOf } from './addr';

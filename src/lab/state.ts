@@ -2,6 +2,7 @@
 // `down` run from a different process than the `up` that formed the lab.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import type { BackendType } from '../datapath/backends';
 
 /** tmpfs: the lab is gone after a reboot, and so is its record. */
 export const LAB_ROOT = '/run/weft-lab';
@@ -26,8 +27,6 @@ export const UNDERLAY_BRIDGE_B = 'br1';
 export const NODE_IFACE = 'eth0';
 export const POD_IFACE = 'eth0';
 export const CNI_BIN_DIR = '/usr/lib/cni';
-export const BACKENDS = ['udp', 'vxlan', 'ipip', 'host-gw'] as const;
-export type BackendType = (typeof BACKENDS)[number];
 /**
  * flat: every node on one underlay bridge (one L2 segment). routed: two underlay subnets, each
  * its own bridge, joined only by a router namespace, so nodes on different subnets are not L2

@@ -1,5 +1,6 @@
 // `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
 // attached through the CNI bridge plugin. Any failure tears down what was made.
+import { BACKEND_TYPES, isBackendType, type BackendType } from '../datapath/backends';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/address';
@@ -14,7 +15,6 @@ import { nsRun, sleep } from './process';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
 import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './lifecycle';
 import {
-  BACKENDS,
   CNI_BIN_DIR,
   CONTROL_PORT,
   ETCD_CLIENT_PORT,
@@ -43,7 +43,6 @@ import {
   routerNsName,
   switchNsName,
   writeState,
-  type BackendType,
   type LabNode,
   type LabRouter,
   type LabState,
@@ -139,7 +138,7 @@ function validate(o: Validated, inspect?: string): void {
   checkPrefix(o.prefix);
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 200) throw new Error(`--nodes must be 1..200, got ${o.nodes}`);
   if (!Number.isInteger(o.pods) || o.pods < 0 || o.pods > 32) throw new Error(`--pods must be 0..32, got ${o.pods}`);
-  if (!(BACKENDS as readonly string[]).includes(o.backend)) throw new Error(`--backend must be one of ${BACKENDS.join('|')}, got ${o.backend}`);
+  if (!isBackendType(o.backend)) throw new Error(`--backend must be one of ${BACKEND_TYPES.join('|')}, got ${o.backend}`);
   if (!(TOPOLOGIES as readonly string[]).includes(o.topology)) throw new Error(`--topology must be one of ${TOPOLOGIES.join('|')}, got ${o.topology}`);
   const net = parseAddrPrefix(o.network);
   if (net.len > 24) throw new Error(`--network ${o.network} must be /24 or larger (SubnetLen is 24)`);

@@ -33,6 +33,15 @@ let nextIcmpId = 0;
  * information and address-mask requests and replies. Every other type, including unassigned
  * ones, is treated as an error so that we never answer an error with an error (RFC 1812 §4.3.2.7).
  */
+/** The ICMP message's type field (RFC 792), at the start of the ICMP header. */
+export function icmpType(buf: Uint8Array, off: number): number {
+  return buf[off];
+}
+
+export function icmpCode(buf: Uint8Array, off: number): number {
+  return buf[off + 1];
+}
+
 export function icmpIsQuery(type: number): boolean {
   return type === 0 || type === 8 || (type >= 13 && type <= 18);
 }

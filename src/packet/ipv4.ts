@@ -75,6 +75,16 @@ export function ipv4TotalLength(buf: Uint8Array, off: number): number {
   return (buf[off + 2] << 8) | buf[off + 3];
 }
 
+/** The version nibble: 4 for IPv4 (RFC 791 §3.1). Only meaningful once len ≥ 1. */
+export function ipv4Version(buf: Uint8Array, off: number): number {
+  return buf[off] >> 4;
+}
+
+/** The header checksum field as stored (RFC 791 §3.1). */
+export function ipv4HeaderChecksum(buf: Uint8Array, off: number): number {
+  return (buf[off + IPV4_OFF_CHECKSUM] << 8) | buf[off + IPV4_OFF_CHECKSUM + 1];
+}
+
 export function ipv4Id(buf: Uint8Array, off: number): number {
   return (buf[off + 4] << 8) | buf[off + 5];
 }

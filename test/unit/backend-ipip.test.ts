@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { BACKENDS } from '../../src/datapath/backends';
 import { describe, expect, it } from 'vitest';
 import { IpipBackend, IPIP_OUTER_TTL } from '../../src/datapath/backends/ipip';
 import type { Peer } from '../../src/datapath/peer';
@@ -57,7 +58,7 @@ describe('IpipBackend', () => {
     expect(b.type).toBe('ipip');
     expect(b.mtuOverhead).toBe(20);
     expect(b.headroom).toBe(20);
-    expect(b.leaseData()).toEqual({});
+    expect(BACKENDS.ipip.leaseData(IP_A, 0)).toEqual({});
   });
 
   it('numbers outer Identifications from the first ID it was given, wrapping at 16 bits; refuses a non-16-bit one', () => {

@@ -1,94 +1,118 @@
-import type { NetworkConfig } from '../../control/netconfig';
+// The backends, in one table: the only place a backend name is written down. net-conf
+// validation (control/netconfig.ts), the lab's flags, trace/replay/wire and the daemon all
+// derive their lists and defaults from BACKENDS, and the node assembly (datapath/node.ts)
+// builds whichever one Backend.Type names.
+
 import type { Transport } from '../../io/transport';
 import { UdpSocket } from '../../io/udp';
 import type { Cidr } from '../../route/address';
-import type { Backend, BackendType } from '../backend';
-import { formatMac } from '../../packet/ethernet';
-import { IpipBackend, openIpipTransport } from './ipip';
-import { UDP_DEFAULT_PORT, UdpBackend } from './udp';
-import { openVxlanTransport, VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VxlanBackend, vtepMacFor } from './vxlan';
+import type { Backend } from '../backend';
+import type { HostRoutes } from '../host-routes';
+import { HostGwBackend } from './hostgw';
+import { IPIP_OVERHEAD, IpipBackend, openIpipTransport } from './ipip';
+import { UDP_DEFAULT_PORT, UDP_OVERHEAD, UdpBackend } from './udp';
+import { openVxlanTransport, VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHEAD, VxlanBackend, vtepMacFor, vxlanLeaseData } from './vxlan';
 
-/** What the daemon needs to run the backend net-conf.json's Backend.Type names. */
-export interface BackendSetup {
-  type: BackendType;
-  /** null for host-gw: the kernel forwards with routes weft installs; there is no userspace datapath. */
-  backend: Backend | null;
-  /** Underlay port the backend listens and sends on (0 for ipip and host-gw). */
-  port: number;
-  /** Backend.DirectRouting: on-link peers get host-gw routes, the rest go through the tunnel. */
-  directRouting: boolean;
-  /** Open the underlay transport, bound to our public IP. */
-  openTransport(): Transport;
-}
-
-export interface NodeIdentity {
+/** What a backend is built from: our node, and net-conf's Backend with its defaults applied. */
+export interface BackendParams {
+  /** Our underlay address (host order). */
   publicIp: number;
   /** Our lease. */
   subnet: Cidr;
-}
-
-export interface BackendOptions {
+  /** Backend.Port (udp, vxlan); the table's default when absent. */
+  port: number;
+  /** Backend.VNI (vxlan). */
+  vni: number;
+  /** Kernel routes to peers: host-gw installs one per peer (the node assembly passes them when it does). */
+  hostRoutes?: HostRoutes;
   /**
    * ipip's first outer Identification. Unset, it starts at random (a restarted daemon does not
    * reuse its previous life's IDs); weft trace/replay fix it so the same input gives the same bytes.
    */
   ipipFirstId?: number;
+  log?: { warn(o: object, m: string): void };
 }
 
-export function backendType(config: NetworkConfig): BackendType {
-  const t = config.backend.type;
-  if (t === 'udp' || t === 'vxlan' || t === 'ipip' || t === 'host-gw') return t;
-  throw new Error(`Backend.Type "${t}" is not one of udp, vxlan, ipip, host-gw`);
+export interface BackendSpec {
+  /** Underlay port the backend listens and sends on by default (0: not a UDP encapsulation). */
+  readonly defaultPort: number;
+  /** Bytes the encapsulation adds on the underlay: TUN MTU = underlay MTU - overhead. */
+  readonly overhead: number;
+  /** False for host-gw: the kernel forwards by routes, so there is no TUN and no userspace datapath. */
+  readonly needsTun: boolean;
+  /** Backend.DirectRouting is meaningful (flannel's vxlan and ipip backends take it). */
+  readonly directRouting: boolean;
+  /**
+   * BackendData for a lease held by the node at `publicIp`, decided before the node knows its
+   * subnet (flanneld likewise creates flannel.1, and so knows its MAC, before it acquires the
+   * lease that announces it).
+   */
+  leaseData(publicIp: number, vni: number): Record<string, unknown>;
+  create(p: BackendParams): Backend;
+  /** Opens the underlay sockets, bound to our public IP (only backends that need a TUN have any). */
+  openTransport(publicIp: number, port: number): Transport;
 }
 
-/**
- * BackendData for our lease, decided before we know our subnet (flanneld likewise creates
- * flannel.1, and so knows its MAC, before it acquires the lease that announces it).
- */
-export function leaseDataFor(config: NetworkConfig, publicIp: number): Record<string, unknown> {
-  switch (backendType(config)) {
-    case 'vxlan':
-      // flannel's vxlan BackendData: the VNI and the VTEP MAC peers put in their neighbor and FDB entries.
-      return { VNI: config.backend.vni ?? VXLAN_DEFAULT_VNI, VtepMAC: formatMac(vtepMacFor(publicIp)) };
-    default:
-      return {};
-  }
+const noLeaseData = (_publicIp: number, _vni: number): Record<string, unknown> => ({});
+
+function noTransport(): Transport {
+  throw new Error('host-gw has no underlay transport: the kernel forwards by the routes weft installs');
 }
 
-function noTransport(type: string): () => Transport {
-  return () => {
-    throw new Error(`the ${type} backend has no underlay transport`);
-  };
+export const BACKENDS = {
+  udp: {
+    defaultPort: UDP_DEFAULT_PORT,
+    overhead: UDP_OVERHEAD,
+    needsTun: true,
+    directRouting: false,
+    leaseData: noLeaseData,
+    create: () => new UdpBackend(),
+    openTransport: (publicIp, port) => UdpSocket.bind(publicIp, port),
+  },
+  vxlan: {
+    defaultPort: VXLAN_DEFAULT_PORT,
+    overhead: VXLAN_OVERHEAD,
+    needsTun: true,
+    directRouting: true,
+    leaseData: (publicIp, vni) => vxlanLeaseData(vni, vtepMacFor(publicIp)),
+    create: (p) =>
+      new VxlanBackend({ vni: p.vni, port: p.port, localPublicIp: p.publicIp, localVtepIp: p.subnet.addr, vtepMac: vtepMacFor(p.publicIp), log: p.log }),
+    openTransport: openVxlanTransport,
+  },
+  ipip: {
+    defaultPort: 0,
+    overhead: IPIP_OVERHEAD,
+    needsTun: true,
+    directRouting: true,
+    leaseData: noLeaseData,
+    create: (p) => new IpipBackend(p.publicIp, p.ipipFirstId),
+    openTransport: (publicIp) => openIpipTransport(publicIp),
+  },
+  'host-gw': {
+    defaultPort: 0,
+    overhead: 0,
+    needsTun: false,
+    directRouting: false,
+    leaseData: noLeaseData,
+    create: (p) => {
+      if (!p.hostRoutes) throw new Error('the host-gw backend needs kernel host routes, and none were given');
+      return new HostGwBackend(p.hostRoutes);
+    },
+    openTransport: noTransport,
+  },
+} as const satisfies Record<string, BackendSpec>;
+
+/** A backend's name as net-conf.json's Backend.Type and flannel's leases spell it. */
+export type BackendType = keyof typeof BACKENDS;
+
+export const BACKEND_TYPES = Object.keys(BACKENDS) as readonly BackendType[];
+
+export const DEFAULT_VNI = VXLAN_DEFAULT_VNI;
+
+export function isBackendType(t: unknown): t is BackendType {
+  return typeof t === 'string' && Object.prototype.hasOwnProperty.call(BACKENDS, t);
 }
 
-/** Build the backend net-conf.json's Backend.Type names, for a node that holds `node.subnet`. */
-export function createBackend(config: NetworkConfig, node: NodeIdentity, opts: BackendOptions = {}): BackendSetup {
-  const type = backendType(config);
-  switch (type) {
-    case 'udp': {
-      const port = config.backend.port ?? UDP_DEFAULT_PORT;
-      return { type, backend: new UdpBackend(), port, directRouting: false, openTransport: () => UdpSocket.bind(node.publicIp, port) };
-    }
-    case 'vxlan': {
-      const port = config.backend.port ?? VXLAN_DEFAULT_PORT;
-      const backend = new VxlanBackend({
-        vni: config.backend.vni ?? VXLAN_DEFAULT_VNI,
-        port,
-        localPublicIp: node.publicIp,
-        localVtepIp: node.subnet.addr,
-        vtepMac: vtepMacFor(node.publicIp),
-      });
-      return { type, backend, port, directRouting: config.backend.directRouting === true, openTransport: () => openVxlanTransport(node.publicIp, port) };
-    }
-    case 'ipip':
-      return {
-        type,
-        backend: new IpipBackend(node.publicIp, opts.ipipFirstId),
-        port: 0,
-        directRouting: config.backend.directRouting === true,
-        openTransport: () => openIpipTransport(node.publicIp),
-      };
-    case 'host-gw':
-      return { type, backend: null, port: 0, directRouting: false, openTransport: noTransport(type) };
-  }
+export function backendSpec(type: BackendType): BackendSpec {
+  return BACKENDS[type];
 }

@@ -29,6 +29,9 @@ const ECN_MASK = 0x03;
 const ECN_NOT_ECT = 0x00;
 const ECN_CE = 0x03;
 
+/** The outer IPv4 header: what a 1500-byte underlay leaves 1480 for. */
+export const IPIP_OVERHEAD = IPV4_MIN_HEADER;
+
 /** Largest inner packet whose outer Total Length still fits 16 bits. */
 const MAX_INNER = 0xffff - IPV4_MIN_HEADER;
 
@@ -41,8 +44,8 @@ const MAX_INNER = 0xffff - IPV4_MIN_HEADER;
  */
 export class IpipBackend implements Backend {
   readonly type = 'ipip' as const;
-  readonly mtuOverhead = IPV4_MIN_HEADER;
-  readonly headroom = IPV4_MIN_HEADER;
+  readonly mtuOverhead = IPIP_OVERHEAD;
+  readonly headroom = IPIP_OVERHEAD;
   private readonly localPublicIp: number;
   /**
    * Outer Identification: a wrapping counter. RFC 6864 §4.1 requires uniqueness only for
@@ -57,10 +60,6 @@ export class IpipBackend implements Backend {
       throw new RangeError(`ipip first Identification ${firstId} is not a 16-bit value`);
     }
     this.nextId = firstId ?? Math.floor(Math.random() * 0x10000);
-  }
-
-  leaseData(): Record<string, unknown> {
-    return {};
   }
 
   encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {

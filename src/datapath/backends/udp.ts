@@ -5,6 +5,8 @@ import type { Peer } from '../peer';
 
 /** flannel's udp backend listens on 8285 unless Backend.Port says otherwise. */
 export const UDP_DEFAULT_PORT = 8285;
+/** The kernel's outer IPv4 (20) + UDP (8) headers: what a 1500-byte underlay leaves 1472 for. */
+export const UDP_OVERHEAD = 28;
 
 /**
  * flannel's udp backend on the wire: the inner IPv4 packet is the entire UDP payload, sent
@@ -13,12 +15,8 @@ export const UDP_DEFAULT_PORT = 8285;
  */
 export class UdpBackend implements Backend {
   readonly type = 'udp' as const;
-  readonly mtuOverhead = 28;
+  readonly mtuOverhead = UDP_OVERHEAD;
   readonly headroom = 0;
-
-  leaseData(): Record<string, unknown> {
-    return {};
-  }
 
   encap(_buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {
     return tx.push(off, len, peer.publicIp, peer.port) ? ENCAP_OK : Drop.SendFailed;

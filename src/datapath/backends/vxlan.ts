@@ -60,6 +60,14 @@ export function vtepMacFor(publicIp: number): Buffer {
 }
 
 /**
+ * flannel's vxlan BackendData: the VNI and the VTEP MAC that peers put in their neighbor and
+ * forwarding entries, under flannel's keys so a lease listing reads like flannel's.
+ */
+export function vxlanLeaseData(vni: number, vtepMac: Buffer): Record<string, unknown> {
+  return { VNI: vni, VtepMAC: formatMac(vtepMac) };
+}
+
+/**
  * What encap needs for one peer, built once in onPeerAdded from the neighbor and forwarding
  * tables, as the kernel resolves neighbor → MAC → FDB → underlay address for flannel.1 (but
  * once per lease instead of once per packet). One class so every state has one shape.
@@ -149,9 +157,9 @@ export class VxlanBackend implements Backend {
     this.log = opts.log;
   }
 
-  /** flannel's vxlan BackendData keys, so a lease listing reads like flannel's. */
+  /** Our lease's BackendData (the one definition is vxlanLeaseData). */
   leaseData(): Record<string, unknown> {
-    return { VNI: this.vni, VtepMAC: formatMac(this.vtepMac) };
+    return vxlanLeaseData(this.vni, this.vtepMac);
   }
 
   /** For /status: our VTEP, both tables, and what could not be encapsulated or was answered. */

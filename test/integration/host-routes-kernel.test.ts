@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostRoutes } from '../../src/daemon/host-routes';
+import { HostRoutes } from '../../src/datapath/host-routes';
 import type { Peer } from '../../src/datapath/peer';
 import { ip, ipJson } from '../../src/io/iproute';
 import { parseCidr, parseIpv4 } from '../../src/route/address';

@@ -1,7 +1,7 @@
 import type { Lease, LeaseEvent } from '../control/registry';
 import { RouteTable } from '../route/route-table';
 import { formatCidr, parseCidr, parseIpv4 } from '../route/address';
-import type { Peer } from '../datapath/peer';
+import type { Peer } from './peer';
 
 export type PeerListener = (added: readonly Peer[], removed: readonly Peer[]) => void;
 

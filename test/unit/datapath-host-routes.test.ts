@@ -3,7 +3,7 @@
 // can fail or stall chosen commands. test/unit/daemon-host-routes-kernel.test.ts runs the same
 // class against a real kernel inside a namespace it makes.
 import { describe, expect, it } from 'vitest';
-import { HostRoutes } from '../../src/daemon/host-routes';
+import { HostRoutes } from '../../src/datapath/host-routes';
 import type { Peer } from '../../src/datapath/peer';
 import { parseCidr, parseIpv4 } from '../../src/route/address';
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PeerSet } from '../../src/daemon/peers';
+import { PeerSet } from '../../src/datapath/peers';
 import { formatSubnetEnv, parseSubnetEnv, writeSubnetEnv } from '../../src/daemon/subnet-env';
 import type { Lease } from '../../src/control/registry';
 import { parseIpv4 } from '../../src/route/address';

@@ -9,7 +9,7 @@
 // interface's connected subnets, so the log can say which subnets would have worked and what
 // to use instead, and the daemon can count and report the peers it cannot reach.
 import { ip as runIp } from '../io/iproute';
-import type { Peer } from '../datapath/peer';
+import type { Peer } from './peer';
 import { cidrContains, formatCidr, formatIpv4, maskOf, parseIpv4, type Cidr } from '../route/address';
 
 export interface HostRoutesOptions {
