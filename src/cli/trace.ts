@@ -414,7 +414,7 @@ function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[]): void {
     return;
   }
   const peer = k.peer;
-  out.push(STEP('route', `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft from the lease (src/daemon/host-routes.ts)`));
+  out.push(STEP('route', `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft's host-gw backend from the lease (src/datapath/host-routes.ts)`));
   out.push(...routeTable(node, peer));
   if (k.verdict === 'local') {
     out.push(MORE(`→ ${k.why}`));

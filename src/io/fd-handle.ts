@@ -1,7 +1,9 @@
-// What TunDevice and UdpSocket share: an owned non-blocking fd, its readiness watcher, and a
-// close that is safe to repeat. They hold one rather than extend it: as a subclass, UdpSocket's
-// static bind() would have to be marked `override` (of Function.prototype.bind, inherited
-// through the base's static side), which says something untrue.
+// What TunDevice and DatagramSocket (and so UdpSocket and RawSocket) share: an owned
+// non-blocking fd, its readiness watcher, and a close that is safe to repeat. Each holds one
+// rather than extending a common base class: a TUN device is not a socket, and the two share
+// only this fd lifecycle, not their read/write calls. (The sockets do form a hierarchy of their
+// own: UdpSocket and RawSocket extend DatagramSocket, which is why UdpSocket's static bind()
+// is marked `override` — a class's static side inherits Function.prototype.bind.)
 
 import { native, type PollHandle } from './native';
 

@@ -128,7 +128,8 @@ export class VxlanBackend implements Backend {
   readonly localVtepIp: number;
   /**
    * Packets not sent because the peer's lease has no usable VtepMAC (or another VNI). encap
-   * returns false for them, which the pipeline counts as send_failed; this says why.
+   * returns Drop.NoNeighbor for them, which the pipeline counts as no_neighbor; this counts the
+   * same packets on the backend's own /status.
    */
   noNeighbor = 0;
   /** ARP requests answered (also counted by the pipeline as `consumed`). */
