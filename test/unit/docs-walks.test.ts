@@ -1,9 +1,9 @@
-// The README's packet walks are `weft trace` output, rendered into it by scripts/render-walks.sh.
-// This renders them again from the code as it is now and fails if the README says anything
-// else: change an encapsulation (or what trace prints) without re-running the script and CI
-// fails here, with the first line that differs.
+// The packet walks in docs/architecture.md are `weft trace` output, rendered into it by
+// scripts/render-walks.sh. This renders them again from the code as it is now and fails if the
+// document says anything else: change an encapsulation (or what trace prints) without re-running
+// the script and CI fails here, with the first line that differs.
 //
-// Rendered once per file, in README order, in a fresh module graph (vitest isolates test
+// Rendered once per file, in document order, in a fresh module graph (vitest isolates test
 // files), exactly as the script renders them in one fresh process: the process-wide ICMP
 // error ID counter then starts from the same place both times.
 
@@ -12,34 +12,34 @@ import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { renderWalks } from '../../src/cli/trace';
 
-const README = path.join(__dirname, '..', '..', 'README.md');
+const DOC = 'docs/architecture.md';
 
-let readme: string;
+let doc: string;
 let rendered: string;
 beforeAll(() => {
-  readme = fs.readFileSync(README, 'utf8');
-  rendered = renderWalks(readme);
+  doc = fs.readFileSync(path.join(__dirname, '..', '..', DOC), 'utf8');
+  rendered = renderWalks(doc);
 });
 
 function blocks(text: string): { args: string; body: string }[] {
   return [...text.matchAll(/<!-- walks:begin ([^>]*?) -->\n([\s\S]*?)<!-- walks:end -->/g)].map((m) => ({ args: m[1], body: m[2] }));
 }
 
-describe('README packet walks', () => {
+describe(`${DOC}: packet walks`, () => {
   it('are exactly what weft trace prints today (else: bash scripts/render-walks.sh)', () => {
-    if (rendered !== readme) {
-      const a = readme.split('\n');
+    if (rendered !== doc) {
+      const a = doc.split('\n');
       const b = rendered.split('\n');
       const i = a.findIndex((l, k) => l !== b[k]);
       expect.fail(
-        `README.md's packet walks differ from \`weft trace\` output — run bash scripts/render-walks.sh and commit README.md.\n` +
-          `first difference, line ${i + 1}:\n  README: ${a[i]}\n  trace:  ${b[i]}`,
+        `${DOC}'s packet walks differ from \`weft trace\` output — run bash scripts/render-walks.sh and commit ${DOC}.\n` +
+          `first difference, line ${i + 1}:\n  doc:   ${a[i]}\n  trace: ${b[i]}`,
       );
     }
   });
 
   it('walk a pod-to-pod packet from node 1 to node 2 for every backend, as a fenced block each', () => {
-    const walks = blocks(readme);
+    const walks = blocks(doc);
     const backends = walks.map((w) => /--backend (\S+)/.exec(w.args)?.[1]);
     for (const b of ['udp', 'vxlan', 'ipip', 'host-gw']) expect(backends).toContain(b);
     for (const w of walks) {
@@ -49,5 +49,10 @@ describe('README packet walks', () => {
     const vxlan = walks.find((w) => w.args === '--backend vxlan --df')!.body;
     expect(vxlan).toMatch(/^ {2}VXLAN {11}flags 0x08 \(I\), VNI 1$/m);
     expect(vxlan).toMatch(/weft's vxlan encap: 50 bytes/);
+  });
+
+  it('live only there: README.md carries no walk block of its own to go stale', () => {
+    const readme = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
+    expect(readme.includes('<!-- walks:begin'), 'README.md has a <!-- walks:begin --> block').toBe(false);
   });
 });
