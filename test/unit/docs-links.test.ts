@@ -2,7 +2,8 @@
 // heading that was renamed, fails silently. This checks every relative link in README.md and
 // docs/*.md: the file (or folder) it names exists inside the repository, and its #anchor is a
 // heading of the target as GitHub slugs it. It also holds the README to what a newcomer reads
-// in five minutes: at most 250 lines, starting with the two commands.
+// in five minutes: at most 250 lines, starting with the two commands. And every source path the
+// pages name in code spans must exist, so a file moved by a refactor is not described at its old address.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -143,6 +144,21 @@ describe('README.md and docs/*.md', () => {
     expect(missing, `not linked from docs/README.md: ${missing.join(', ')}`).toEqual([]);
     expect(index.length).toBeGreaterThan(0);
     expect(links(path.join(ROOT, 'README.md')).map((l) => l.target)).toContain('docs/README.md');
+  });
+
+  it('every repository path named in code (`src/…`, `test/…`, `scripts/…`, …) exists, so a moved file is not described at its old address', () => {
+    const missing = files.flatMap((f) =>
+      fs
+        .readFileSync(f, 'utf8')
+        .split('\n')
+        .flatMap((l, i) =>
+          [...l.matchAll(/`((?:src|test|scripts|perf|compose|native|bin|docs|\.vscode)\/[^`\s]*)`/g)]
+            .map((m) => m[1])
+            .filter((p) => !/[*{]/.test(p) && !fs.existsSync(path.join(ROOT, p)))
+            .map((p) => `${rel(f)}:${i + 1}: ${p}`),
+        ),
+    );
+    expect(missing, missing.join('\n')).toEqual([]);
   });
 
   it('the pages stand alone: nothing cites a DESIGN.md or a ../shared folder that is not in the repository', () => {
