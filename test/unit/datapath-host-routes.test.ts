@@ -1,6 +1,6 @@
 // HostRoutes: the on-link rule, the ip commands it issues, their order, and its bookkeeping of
 // installed routes and unreachable peers. The ip runner is injected: the fake records argv and
-// can fail or stall chosen commands. test/unit/daemon-host-routes-kernel.test.ts runs the same
+// can fail or stall chosen commands. test/integration/host-routes-kernel.test.ts runs the same
 // class against a real kernel inside a namespace it makes.
 import { describe, expect, it } from 'vitest';
 import { HostRoutes } from '../../src/datapath/host-routes';
