@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { EmbeddedRegistry } from '../control/embedded';
-import { EtcdRegistry } from '../control/etcd';
+import { EtcdRegistry } from '../control/etcd/registry';
 import type { Registry } from '../control/registry';
 import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
 import { parseNetConfig } from '../control/netconfig';

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { GrpcRegistry } from '../control/client';
-import { EtcdRegistry } from '../control/etcd';
+import { EtcdRegistry } from '../control/etcd/registry';
 import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon } from '../daemon/daemon';

@@ -1,6 +1,7 @@
 // flanneld's etcd flags, shared by `weft daemon` (leases straight in etcd) and `weft control`
 // (etcd as the store behind its gRPC API): same names, same defaults, same errors.
-import { DEFAULT_ETCD_PREFIX, type EtcdRegistryOptions } from '../control/etcd';
+import { DEFAULT_ETCD_PREFIX } from '../control/etcd/codec';
+import type { EtcdRegistryOptions } from '../control/etcd/registry';
 
 export const ETCD_OPTIONS = {
   'etcd-endpoints': { type: 'string' },

@@ -14,30 +14,25 @@
 import { allocate, normalisePublicIp } from './allocator';
 import type { NetworkConfig } from './netconfig';
 import {
+  DEFAULT_LEASE_TTL_MS,
   RegistryError,
   cloneLease,
+  silentLogger,
   type AcquireRequest,
   type Lease,
   type LeaseEvent,
   type LeaseRef,
   type Registry,
+  type RegistryLogger,
   type WatchBatch,
   type WatchHandle,
 } from './registry';
 import { LeaseStore, type StoreState } from './store';
 import { formatCidr, parseCidr } from '../route/address';
 
-export const DEFAULT_LEASE_TTL_MS = 24 * 60 * 60 * 1000; // flanneld's subnet lease TTL
 export const DEFAULT_EVENT_LOG_SIZE = 10_000;
 /** setTimeout's delay is a signed 32-bit millisecond count; longer delays fire immediately. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** The subset of pino's Logger the registry uses; any pino logger fits. */
-export interface RegistryLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
 
 export interface EmbeddedRegistryOptions {
   config: NetworkConfig;
@@ -68,8 +63,6 @@ interface Watcher {
   onError: (e: Error) => void;
 }
 
-const silent: RegistryLogger = { info() {}, warn() {}, error() {} };
-
 export class EmbeddedRegistry implements Registry {
   private readonly cfg: NetworkConfig;
   private readonly store: LeaseStore;
@@ -95,7 +88,7 @@ export class EmbeddedRegistry implements Registry {
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.logSize = opts.eventLogSize ?? DEFAULT_EVENT_LOG_SIZE;
-    this.log = opts.logger ?? silent;
+    this.log = opts.logger ?? silentLogger;
   }
 
   get stateFile(): string {

@@ -1,9 +1,23 @@
 // The one lease-registry contract every control-plane implementation meets: the embedded
-// in-process registry, the gRPC client that talks to it, and (later) etcd. Nothing here names a
-// transport, so the daemon can be wired to any of them by a flag.
+// in-process registry (embedded.ts), the gRPC client that talks to it (client.ts), and etcd in
+// flannel's layout (etcd/registry.ts). Nothing here names a transport, so the daemon can be
+// wired to any of them by a flag.
 import type { NetworkConfig } from './netconfig';
 
 export type { NetworkConfig } from './netconfig';
+
+/** flanneld's subnet lease TTL (24 h): every registry's default lease lifetime. */
+export const DEFAULT_LEASE_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** The subset of pino's Logger the registries and the control server use; any pino logger fits. */
+export interface RegistryLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** The logger a registry uses when given none. */
+export const silentLogger: RegistryLogger = { info() {}, warn() {}, error() {} };
 
 export interface Lease {
   /** The node's subnet in CIDR form, e.g. "10.244.3.0/24". */

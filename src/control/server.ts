@@ -3,8 +3,7 @@
 // gRPC status codes, message intact; its only policy is tls.ts' client-certificate identity check
 // on lease-changing calls, and only when clients present verified certificates (mTLS).
 import * as grpc from '@grpc/grpc-js';
-import type { RegistryLogger } from './embedded';
-import { RegistryError, type Registry, type WatchHandle } from './registry';
+import { RegistryError, type Registry, type RegistryLogger, type WatchHandle } from './registry';
 import { describeIdentity, identityFromCertificate, leaseRefusal } from './tls';
 import {
   batchToWire,

@@ -8,7 +8,7 @@ import { hostAt, networkOf, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
 import { labDown } from './down';
 import { ETCD_BIN } from './etcd';
-import { DEFAULT_ETCD_PREFIX } from '../control/etcd';
+import { DEFAULT_ETCD_PREFIX } from '../control/etcd/codec';
 
 const ETCD_CONFIG_KEY = `${DEFAULT_ETCD_PREFIX}/config`;
 import { nsRun, sleep } from './process';

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcRegistry } from '../../src/control/client';
-import { EtcdRegistry } from '../../src/control/etcd';
+import { EtcdRegistry } from '../../src/control/etcd/registry';
 import type { WatchBatch } from '../../src/control/registry';
 import { freeLoopbackPort as freePort } from '../../src/lab/ports';
 import { ensureBuilt } from '../support/build';

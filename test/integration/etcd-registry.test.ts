@@ -4,9 +4,10 @@
 // and down, lease expiry, garbage under the prefix, and client-certificate TLS. Each test works
 // under its own key prefix so they share one cluster without seeing each other.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_ETCD_PREFIX, EtcdRegistry, ensureNetworkConfig, type EtcdRegistryOptions } from '../../src/control/etcd';
-import type { RegistryLogger } from '../../src/control/embedded';
-import { isRegistryError, type Lease, type Registry, type WatchBatch } from '../../src/control/registry';
+import { DEFAULT_ETCD_PREFIX } from '../../src/control/etcd/codec';
+import { ensureNetworkConfig } from '../../src/control/etcd/netconf';
+import { EtcdRegistry, type EtcdRegistryOptions } from '../../src/control/etcd/registry';
+import { isRegistryError, type Lease, type Registry, type RegistryLogger, type WatchBatch } from '../../src/control/registry';
 import { mustRun, sleep } from '../../src/lab/process';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { rejection } from '../support/registry';

@@ -52,7 +52,7 @@ async function acquireAs(state: LabState, publicIp: string, previousSubnet: stri
   const js = `
     const [kind, addr, req] = process.argv.slice(1);
     const reg = kind === 'etcd'
-      ? new (require(${JSON.stringify(join(dist, 'etcd.js'))}).EtcdRegistry)({ endpoints: ['http://' + addr], leaseTtlMs: 600000 })
+      ? new (require(${JSON.stringify(join(dist, 'etcd', 'registry.js'))}).EtcdRegistry)({ endpoints: ['http://' + addr], leaseTtlMs: 600000 })
       : new (require(${JSON.stringify(join(dist, 'client.js'))}).GrpcRegistry)(addr);
     reg.acquire(JSON.parse(req)).then(
       (l) => { process.stdout.write(JSON.stringify(l)); reg.close(); process.exit(0); },

@@ -9,7 +9,7 @@ import { EmbeddedRegistry } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
 import type { Registry } from '../../src/control/registry';
 import { startControlServer } from '../../src/control/server';
-import { EtcdRegistry } from '../../src/control/etcd';
+import { EtcdRegistry } from '../../src/control/etcd/registry';
 import { afterAll, beforeAll } from 'vitest';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { registryContract, type ContractSubject } from '../support/registry-contract';

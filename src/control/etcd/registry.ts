@@ -1,4 +1,4 @@
-// The lease registry on etcd, in flannel's layout (see etcd-codec.ts), so weft and flanneld nodes
+// The lease registry on etcd, in flannel's layout (see codec.ts), so weft and flanneld nodes
 // can share one cluster network. etcd is the only state: there is no cache of leases here, every
 // decision reads etcd and every write is a compare-and-swap on what was read.
 //
@@ -13,22 +13,25 @@
 //    unconditional; being stricter cannot break a flannel peer.
 //  - Failures of etcd or the transport are RegistryError('unavailable'): the daemon backs off
 //    and retries those, and nothing in here retries or reconnects behind its back beyond trying
-//    the other endpoints within one call's deadline.
-import {
-  Etcd3,
-  GRPCDeadlineExceededError,
-  isRecoverableError,
-  type ICompare,
-  type IKeyValue,
-  type IOptions,
-  type IRequestOp,
-  type IWatchRequest,
-  type IWatchResponse,
-} from 'etcd3';
+//    the other endpoints within one call's deadline (endpoints.ts).
+import type { ICompare, IKeyValue, IRequestOp, IWatchResponse } from 'etcd3';
 import type * as grpc from '@grpc/grpc-js';
-import { readFileSync } from 'node:fs';
-import { allocate, normalisePublicIp } from './allocator';
-import type { RegistryLogger } from './embedded';
+import { allocate, normalisePublicIp } from '../allocator';
+import { parseNetConfig, type NetworkConfig } from '../netconfig';
+import {
+  DEFAULT_LEASE_TTL_MS,
+  RegistryError,
+  silentLogger,
+  type AcquireRequest,
+  type Lease,
+  type LeaseEvent,
+  type LeaseRef,
+  type Registry,
+  type RegistryLogger,
+  type WatchBatch,
+  type WatchHandle,
+} from '../registry';
+import { cidrContainsCidr, formatCidr, parseCidr } from '../../route/address';
 import {
   DEFAULT_ETCD_PREFIX,
   canonicalJson,
@@ -41,34 +44,13 @@ import {
   subnetKey,
   subnetsPrefix,
   type LeaseAttrs,
-} from './etcd-codec';
-import { parseNetConfig, type NetworkConfig } from './netconfig';
-import {
-  RegistryError,
-  type AcquireRequest,
-  type Lease,
-  type LeaseEvent,
-  type LeaseRef,
-  type Registry,
-  type WatchBatch,
-  type WatchHandle,
-} from './registry';
-import { cidrContainsCidr, formatCidr, parseCidr } from '../route/address';
+} from './codec';
+import { checkEndpoints, describe, num, openEtcdClient, type EtcdClient, type EtcdTlsFiles, type WatchStream } from './endpoints';
+import { EtcdWatch, type WatchSource } from './watch';
 
-export { DEFAULT_ETCD_PREFIX } from './etcd-codec';
-
-export const DEFAULT_ETCD_LEASE_TTL_MS = 24 * 60 * 60 * 1000; // flanneld's subnet lease TTL
 export const DEFAULT_ETCD_DEADLINE_MS = 5000;
 /** Compare-and-swap attempts before a call gives up as 'unavailable' (another node kept winning). */
 const MAX_CAS_ATTEMPTS = 10;
-/** How long a member that failed a call is passed over while another endpoint is believed up. */
-const MEMBER_PENALTY_MS = 1000;
-
-export interface EtcdTlsFiles {
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-}
 
 export interface EtcdRegistryOptions {
   /** e.g. ['http://127.0.0.1:23790'] or https://…; all members of one cluster. */
@@ -101,106 +83,7 @@ interface Call {
   deadline: number;
 }
 
-type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
-type WatchStream = grpc.ClientDuplexStream<IWatchRequest, IWatchResponse>;
-
-const silent: RegistryLogger = { info() {}, warn() {}, error() {} };
-
-/**
- * etcd3's default fault handling retries three times and opens a 5 s circuit breaker per host,
- * which turns "etcd is down" into long stalls and then instant failures after it is back. Here a
- * call tries each endpoint at most once, and a member that just failed is passed over for a
- * moment — unless every member is in that state, because refusing to try at all would only turn
- * a restarted single-member etcd into a second of made-up unavailability.
- */
-class MemberHealth {
-  private readonly badUntil = new Map<string, number>();
-
-  constructor(private readonly endpoints: string[]) {}
-
-  private usable(ep: string, now: number): boolean {
-    return (this.badUntil.get(ep) ?? 0) <= now;
-  }
-
-  hostPolicy(ep: string): Policy {
-    const run = async <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> => {
-      const now = Date.now();
-      if (!this.usable(ep, now) && this.endpoints.some((e) => this.usable(e, now))) {
-        throw new Error(`etcd member ${ep} failed recently; trying another`);
-      }
-      try {
-        const r = await fn({ signal: new AbortController().signal });
-        this.badUntil.delete(ep);
-        return r;
-      } catch (e) {
-        if (e instanceof Error && isRecoverableError(e)) this.badUntil.set(ep, Date.now() + MEMBER_PENALTY_MS);
-        throw e;
-      }
-    };
-    return policy(run);
-  }
-
-  globalPolicy(): Policy {
-    const attempts = this.endpoints.length;
-    const run = async <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> => {
-      // etcd3 hands each attempt the next member in a shuffled order; one pass over the
-      // members, no backoff: the call's own deadline bounds the whole thing.
-      for (let i = 1; ; i++) {
-        try {
-          return await fn({ signal: new AbortController().signal });
-        } catch (e) {
-          // Past the deadline another member cannot help, and its instant DEADLINE_EXCEEDED
-          // would mark a healthy member as failed.
-          if (i >= attempts || e instanceof GRPCDeadlineExceededError || !(e instanceof Error && isRecoverableError(e))) throw e;
-        }
-      }
-    };
-    return policy(run);
-  }
-}
-
-function policy(run: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise<T>): Policy {
-  const never = { dispose() {} };
-  // etcd3 only calls execute(); the event members exist to satisfy cockatiel's IPolicy type.
-  return { execute: run, onSuccess: () => never, onFailure: () => never } as unknown as Policy;
-}
-
-/** Etcd3 with access to the connection pool, for watch streams that this module controls itself. */
-class EtcdClient extends Etcd3 {
-  /**
-   * A raw Watch stream on one member. etcd3's own Watcher reconnects silently with backoff,
-   * which would hide an outage from the daemon; this stream just ends with an error instead.
-   */
-  openWatchStream(): Promise<WatchStream> {
-    return this.pool.withConnection('Watch', ({ client, metadata }) => {
-      // clientv3's WithRequireLeader, as flanneld's watch uses: a member cut off from the quorum
-      // cancels the stream instead of leaving it open and silent forever.
-      const md = metadata.clone();
-      md.set('hasleader', 'true');
-      return (client as unknown as { watch(md: grpc.Metadata): WatchStream }).watch(md);
-    });
-  }
-}
-
-function readTlsFile(file: string | undefined, flag: string): Buffer | undefined {
-  if (file === undefined || file === '') return undefined;
-  try {
-    return readFileSync(file);
-  } catch (e) {
-    throw new RegistryError('invalid', `${flag} ${file}: cannot read it (${(e as Error).message})`);
-  }
-}
-
-function num(s: string | number | undefined): number {
-  return Number(s ?? 0);
-}
-
-function describe(e: unknown): string {
-  if (e instanceof Error) return e.message.replace(/\s+/g, ' ').trim();
-  return String(e);
-}
-
-export class EtcdRegistry implements Registry {
+export class EtcdRegistry implements Registry, WatchSource {
   readonly endpoints: readonly string[];
   readonly prefix: string;
   private readonly client: EtcdClient;
@@ -215,24 +98,7 @@ export class EtcdRegistry implements Registry {
   private closed = false;
 
   constructor(opts: EtcdRegistryOptions) {
-    if (!Array.isArray(opts.endpoints) || opts.endpoints.length === 0) {
-      throw new RegistryError('invalid', 'at least one etcd endpoint is required (--etcd-endpoints)');
-    }
-    for (const ep of opts.endpoints) {
-      let u: URL;
-      try {
-        u = new URL(ep);
-      } catch {
-        throw new RegistryError('invalid', `etcd endpoint ${JSON.stringify(ep)} is not a URL like http://127.0.0.1:2379`);
-      }
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-        throw new RegistryError('invalid', `etcd endpoint ${ep} must be http:// or https://`);
-      }
-    }
-    const secure = opts.endpoints.filter((e) => e.startsWith('https:')).length;
-    if (secure !== 0 && secure !== opts.endpoints.length) {
-      throw new RegistryError('invalid', `etcd endpoints ${opts.endpoints.join(',')} mix http and https; use one scheme`);
-    }
+    checkEndpoints(opts.endpoints);
     this.endpoints = [...opts.endpoints];
     this.where = `etcd ${this.endpoints.join(',')}`;
     try {
@@ -240,44 +106,15 @@ export class EtcdRegistry implements Registry {
     } catch (e) {
       throw new RegistryError('invalid', describe(e));
     }
-    const ttlMs = opts.leaseTtlMs ?? DEFAULT_ETCD_LEASE_TTL_MS;
+    const ttlMs = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     if (!(ttlMs > 0)) throw new RegistryError('invalid', `lease TTL must be positive, got ${ttlMs} ms`);
     // etcd leases count whole seconds; rounding down could turn a short TTL into 0 ("forever").
     this.ttlSeconds = Math.ceil(ttlMs / 1000);
     this.deadlineMs = opts.deadlineMs ?? DEFAULT_ETCD_DEADLINE_MS;
     if (!(this.deadlineMs > 0)) throw new RegistryError('invalid', `deadline must be positive, got ${this.deadlineMs} ms`);
     this.random = opts.random ?? Math.random;
-    this.log = opts.logger ?? silent;
-
-    const ca = readTlsFile(opts.tls?.caFile, '--etcd-cafile');
-    const cert = readTlsFile(opts.tls?.certFile, '--etcd-certfile');
-    const key = readTlsFile(opts.tls?.keyFile, '--etcd-keyfile');
-    if ((cert === undefined) !== (key === undefined)) {
-      throw new RegistryError('invalid', 'etcd client certificate needs both --etcd-certfile and --etcd-keyfile');
-    }
-    if ((ca || cert) && secure === 0) {
-      throw new RegistryError('invalid', `etcd TLS files given but endpoints ${this.endpoints.join(',')} are http://; use https://`);
-    }
-    const hosts = [...this.endpoints];
-    const health = new MemberHealth(hosts);
-    const deadlineMs = this.deadlineMs;
-    this.client = new EtcdClient({
-      hosts,
-      // No CA file: grpc falls back to the system roots, as Go's crypto/tls does for flanneld.
-      credentials: ca || cert ? { rootCertificate: ca as Buffer, certChain: cert, privateKey: key } : undefined,
-      grpcOptions: {
-        // A watch idles for hours; pings notice a silently dead member (power loss, partition).
-        'grpc.keepalive_time_ms': 30_000,
-        'grpc.keepalive_timeout_ms': 10_000,
-        // grpc's reconnect backoff grows to two minutes by default, during which every call
-        // fails at once even though etcd is back; the daemon has its own backoff.
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 1000,
-      },
-      // Every request this module makes passes its own deadline; this covers any that does not.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + deadlineMs }),
-      faultHandling: { host: (ep) => health.hostPolicy(ep), global: health.globalPolicy() },
-    });
+    this.log = opts.logger ?? silentLogger;
+    this.client = openEtcdClient(this.endpoints, opts.tls, this.deadlineMs);
   }
 
   // ---- plumbing ---------------------------------------------------------------------------
@@ -467,7 +304,7 @@ export class EtcdRegistry implements Registry {
     });
   }
 
-  /** See ensureNetworkConfig(). */
+  /** See ensureNetworkConfig() in netconf.ts. */
   ensureConfig(netConfJson: string): Promise<void> {
     let want: NetworkConfig;
     try {
@@ -692,7 +529,7 @@ export class EtcdRegistry implements Registry {
     this.client.close();
   }
 
-  // ---- what EtcdWatch needs ----------------------------------------------------------------
+  // ---- WatchSource: what EtcdWatch needs ---------------------------------------------------
 
   /** @internal */ forget(w: EtcdWatch): void {
     this.watches.delete(w);
@@ -757,182 +594,5 @@ export class EtcdRegistry implements Registry {
       }
       return (await Promise.all(out)).filter((e): e is LeaseEvent => e !== undefined);
     });
-  }
-}
-
-/**
- * One watch(): optionally a snapshot from list(), then a raw etcd Watch stream on the subnets
- * prefix. Responses are handled strictly in arrival order on one promise chain (a PUT needs a
- * lease TTL lookup before its batch can go out). The stream is never re-opened behind the
- * caller's back, except to recover from compaction, which the stream itself reports while healthy.
- */
-class EtcdWatch implements WatchHandle {
-  private done = false;
-  private stream: WatchStream | undefined;
-  private generation = 0;
-  private chain: Promise<void> = Promise.resolve();
-  private createdTimer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly reg: EtcdRegistry,
-    private readonly fromRevision: number,
-    private readonly onBatch: (b: WatchBatch) => void,
-    private readonly onError: (e: Error) => void,
-  ) {}
-
-  start(): void {
-    if (this.fromRevision === 0) this.enqueue(() => this.resync('watch snapshot'));
-    else this.enqueue(() => this.open(this.fromRevision + 1, this.fromRevision));
-  }
-
-  close(): void {
-    if (this.done) return;
-    this.done = true;
-    this.teardown();
-  }
-
-  /** Reports `e` once, asynchronously, and stops; nothing is delivered afterwards. */
-  fail(e: Error): void {
-    if (this.done) return;
-    this.done = true;
-    this.teardown();
-    queueMicrotask(() => this.onError(e));
-  }
-
-  private teardown(): void {
-    this.reg.forget(this);
-    this.generation++;
-    if (this.createdTimer) clearTimeout(this.createdTimer);
-    this.createdTimer = undefined;
-    const s = this.stream;
-    this.stream = undefined;
-    // The 'error' (CANCELLED) this raises is swallowed: the listeners check the generation.
-    s?.cancel();
-  }
-
-  private enqueue(step: () => Promise<void> | void): void {
-    this.chain = this.chain
-      .then(() => (this.done ? undefined : step()))
-      .catch((e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))));
-  }
-
-  private emit(b: WatchBatch): void {
-    if (this.done) return;
-    try {
-      this.onBatch(b);
-    } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)));
-    }
-  }
-
-  /** Full list at revision R, then a stream from R+1: what a new watch and a compacted one both need. */
-  private async resync(what: string): Promise<void> {
-    const snap = await this.reg.snapshot(what);
-    if (this.done) return;
-    this.emit({ revision: snap.revision, snapshot: true, leases: snap.leases, events: [] });
-    await this.open(snap.revision + 1, undefined);
-  }
-
-  /**
-   * Opens a stream from `startRevision`. `confirm` is the revision the caller is at: once etcd
-   * says the watch is created, an empty batch at that revision tells the caller it is connected.
-   */
-  private async open(startRevision: number, confirm: number | undefined): Promise<void> {
-    const gen = ++this.generation;
-    let stream: WatchStream;
-    try {
-      stream = await this.reg.openWatchStream();
-    } catch (e) {
-      throw this.unavailable(e);
-    }
-    if (this.done || gen !== this.generation) {
-      stream.on('error', () => undefined);
-      stream.cancel();
-      return;
-    }
-    this.stream = stream;
-    if (this.createdTimer) clearTimeout(this.createdTimer);
-    const mine = (): boolean => !this.done && gen === this.generation;
-    stream.on('data', (res: IWatchResponse) => {
-      if (mine()) this.enqueue(() => (mine() ? this.handle(res, confirm) : undefined));
-    });
-    stream.on('error', (e: Error) => {
-      if (mine()) this.fail(this.unavailable(e));
-    });
-    stream.on('end', () => {
-      if (mine()) this.fail(new RegistryError('unavailable', `${this.reg.description}: watch stream ended`));
-    });
-    const base = this.reg.subnetsKeyPrefix;
-    stream.write({
-      create_request: { key: Buffer.from(base), range_end: prefixEnd(base), start_revision: startRevision, prev_kv: true },
-    });
-    const ms = this.reg.watchDeadlineMs;
-    this.createdTimer = setTimeout(() => {
-      if (mine()) this.fail(new RegistryError('unavailable', `${this.reg.description}: watch not established within ${ms} ms`));
-    }, ms);
-  }
-
-  private unavailable(e: unknown): RegistryError {
-    if (e instanceof RegistryError) return e;
-    return new RegistryError('unavailable', `${this.reg.description}: watch: ${describe(e)}`);
-  }
-
-  private async handle(res: IWatchResponse, confirm: number | undefined): Promise<void> {
-    if (res.created) {
-      if (this.createdTimer) clearTimeout(this.createdTimer);
-      this.createdTimer = undefined;
-      if (confirm === undefined) return;
-      if (num(res.header.revision) < confirm) {
-        // etcd is behind the caller: its data was restored from an older backup or it is a
-        // different cluster. Events from here on would not line up with what the caller holds.
-        await this.restart('etcd revision is behind the watcher', { etcdRevision: res.header.revision, fromRevision: confirm });
-        return;
-      }
-      this.emit({ revision: confirm, snapshot: false, leases: [], events: [] });
-      return;
-    }
-    if (res.canceled) {
-      if (num(res.compact_revision) > 0) {
-        // The history between the caller's revision and now is gone; flanneld re-lists in this
-        // case too (leasesWatchReset). The snapshot replaces whatever the caller holds.
-        await this.restart('watch history compacted; re-listing', { compactRevision: res.compact_revision });
-        return;
-      }
-      throw new RegistryError('unavailable', `${this.reg.description}: etcd cancelled the watch${res.cancel_reason ? `: ${res.cancel_reason}` : ''}`);
-    }
-    if (res.events.length === 0) return; // progress notification
-    const events = await this.reg.eventsOf(res);
-    // etcd never splits one revision's events across responses, so after this batch the
-    // caller is at the last event's revision.
-    let revision = 0;
-    for (const ev of res.events) revision = Math.max(revision, num(ev.kv.mod_revision));
-    this.emit({ revision, snapshot: false, leases: [], events });
-  }
-
-  private async restart(msg: string, extra: object): Promise<void> {
-    this.reg.warnWatch(msg, extra);
-    const old = this.stream;
-    this.stream = undefined;
-    this.generation++;
-    old?.cancel();
-    await this.resync(msg);
-  }
-}
-
-/**
- * Writes net-conf.json text to PREFIX/config unless a config is already there (create-only, so
- * two `weft control --etcd-endpoints … --net-config-path …` starting at once cannot clobber each
- * other). An existing config that means the same (same JSON, whatever the spacing or key order)
- * is accepted; a different one is RegistryError('invalid') naming both, because silently
- * switching a running cluster's network would strand every node's routes. Pass a registry to use
- * its connection, or its options to use a short-lived one.
- */
-export async function ensureNetworkConfig(target: EtcdRegistry | EtcdRegistryOptions, netConfJson: string): Promise<void> {
-  if (target instanceof EtcdRegistry) return target.ensureConfig(netConfJson);
-  const reg = new EtcdRegistry(target);
-  try {
-    await reg.ensureConfig(netConfJson);
-  } finally {
-    reg.close();
   }
 }

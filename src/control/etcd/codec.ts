@@ -3,7 +3,7 @@
 //   PREFIX/subnets/10.244.3.0-24   {"PublicIP":"192.168.77.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{...}}
 // Matching it byte for byte means `etcdctl get --prefix /coreos.com/network/subnets` reads the
 // same for weft and flanneld nodes, and each sees the other's leases as peers.
-import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
+import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../../route/address';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
