@@ -16,6 +16,7 @@
 
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { BACKEND_TYPES } from '../datapath/backends';
 import type { OfflineNode, StepOutcome } from '../datapath/offline';
 import { Drop, DROP_NAMES } from '../datapath/stats';
 import { icmpCode, icmpType } from '../packet/icmp';
@@ -24,7 +25,7 @@ import { LINKTYPE_NAMES, LINKTYPE_RAW, networkLayer, PcapReader, PcapWriter } fr
 import { formatCidr, formatIpv4 } from '../route/address';
 import { icmpName, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './decode';
 
-const HELP = `usage: weft replay IN.pcap --backend udp|vxlan|ipip|host-gw [--out OUT.pcap]
+const HELP = `usage: weft replay IN.pcap --backend ${BACKEND_TYPES.join('|')} [--out OUT.pcap]
                    [--direction egress|ingress] [--replies R.pcap] [-v] [topology flags]
 
 Pushes every packet of IN.pcap through weft's datapath — the daemon's Datapath loop, Pipeline
@@ -116,7 +117,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new Error(positionals.length ? `one input file, got ${positionals.length}: ${positionals.join(' ')}` : 'which capture? weft replay IN.pcap --backend B (see --help)');
-  if (values.backend === undefined) throw new Error('--backend is required: udp, vxlan, ipip or host-gw');
+  if (values.backend === undefined) throw new Error(`--backend is required: ${BACKEND_TYPES.slice(0, -1).join(', ')} or ${BACKEND_TYPES[BACKEND_TYPES.length - 1]}`);
   const direction = values.direction!;
   if (direction !== 'egress' && direction !== 'ingress') throw new Error(`--direction: "${direction}" is not egress or ingress`);
   const node = nodeFromFlags(values.backend, values);

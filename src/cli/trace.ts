@@ -10,11 +10,12 @@
 // verdict ever disagree — someone reordered the checks in pipeline.ts — trace says so and
 // fails, and so does its test, rather than printing a story the code no longer tells.
 //
-// The README's packet walks are this command's --markdown output (renderWalks below), and a
+// The packet walks in docs/architecture.md are this command's --markdown output (renderWalks below), and a
 // unit test re-renders them, so they cannot drift from the encapsulation code.
 
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { BACKEND_TYPES } from '../datapath/backends';
 import { DEFAULT_HEADROOM, SLOT_SIZE } from '../datapath/datapath';
 import type { OfflineNode, SentDatagram } from '../datapath/offline';
 import type { Peer } from '../datapath/peer';
@@ -55,7 +56,7 @@ import {
   type Span,
 } from './decode';
 
-const HELP = `usage: weft trace [--src IP] [--dst IP] [--backend udp|vxlan|ipip|host-gw] [--size N]
+const HELP = `usage: weft trace [--src IP] [--dst IP] [--backend ${BACKEND_TYPES.join('|')}] [--size N]
                   [--proto icmp|udp|tcp] [--ttl N] [--df] [--markdown] [topology flags]
        weft trace --pcap FILE [--frame N] [--backend B] [topology flags]
 
@@ -64,7 +65,7 @@ the kernel hands packets to the daemon through weft0, and prints every decision 
 the bytes that come out. No root, no TUN, no sockets.
 
   --src, --dst IP     pod addresses (default: .2 of this node's lease → .2 of the first peer's)
-  --backend B         udp | vxlan | ipip | host-gw (default vxlan)
+  --backend B         ${BACKEND_TYPES.join(' | ')} (default vxlan)
   --size N            IPv4 total length in bytes (default 84, a default ping; tcp 40, a SYN)
   --proto P           icmp (echo request) | udp (40000 → 9000) | tcp (40000 → 80) (default icmp)
   --ttl N             TTL as the daemon reads it (default 63: the pod sent 64, its node's kernel
@@ -72,7 +73,7 @@ the bytes that come out. No root, no TUN, no sockets.
   --df                set Don't Fragment (ping and TCP on Linux do)
   --pcap FILE         trace a captured packet instead (pcap: raw IP, Ethernet, Linux cooked)
   --frame N           which one, numbered as tshark numbers them (default 1)
-  --markdown          the output as a fenced block, as the README holds it
+  --markdown          the output as a fenced block, as docs/architecture.md holds it
 
 ${TOPOLOGY_HELP}`;
 
@@ -414,7 +415,7 @@ function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[]): void {
     return;
   }
   const peer = k.peer;
-  out.push(STEP('route', `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft's host-gw backend from the lease (src/datapath/host-routes.ts)`));
+  out.push(STEP('route', `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft from the lease (src/datapath/host-routes.ts)`));
   out.push(...routeTable(node, peer));
   if (k.verdict === 'local') {
     out.push(MORE(`→ ${k.why}`));
@@ -485,7 +486,7 @@ export async function run(argv: string[]): Promise<number> {
 const WALK = /<!-- walks:begin ([^>]*?) -->\n[\s\S]*?<!-- walks:end -->/g;
 
 /**
- * The README with every `<!-- walks:begin ARGS -->` … `<!-- walks:end -->` block replaced by
+ * The document with every `<!-- walks:begin ARGS -->` … `<!-- walks:end -->` block replaced by
  * `weft trace ARGS --markdown`. Rendered in one process, in order, so the few process-wide
  * counters (ICMP error IDs) come out the same every time.
  */
@@ -493,7 +494,7 @@ export function renderWalks(readme: string): string {
   return readme.replace(WALK, (_m, args: string) => `<!-- walks:begin ${args} -->\n${traceText([...args.trim().split(/\s+/), '--markdown'])}<!-- walks:end -->`);
 }
 
-/** scripts/render-walks.sh: rewrite the README's walks in place; returns whether anything changed. */
+/** scripts/render-walks.sh: rewrite docs/architecture.md's walks in place; returns whether anything changed. */
 export function renderWalksFile(file: string): boolean {
   const before = fs.readFileSync(file, 'utf8');
   const after = renderWalks(before);

@@ -1,8 +1,9 @@
 // `weft wire --backend B`: push one packet through the real egress pipeline and backend, with
 // no root, no TUN and no sockets, and print what goes on the wire layer by layer, as bytes
 // and fields. `weft trace` is the longer form (every decision on the way, any packet, every
-// backend); the README's packet walks are its output.
+// backend); weft trace's packet walks in docs/architecture.md show the same bytes.
 import { parseArgs } from 'node:util';
+import { BACKEND_TYPES, BACKENDS } from '../datapath/backends';
 import { OfflineNode } from '../datapath/offline';
 import { resolveTopology } from './topology-flags';
 import { DROP_NAMES } from '../datapath/stats';
@@ -11,7 +12,10 @@ import { writeIcmpEcho } from '../packet/icmp';
 import { formatCidr, formatIpv4, maskOf, parseIpv4 } from '../route/address';
 import { decodeIpv4, layerLines, nameLayers } from './decode';
 
-const HELP = `usage: weft wire [--backend udp|vxlan|ipip] [--src IP] [--dst IP] [--local IP] [--peer IP] [--size N]
+/** The backends that encapsulate: every one but host-gw. */
+const TUNNELS = BACKEND_TYPES.filter((t) => BACKENDS[t].needsTun);
+
+const HELP = `usage: weft wire [--backend ${TUNNELS.join('|')}] [--src IP] [--dst IP] [--local IP] [--peer IP] [--size N]
 
 Builds an ICMP echo request from pod --src to pod --dst (each pod's /24 is its node's lease),
 runs it through weft's egress pipeline and the backend's encapsulation exactly as the daemon
@@ -37,7 +41,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const type = values.backend!;
-  if (!['udp', 'vxlan', 'ipip'].includes(type)) throw new Error(`--backend: "${type}" has no encapsulation to show (udp, vxlan, ipip; host-gw sends the pod's packet as is)`);
+  if (!(TUNNELS as readonly string[]).includes(type)) throw new Error(`--backend: "${type}" has no encapsulation to show (${TUNNELS.join(', ')}; host-gw sends the pod's packet as is)`);
   const size = Number(values.size);
   if (!Number.isInteger(size) || size < 28 || size > 1400) throw new Error(`--size: ${values.size} is not 28..1400`);
   const src = parseIpv4(values.src!);
