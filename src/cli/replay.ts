@@ -23,7 +23,8 @@ import { icmpCode, icmpType } from '../packet/icmp';
 import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER, ipv4Dst, ipv4HeaderLength, ipv4Protocol, ipv4Src, ipv4Version } from '../packet/ipv4';
 import { LINKTYPE_NAMES, LINKTYPE_RAW, networkLayer, PcapReader, PcapWriter } from '../packet/pcap';
 import { formatCidr, formatIpv4 } from '../route/address';
-import { icmpName, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './decode';
+import { icmpName } from '../packet/dissect';
+import { nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './topology-flags';
 
 const HELP = `usage: weft replay IN.pcap --backend ${BACKEND_TYPES.join('|')} [--out OUT.pcap]
                    [--direction egress|ingress] [--replies R.pcap] [-v] [topology flags]

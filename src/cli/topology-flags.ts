@@ -1,7 +1,8 @@
 // The topology flags of weft trace, replay and wire (--network, --local-subnet, --local-ip,
-// --peer): which nodes an offline run knows about. Without them, the netns lab's shape.
+// --peer, --vni, --port, --mtu): which nodes an offline run knows about and how its backend is
+// configured, and the OfflineNode they build. Without them, the netns lab's shape.
 
-import type { NodeSpec, OfflineTopology } from '../datapath/offline';
+import { OfflineNode, type NodeSpec, type OfflineTopology } from '../datapath/offline';
 import { DEFAULT_NETWORK } from '../lab/state';
 import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/address';
 
@@ -80,4 +81,54 @@ export function resolveTopology(f: TopologyFlags): OfflineTopology {
     }
   }
   return { network, local, peers };
+}
+
+/** parseArgs options every offline command takes. */
+export const TOPOLOGY_OPTIONS = {
+  network: { type: 'string' },
+  'local-subnet': { type: 'string' },
+  'local-ip': { type: 'string' },
+  peer: { type: 'string', multiple: true },
+  vni: { type: 'string' },
+  port: { type: 'string' },
+  mtu: { type: 'string' },
+} as const;
+
+export const TOPOLOGY_HELP = `topology (default: the lab's — Network 10.244.0.0/16, this node 192.168.77.11 holding
+10.244.1.0/24, peers 192.168.77.12 → 10.244.2.0/24 and 192.168.77.13 → 10.244.3.0/24):
+  --local-ip IP          this node's underlay address; naming one of the default nodes makes it
+                         this node and the other two its peers
+  --local-subnet CIDR    this node's lease
+  --peer SUBNET=IP       a peer's lease and underlay address (repeatable; replaces the defaults)
+  --network CIDR         the cluster Network (net-conf.json's Network)
+  --vni N, --port N      Backend.VNI, Backend.Port (vxlan 1/8472, udp 8285 by default)
+  --mtu N                underlay MTU (1500); the tunnel MTU is this minus the backend's overhead
+`;
+
+export function intFlag(name: string, s: string | undefined, min: number, max: number): number | undefined {
+  if (s === undefined) return undefined;
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || !Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: "${s}" is not a whole number in ${min}..${max}`);
+  return n;
+}
+
+export interface TopologyValues {
+  network?: string;
+  'local-subnet'?: string;
+  'local-ip'?: string;
+  peer?: string[];
+  vni?: string;
+  port?: string;
+  mtu?: string;
+}
+
+export function nodeFromFlags(backend: string, v: TopologyValues): OfflineNode {
+  const topology = resolveTopology({ network: v.network, localSubnet: v['local-subnet'], localIp: v['local-ip'], peers: v.peer });
+  return new OfflineNode({
+    backend,
+    topology,
+    vni: intFlag('vni', v.vni, 0, 0xffffff),
+    port: intFlag('port', v.port, 1, 65535),
+    underlayMtu: intFlag('mtu', v.mtu, 576, 9000),
+  });
 }

@@ -43,18 +43,9 @@ import {
 import { LINKTYPE_NAMES, networkLayer, PcapReader } from '../packet/pcap';
 import { TCP_ACK, TCP_PSH, TCP_SYN } from '../packet/tcp';
 import { cidrContains, formatCidr, formatIpv4, parseIpv4 } from '../route/address';
-import {
-  decodeIpv4,
-  intFlag,
-  layerLines,
-  nameLayers,
-  nodeFromFlags,
-  stackDiagram,
-  TOPOLOGY_HELP,
-  TOPOLOGY_OPTIONS,
-  type Layer,
-  type Span,
-} from './decode';
+import { decodeIpv4, type Layer } from '../packet/dissect';
+import { layerLines, nameLayers, stackDiagram, type Span } from './layers';
+import { intFlag, nodeFromFlags, TOPOLOGY_HELP, TOPOLOGY_OPTIONS } from './topology-flags';
 
 const HELP = `usage: weft trace [--src IP] [--dst IP] [--backend ${BACKEND_TYPES.join('|')}] [--size N]
                   [--proto icmp|udp|tcp] [--ttl N] [--df] [--markdown] [topology flags]

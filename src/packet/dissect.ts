@@ -1,63 +1,12 @@
-// What `weft wire`, `weft trace` and `weft replay` share: the topology flags that build an
-// OfflineNode, and the text they print for packets — one line of fields per header, its bytes
-// in hex underneath, and a box diagram of the header stack. Decoding here is for people: it
-// reads bounds-checked, never throws on garbage, and makes no datapath decision.
+// A dissector for people: an IPv4 packet (and whatever it carries — UDP, TCP, ICMP, VXLAN with
+// its inner Ethernet, ARP, an IPIP inner packet, an ICMP error's quoted header) as a list of
+// layers, each with its bytes and one line of fields. weft wire, trace and replay print these.
+// It reads bounds-checked, never throws on garbage, and makes no datapath decision: the
+// datapath's own parsing is in ipv4.ts, udp.ts, vxlan.ts and friends.
 
-import { formatMac } from '../packet/ethernet';
-import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from '../packet/ipv4';
+import { formatMac } from './ethernet';
+import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from './ipv4';
 import { formatIpv4 } from '../route/address';
-import { OfflineNode } from '../datapath/offline';
-import { resolveTopology } from './topology-flags';
-
-/** parseArgs options every offline command takes. */
-export const TOPOLOGY_OPTIONS = {
-  network: { type: 'string' },
-  'local-subnet': { type: 'string' },
-  'local-ip': { type: 'string' },
-  peer: { type: 'string', multiple: true },
-  vni: { type: 'string' },
-  port: { type: 'string' },
-  mtu: { type: 'string' },
-} as const;
-
-export const TOPOLOGY_HELP = `topology (default: the lab's — Network 10.244.0.0/16, this node 192.168.77.11 holding
-10.244.1.0/24, peers 192.168.77.12 → 10.244.2.0/24 and 192.168.77.13 → 10.244.3.0/24):
-  --local-ip IP          this node's underlay address; naming one of the default nodes makes it
-                         this node and the other two its peers
-  --local-subnet CIDR    this node's lease
-  --peer SUBNET=IP       a peer's lease and underlay address (repeatable; replaces the defaults)
-  --network CIDR         the cluster Network (net-conf.json's Network)
-  --vni N, --port N      Backend.VNI, Backend.Port (vxlan 1/8472, udp 8285 by default)
-  --mtu N                underlay MTU (1500); the tunnel MTU is this minus the backend's overhead
-`;
-
-export function intFlag(name: string, s: string | undefined, min: number, max: number): number | undefined {
-  if (s === undefined) return undefined;
-  const n = Number(s);
-  if (!/^\d+$/.test(s) || !Number.isInteger(n) || n < min || n > max) throw new Error(`--${name}: "${s}" is not a whole number in ${min}..${max}`);
-  return n;
-}
-
-export interface TopologyValues {
-  network?: string;
-  'local-subnet'?: string;
-  'local-ip'?: string;
-  peer?: string[];
-  vni?: string;
-  port?: string;
-  mtu?: string;
-}
-
-export function nodeFromFlags(backend: string, v: TopologyValues): OfflineNode {
-  const topology = resolveTopology({ network: v.network, localSubnet: v['local-subnet'], localIp: v['local-ip'], peers: v.peer });
-  return new OfflineNode({
-    backend,
-    topology,
-    vni: intFlag('vni', v.vni, 0, 0xffffff),
-    port: intFlag('port', v.port, 1, 65535),
-    underlayMtu: intFlag('mtu', v.mtu, 576, 9000),
-  });
-}
 
 export const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex').replace(/(..)/g, '$1 ').trim();
 const h16 = (n: number) => `0x${n.toString(16).padStart(4, '0')}`;
@@ -212,72 +161,4 @@ function decodeArp(b: Uint8Array, o: number, end: number, depth: number): Layer[
   const tpa = formatIpv4(rd32(b, o + 24));
   const f = op === 1 ? `request: who has ${tpa}? tell ${spa} (${formatMac(b, o + 8)})` : op === 2 ? `reply: ${spa} is at ${formatMac(b, o + 8)}, to ${tpa}` : `op ${op}`;
   return [{ name: 'ARP', bytes: b.subarray(o, o + 28), fields: f, depth, span: 28 }];
-}
-
-/**
- * Names layers as the README and the kernel's documentation do: with a tunnel in the stack,
- * what is outside it is "outer" and what it carries is "inner"; `innerOnly` names a bare
- * packet that is itself the inner one (what the udp backend hands its socket).
- */
-export function nameLayers(layers: Layer[], innerOnly = false): Layer[] {
-  const tunnel = layers.some((l) => l.depth > 0);
-  return layers.map((l) => {
-    if (l.quoted || l.name === 'data' || l.name.startsWith('fragment')) return l;
-    if (tunnel) {
-      if (l.depth > 0) return { ...l, name: `inner ${l.name}` };
-      if (l.name === 'IPv4') return { ...l, name: 'outer IPv4' };
-      return l;
-    }
-    if (innerOnly && (l.name === 'IPv4' || l.name === 'Ethernet')) return { ...l, name: `inner ${l.name}` };
-    return l;
-  });
-}
-
-/** The layers as wire.ts has always printed them: name, fields, and the bytes underneath. */
-export function layerLines(layers: Layer[], indent = '  '): string[] {
-  const lines: string[] = [];
-  for (const l of layers) {
-    const name = l.quoted ? `  ${l.name}` : l.name;
-    lines.push(`${indent}${name.padEnd(15)} ${l.fields}`);
-    // Payload is counted, not dumped: the headers are what a walk is about.
-    if (!/data|bytes/.test(l.name)) lines.push(`${indent}${''.padEnd(15)} ${hex(l.bytes)}`);
-  }
-  return lines;
-}
-
-export interface Span {
-  /** Index of the first and one past the last layer the bracket covers. */
-  from: number;
-  to: number;
-  label: string;
-}
-
-/**
- * The header stack as boxes, one per layer with its size, and brackets underneath saying who
- * wrote which part — the drawing the seeds' articles make of each encapsulation, here from
- * the bytes the code produced. Layers: outermost first, the last one standing for everything
- * the innermost header carries.
- */
-export function stackDiagram(cells: { name: string; bytes: number }[], spans: Span[]): string[] {
-  const texts = cells.map((c) => `${c.name} ${c.bytes}`);
-  const widths = texts.map((t) => t.length + 2);
-  const labels = spans.map((s) => ` ${s.label} `);
-  // Widen the boxes under a bracket whose label would not fit, one column at a time across them.
-  spans.forEach((s, i) => {
-    const need = labels[i].length + 4;
-    const have = () => widths.slice(s.from, s.to).reduce((a, b) => a + b, 0) + (s.to - s.from - 1);
-    for (let k = 0; have() < need; k++) widths[s.from + (k % (s.to - s.from))]++;
-  });
-  const center = (t: string, w: number) => ' '.repeat(Math.floor((w - t.length) / 2)) + t + ' '.repeat(Math.ceil((w - t.length) / 2));
-  const line = (l: string, m: string, r: string) => l + widths.map((w) => '─'.repeat(w)).join(m) + r;
-  const out = [line('┌', '┬', '┐'), '│' + texts.map((t, i) => center(t, widths[i])).join('│') + '│', line('└', '┴', '┘')];
-  let under = ' ';
-  spans.forEach((s, i) => {
-    const w = widths.slice(s.from, s.to).reduce((a, b) => a + b, 0) + (s.to - s.from - 1);
-    const dashes = w - 2 - labels[i].length;
-    const left = Math.floor(dashes / 2);
-    under += '◀' + '─'.repeat(left) + labels[i] + '─'.repeat(dashes - left) + '▶ ';
-  });
-  out.push(under.trimEnd());
-  return out;
 }
