@@ -1,8 +1,8 @@
 // weft lab up | demo | status | exec | down — a multi-node overlay on network namespaces.
-import { BACKEND_TYPES, isBackendType, type BackendType } from '../datapath/backends';
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { parseArgs } from 'node:util';
+import { BACKEND_TYPES, isBackendType, type BackendType } from '../datapath/backends';
 import {
   DEFAULT_NETWORK,
   DEFAULT_PREFIX,

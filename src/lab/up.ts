@@ -1,8 +1,8 @@
 // `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
 // attached through the CNI bridge plugin. Any failure tears down what was made.
-import { BACKEND_TYPES, isBackendType, type BackendType } from '../datapath/backends';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendType } from '../datapath/backends';
 import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/address';
 import { hostAt, networkOf, within } from './addr';
 import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
@@ -125,10 +125,11 @@ async function putEtcdNetConf(state: LabState, json: string, timeoutMs: number):
 }
 
 function netConf(network: string, backend: BackendType, extra: Record<string, unknown>): Record<string, unknown> {
-  // Ports are flannel's defaults (udp 8285, vxlan 8472) written out so the file reads like the seeds'.
+  // Ports (and vxlan's VNI) are flannel's defaults, from the backend table, written out so the
+  // file reads like the seeds'.
   const b: Record<string, unknown> = { Type: backend };
-  if (backend === 'udp') b.Port = 8285;
-  if (backend === 'vxlan') Object.assign(b, { VNI: 1, Port: 8472 });
+  if (backend === 'vxlan') b.VNI = DEFAULT_VNI;
+  if (BACKENDS[backend].defaultPort) b.Port = BACKENDS[backend].defaultPort;
   return { Network: network, SubnetLen: 24, Backend: { ...b, ...extra } };
 }
 
