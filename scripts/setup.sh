@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine: the Debian packages weft's lab, tests and
-# benchmarks use, then npm dependencies, the native addon and the TypeScript build.
+# benchmarks use, Node 24 if the machine's node is older than 22 (scripts/node.sh: from the npm
+# registry into /usr/local), then npm dependencies, the native addon and the TypeScript build.
+# A caller that goes on to run node itself sources scripts/node.sh and calls weft_node_use after
+# this, as scripts/test.sh and lab.sh do: this script's PATH does not outlive it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/node.sh
 
 PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps ethtool etcd-server etcd-client openssl socat librsvg2-bin)
 missing=()
@@ -22,14 +26,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node: weft wants >= 22 (package.json's engines). Where the node on PATH is older, install
+# Node 24 under /usr/local; from here on every node, npm and npx below run on it, and node-gyp
+# builds against its headers there (npm_config_nodedir), downloading none.
+if ! weft_node_use; then
+  weft_node_install
+  weft_node_use || { echo "weft setup: node on PATH is $(node -v) after installing Node $WEFT_NODE_WANT; is $WEFT_NODE_PREFIX/bin on PATH?" >&2; exit 1; }
+fi
+
 # npm install runs node-gyp (the addon) and then `prepare` (tsc). Re-run only when needed.
+# build/.weft-node-major: the Node major the addon was last built under.
+node_stamp=build/.weft-node-major
+node_major=$(weft_node_major)
 stamp=node_modules/.weft-install-stamp
 if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ ! -f build/Release/weft_native.node ]; then
   npm install --no-audit --no-fund
   touch "$stamp"
+  echo "$node_major" >"$node_stamp"
 fi
 # Always rebuild the TypeScript: it is quick and keeps dist/ in step with src/.
 npx tsc -p tsconfig.build.json
-if [ native/weft.cc -nt build/Release/weft_native.node ]; then
+# The addon is N-API, so one built under another Node major still loads; rebuilding once when
+# the major changes (a few seconds) keeps it built against the headers of the node that runs it.
+if [ native/weft.cc -nt build/Release/weft_native.node ] || [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_major" ]; then
   npx node-gyp rebuild >/dev/null
+  echo "$node_major" >"$node_stamp"
 fi

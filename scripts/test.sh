@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# `npm test` itself may have been started by an older node; everything below runs on the one
+# set-up chose (Node >= 22, normally /usr/local/bin/node), vitest's workers included.
+. scripts/node.sh
+weft_node_use || { echo "weft test: node on PATH is $(node -v), weft needs >= $WEFT_NODE_MIN" >&2; exit 1; }
+echo "weft test: node $(node -v) ($(command -v node)), npm $(npm -v)"
 npx tsc -p tsconfig.json --noEmit
 report=$(mktemp -t weft-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { within } from '../../src/lab/addr';
 import { freeLoopbackPorts } from '../../src/lab/ports';
 import { until } from '../support/until';
-import { ComposeLab, NODES, baseImage, check, composeCommand, run, startEngine, stopEngine, type NodeStatus } from '../support/compose';
+import { BASE_IMAGES, ComposeLab, NODES, baseImage, check, composeCommand, run, startEngine, stopEngine, type NodeStatus } from '../support/compose';
 
 const NETWORK = '10.244.0.0/16';
 const tag = `${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
@@ -45,6 +45,7 @@ describe.skipIf(process.getuid?.() !== 0)('docker compose lab (compose/docker-co
     engine = await startEngine();
     cli = composeCommand();
     base = await baseImage();
+    expect(BASE_IMAGES).toContain(base);
     // One build (every service shares the image weft-lab:latest); `up` then finds it.
     const builder = new ComposeLab(`weft-t-compose-${tag}-build`, labEnv(base, {}), cli);
     check(`compose build (FROM ${base})`, await builder.compose(['build', 'control'], 600_000));
@@ -158,7 +159,7 @@ describe.skipIf(process.getuid?.() !== 0)('docker compose lab (compose/docker-co
         // Each daemon's inspector is published on the host's loopback, one port per node...
         for (const port of ports) {
           const v = (await (await fetch(`http://127.0.0.1:${port}/json/version`)).json()) as { Browser: string };
-          expect(v.Browser).toMatch(/^node\.js\/v20\./);
+          expect(v.Browser).toMatch(/^node\.js\/v24\./);
         }
         // ...and every source map in the image resolves to a TypeScript source that is there.
         const script = `const fs=require('fs'),path=require('path');let n=0;const missing=[];

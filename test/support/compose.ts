@@ -72,7 +72,10 @@ export async function stopEngine(): Promise<Result> {
   return run('bash', [join(ROOT, 'scripts', 'docker-engine.sh'), 'stop'], { timeoutMs: 90_000 });
 }
 
-/** node:20-bookworm-slim when the engine has or can pull it, else the local weft-base:bookworm. */
+/** The base images compose/Dockerfile may build FROM: Node 24 either way. */
+export const BASE_IMAGES = ['node:24-bookworm-slim', 'weft-base:bookworm-node24'] as const;
+
+/** node:24-bookworm-slim when the engine has or can pull it, else the local weft-base:bookworm-node24. */
 export async function baseImage(): Promise<string> {
   const r = check('scripts/docker-base.sh', await run('bash', [join(ROOT, 'scripts', 'docker-base.sh')], { timeoutMs: 300_000 }));
   return r.stdout.trim().split('\n').pop()!;
