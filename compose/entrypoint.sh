@@ -26,7 +26,8 @@ HEALTHZ_PORT=9090
 SUBNET_ENV=/run/flannel/subnet.env
 NET_CONF=/run/weft/net-conf.json
 POD_READY=/run/weft/pod-ready
-BACKENDS="udp vxlan ipip host-gw"
+# The backend names, from weft's backend table (src/datapath/backends/index.ts): the one list.
+BACKENDS=$(node -p "require('/opt/weft/dist/src/datapath/backends').BACKEND_TYPES.join(' ')")
 WAIT_S=${WEFT_WAIT_S:-120}
 
 say() { echo "weft-entrypoint: $*" >&2; }
