@@ -126,7 +126,7 @@ async function startOpenVpn(st: LabState): Promise<ActiveTunnel> {
         '--ifconfig', e.local, e.remote, '--cipher', 'none', '--auth', 'none', '--tun-mtu', String(OVPN_MTU), '--disable-dco',
         '--verb', '3', '--log', path.join(st.dir, 'logs', `openvpn-${e.node.name}.log`), '--writepid', pidFile(e.node.name), '--daemon',
       ]);
-      pids.push(Number(await fs.readFile(pidFile(e.node.name), 'utf8')));
+      pids.push(await readPidFile(pidFile(e.node.name)));
     }
     for (let i = 0; ; i++) {
       const p = await labExec(prefix, 'n1', ['ping', '-n', '-c', '1', '-W', '1', '10.98.0.2'], { timeoutMs: 5_000 });
@@ -164,4 +164,18 @@ export async function checkWeftCarried(prefix: string, tunnel: Tunnel, minPacket
   if (SPECS[tunnel].kind !== 'weft' || tunnel === 'weft-host-gw') return;
   const c = ((await daemonStatus(prefix, 'n1')) as { counters: { txPackets: number } }).counters;
   if (c.txPackets < minPackets) throw new Error(`${tunnel}: only ${c.txPackets} packets went through weft on n1`);
+}
+
+/**
+ * OpenVPN with --daemon writes --writepid from the child after it forks, so the parent (whose
+ * exit `must` waited for) can return before the file exists: poll for it, bounded.
+ */
+async function readPidFile(file: string): Promise<number> {
+  for (let i = 0; ; i++) {
+    const text = await fs.readFile(file, 'utf8').catch(() => '');
+    const pid = Number(text.trim());
+    if (Number.isInteger(pid) && pid > 0) return pid;
+    if (i === 50) throw new Error(`${file}: no PID after 5 s (the daemon did not start; see its log)`);
+    await sleep(100);
+  }
 }

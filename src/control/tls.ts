@@ -274,8 +274,10 @@ export function classifyTransportFailure(details: string): TransportFailure | un
   // Node's own verification of the server certificate (tls.connect's authorizationError and
   // checkServerIdentity), e.g. "unable to verify the first certificate", "self-signed
   // certificate", "certificate has expired", "Hostname/IP does not match certificate's altnames".
+  // The reason ends at the first '.' or ';': Node 24 appends advice after a ';' ("if the root CA
+  // is installed locally, try running Node.js with --use-system-ca") that is not about weft's flags.
   const verify =
-    /(unable to (?:verify|get)[^.\n]*|self[- ]signed certificate[^.\n]*|certificate (?:has expired|is not yet valid|signature failure|revoked)[^.\n]*|Hostname\/IP does not match certificate's altnames[^\n]*)/i.exec(last)?.[1];
+    /(unable to (?:verify|get)[^.;\n]*|self[- ]signed certificate[^.;\n]*|certificate (?:has expired|is not yet valid|signature failure|revoked)[^.;\n]*|Hostname\/IP does not match certificate's altnames[^\n]*)/i.exec(last)?.[1];
   if (verify !== undefined) return { kind: 'tls', reason: `the server's certificate is not trusted: ${verify.replace(/\.$/, '')}` };
   if (/^Failed to connect\b|Connection closed before starting HTTP\/2 handshake/.test(last.trim())) return { kind: 'closed' };
   return undefined;
