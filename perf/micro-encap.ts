@@ -9,7 +9,7 @@
 //
 //   node dist/perf/micro-encap.js [--sizes 64,512,1400] [--ms 500] [--out perf/results]
 import { parseArgs } from 'node:util';
-import { writeMicroReport } from './micro-report';
+import { describeError, writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { ENCAP_OK, type Backend } from '../src/datapath/backend';
 import { BACKENDS as TABLE, BACKEND_TYPES } from '../src/datapath/backends';
@@ -90,7 +90,7 @@ export interface EncapOptions {
 
 function timingOf(task: Task, batch: number): Timing {
   const r = task.result;
-  if (!r || r.error !== undefined) throw new Error(`task ${task.name} has no result${r?.error ? `: ${String(r.error)}` : ''}`);
+  if (!r || r.error !== undefined) throw new Error(`task ${task.name} has no result${r?.error ? `: ${describeError(r.error)}` : ''}`);
   return { batch, samples: r.samples.length, nsPerOp: (r.mean * 1e6) / batch, perSec: r.hz * batch, rmePct: r.rme, p99Ns: (r.p99 * 1e6) / batch };
 }
 

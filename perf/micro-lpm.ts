@@ -9,7 +9,7 @@
 //
 //   node dist/perf/micro-lpm.js [--sizes 10,1000,100000] [--ms 1000] [--out perf/results]
 import { parseArgs } from 'node:util';
-import { writeMicroReport } from './micro-report';
+import { describeError, writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { LpmTable } from '../src/route/lpm';
 import { maskOf } from '../src/route/address';
@@ -131,7 +131,7 @@ export interface LpmOptions {
 
 function timingOf(task: Task, batch: number): Timing {
   const r = task.result;
-  if (!r || r.error !== undefined) throw new Error(`task ${task.name} has no result${r?.error ? `: ${String(r.error)}` : ''}`);
+  if (!r || r.error !== undefined) throw new Error(`task ${task.name} has no result${r?.error ? `: ${describeError(r.error)}` : ''}`);
   return { batch, samples: r.samples.length, perSec: r.hz * batch, nsPerOp: (r.mean * 1e6) / batch, rmePct: r.rme, p99Ns: (r.p99 * 1e6) / batch };
 }
 

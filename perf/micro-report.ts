@@ -1,6 +1,7 @@
 // How a micro-benchmark states its result: the Markdown (first line: date, the exact command,
 // the machine and the time budget, so a table is never separated from its conditions) and the
 // JSON beside it in the output directory.
+import { inspect } from 'node:util';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -42,4 +43,9 @@ export async function writeMicroReport(r: MicroReport): Promise<void> {
   await fs.writeFile(path.join(r.out, `${r.name}.md`), md + '\n');
   const json = { date, command, cpus: cpus.length, cpuModel, node: process.version, msPerTask: r.msPerTask, ...r.json };
   await fs.writeFile(path.join(r.out, `${r.name}.json`), JSON.stringify(json, null, 2) + '\n');
+}
+
+/** A task's error for a message: an Error's message, anything else as util.inspect shows it. */
+export function describeError(e: unknown): string {
+  return e instanceof Error ? e.message : inspect(e);
 }

@@ -44,6 +44,8 @@ const UNKNOWN_COLOUR = '#888888';
  */
 export function escapeXml(s: string): string {
   return s
+    // XML 1.0 §2.2 forbids these characters in a document at all, escaped or not: drop them.
+    // eslint-disable-next-line no-control-regex
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '')
     .replace(/&/g, '&amp;')
     .replace(/</g, '&lt;')
@@ -577,7 +579,7 @@ export async function svgToPng(svgFile: string, pngFile: string): Promise<'writt
     if (err.code === 'ENOENT') return 'no-renderer';
     const why = err.killed ? `timed out or was killed (${err.signal ?? 'signal'})` : `exited with ${err.code ?? err.signal ?? 'an error'}`;
     const stderr = err.stderr ? err.stderr.toString().trim() : '';
-    throw new Error(`rsvg-convert ${why} rendering ${svgFile}${stderr ? ': ' + stderr : ''}`);
+    throw new Error(`rsvg-convert ${why} rendering ${svgFile}${stderr ? ': ' + stderr : ''}`, { cause: e });
   }
   if (png.length < 8 || png.readUInt32BE(0) !== 0x89504e47) {
     throw new Error(`rsvg-convert produced no PNG for ${svgFile} (${png.length} bytes)`);

@@ -61,7 +61,7 @@ export async function run(argv: string[]): Promise<number | void> {
     }));
   } catch (e) {
     // parseArgs' messages are already one line ("Unknown option '--foo'…").
-    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`);
+    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`, { cause: e });
   }
   if (values.help) {
     process.stdout.write(USAGE);
@@ -82,7 +82,7 @@ export async function run(argv: string[]): Promise<number | void> {
     try {
       confText = await fsp.readFile(confPath, 'utf8');
     } catch (e) {
-      throw new Error(`cannot read --net-config-path ${confPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new Error(`cannot read --net-config-path ${confPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
     }
     parseNetConfig(confText); // a bad file is this command's error, before anything is started
   }
@@ -98,7 +98,7 @@ export async function run(argv: string[]): Promise<number | void> {
       await reg.config(); // fail now, with etcd's reason, rather than on the first client's call
     } catch (e) {
       reg.close();
-      throw new Error(`etcd ${etcd.endpoints.join(',')}: ${(e as Error).message}`);
+      throw new Error(`etcd ${etcd.endpoints.join(',')}: ${(e as Error).message}`, { cause: e });
     }
     registry = reg;
     where = { etcd: etcd.endpoints.join(','), prefix: etcd.prefix };

@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BACKEND_TYPES } from '../datapath/backends';
-import type { OfflineNode, StepOutcome } from '../datapath/offline';
+import type { StepOutcome } from '../datapath/offline';
 import { Drop, DROP_NAMES } from '../datapath/stats';
 import { icmpCode, icmpType } from '../packet/icmp';
 import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER, ipv4Dst, ipv4HeaderLength, ipv4Protocol, ipv4Src, ipv4Version } from '../packet/ipv4';
@@ -95,12 +95,12 @@ function readInput(file: string): PcapReader {
     buf = fs.readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new Error(`cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code ?? err.message}`);
+    throw new Error(`cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code ?? err.message}`, { cause: e });
   }
   try {
     return new PcapReader(buf);
   } catch (e) {
-    throw new Error(`${file}: ${(e as Error).message}`);
+    throw new Error(`${file}: ${(e as Error).message}`, { cause: e });
   }
 }
 

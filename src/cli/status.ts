@@ -73,7 +73,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     res = await get(`http://${target}/status`, 3000);
   } catch (e) {
-    throw new Error(`no weft daemon answering on ${target} (${(e as Error).message}); is it running, and with this --healthz-port?`);
+    throw new Error(`no weft daemon answering on ${target} (${(e as Error).message}); is it running, and with this --healthz-port?`, { cause: e });
   }
   if (res.status !== 200) throw new Error(`${target}/status answered HTTP ${res.status}`);
   if (values.json) {

@@ -26,7 +26,7 @@ function cidrFlag(flag: string, s: string): Cidr {
   try {
     return parseCidr(s);
   } catch (e) {
-    throw new Error(`${flag}: ${(e as Error).message}`);
+    throw new Error(`${flag}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -34,7 +34,7 @@ function ipFlag(flag: string, s: string): number {
   try {
     return parseIpv4(s);
   } catch (e) {
-    throw new Error(`${flag}: ${(e as Error).message}`);
+    throw new Error(`${flag}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -90,7 +90,7 @@ function ipArg(flag: string, s: string): number {
   try {
     return parseIpv4(s);
   } catch (e) {
-    throw new Error(`--${flag}: ${(e as Error).message}`);
+    throw new Error(`--${flag}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -132,13 +132,13 @@ function packetFromPcap(file: string, frame: number): Buffer {
   try {
     buf = fs.readFileSync(file);
   } catch (e) {
-    throw new Error(`--pcap: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Error(`--pcap: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
   let reader: PcapReader;
   try {
     reader = new PcapReader(buf);
   } catch (e) {
-    throw new Error(`--pcap: ${file}: ${(e as Error).message}`);
+    throw new Error(`--pcap: ${file}: ${(e as Error).message}`, { cause: e });
   }
   for (let r = reader.next(); r !== null; r = reader.next()) {
     if (r.number !== frame) continue;

@@ -187,7 +187,7 @@ export function decodeState(text: string): StoreState {
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new Error(`not valid JSON: ${(e as Error).message}`);
+    throw new Error(`not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   if (!isObject(doc)) throw new Error('top level is not an object');
   if (doc.version !== STATE_VERSION) throw new Error(`unsupported version ${JSON.stringify(doc.version)} (expected ${STATE_VERSION})`);
@@ -232,7 +232,7 @@ function canonicalCidr(v: unknown, where: string): string {
   try {
     return formatCidr(parseCidr(v));
   } catch (e) {
-    throw new Error(`${where} ${JSON.stringify(v)} is not a CIDR (${(e as Error).message})`);
+    throw new Error(`${where} ${JSON.stringify(v)} is not a CIDR (${(e as Error).message})`, { cause: e });
   }
 }
 
@@ -241,7 +241,7 @@ function canonicalIp(v: unknown, where: string): string {
   try {
     return formatIpv4(parseIpv4(v));
   } catch (e) {
-    throw new Error(`${where} ${JSON.stringify(v)} is not an IPv4 address (${(e as Error).message})`);
+    throw new Error(`${where} ${JSON.stringify(v)} is not an IPv4 address (${(e as Error).message})`, { cause: e });
   }
 }
 

@@ -27,7 +27,7 @@ function readPem(flag: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (e) {
-    throw new Error(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Error(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
 }
 
@@ -41,7 +41,7 @@ function parseCerts(flag: string, file: string, pem: Buffer): X509Certificate[] 
     try {
       return new X509Certificate(b);
     } catch (e) {
-      throw new Error(`${flag} ${file}: certificate ${i + 1} cannot be parsed: ${oneLine(e)}`);
+      throw new Error(`${flag} ${file}: certificate ${i + 1} cannot be parsed: ${oneLine(e)}`, { cause: e });
     }
   });
 }
@@ -51,7 +51,7 @@ function parseKey(flag: string, file: string, pem: Buffer): KeyObject {
     return createPrivateKey(pem);
   } catch (e) {
     // Encrypted keys land here too: there is no flag for a passphrase, as with flanneld's.
-    throw new Error(`${flag} ${file} holds no usable unencrypted PEM private key: ${oneLine(e)}`);
+    throw new Error(`${flag} ${file} holds no usable unencrypted PEM private key: ${oneLine(e)}`, { cause: e });
   }
 }
 

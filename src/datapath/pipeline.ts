@@ -21,7 +21,7 @@ import {
 } from '../packet/icmp';
 import { ENCAP_OK, type Backend } from './backend';
 import type { Peer } from './peer';
-import { DatapathStats, Drop } from './stats';
+import { type DatapathStats, Drop } from './stats';
 
 /** Largest ICMP error we build: IPv4 (20) + ICMP (8) + quoted header (≤60) + 8 bytes. */
 const ICMP_SLOT = 128;

@@ -65,7 +65,7 @@ export async function ipJson<T>(args: readonly string[], opts?: IpOptions): Prom
     return JSON.parse(text) as T;
   } catch (err) {
     const cmd = ['ip', ...fullArgs(['-j', ...args], opts)].join(' ');
-    throw new Error(`${cmd}: unparseable JSON output: ${(err as Error).message}`);
+    throw new Error(`${cmd}: unparseable JSON output: ${(err as Error).message}`, { cause: err });
   }
 }
 

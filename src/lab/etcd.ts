@@ -109,7 +109,7 @@ export async function waitEtcdReady(endpoint: string, timeoutMs: number, opts: E
     try {
       return readFileSync(f);
     } catch (e) {
-      throw new Error(`cannot read ${flag} ${f}: ${(e as Error).message}`);
+      throw new Error(`cannot read ${flag} ${f}: ${(e as Error).message}`, { cause: e });
     }
   };
   const agentOpts = secure

@@ -444,13 +444,13 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     if (opts.keepOnFailure) {
-      throw new Error(`lab up failed at "${step}": ${msg}\n(lab left in place: weft lab down --prefix ${o.prefix})`);
+      throw new Error(`lab up failed at "${step}": ${msg}\n(lab left in place: weft lab down --prefix ${o.prefix})`, { cause: err });
     }
     try {
       await labDown(o.prefix);
     } catch (downErr) {
-      throw new Error(`lab up failed at "${step}": ${msg}\n(tearing down also failed: ${downErr instanceof Error ? downErr.message : String(downErr)})`);
+      throw new Error(`lab up failed at "${step}": ${msg}\n(tearing down also failed: ${downErr instanceof Error ? downErr.message : String(downErr)})`, { cause: downErr });
     }
-    throw new Error(`lab up failed at "${step}": ${msg}`);
+    throw new Error(`lab up failed at "${step}": ${msg}`, { cause: err });
   }
 }

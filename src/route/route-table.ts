@@ -5,7 +5,7 @@
 // `routes.snapshot()` once per batch (or calls `routes.lookup`) sees one whole table, never a
 // half-applied update; a snapshot taken before an update keeps answering from the old routes.
 
-import { LpmEntry, LpmTable } from './lpm';
+import { type LpmEntry, LpmTable } from './lpm';
 
 /** The read side of an LpmTable; a published snapshot is never mutated. */
 export interface LpmSnapshot<T> {

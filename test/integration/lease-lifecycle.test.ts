@@ -64,7 +64,6 @@ async function acquireAs(state: LabState, publicIp: string, previousSubnet: stri
 
 describe.each<RegistryKind>(['embedded', 'etcd'])('lease lifecycle on the %s registry', (registry) => {
   const prefix = registry === 'etcd' ? 'wlle-' : 'wllm-';
-  let state: LabState;
   const stopped = new Set<number>();
   const status = async (node: string): Promise<Status> => (await daemonStatus(prefix, node)) as Status;
   const node = (name: string) => mustReadState(prefix).nodes.find((n) => n.name === name)!;
@@ -75,7 +74,7 @@ describe.each<RegistryKind>(['embedded', 'etcd'])('lease lifecycle on the %s reg
     await ensureBuilt();
     await labDown(prefix).catch(() => undefined);
     // Renew 3 s ahead of a 6 s TTL: a renewal every ~3 s, and a stopped node's lease gone within 6.
-    state = await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp', registry, leaseTtl: TTL_S, daemonArgs: ['--renew-margin', '3'] });
+    await labUp({ prefix, nodes: 3, pods: 1, backend: 'udp', registry, leaseTtl: TTL_S, daemonArgs: ['--renew-margin', '3'] });
   }, 90_000);
 
   afterAll(async () => {

@@ -47,7 +47,7 @@ async function openssl(args: string[], cwd: string): Promise<void> {
     await run('openssl', args, { cwd, timeout: 30_000 });
   } catch (e) {
     const err = e as Error & { stderr?: string };
-    throw new Error(`openssl ${args[0]} failed: ${err.stderr?.trim() || err.message}`);
+    throw new Error(`openssl ${args[0]} failed: ${err.stderr?.trim() || err.message}`, { cause: e });
   }
 }
 

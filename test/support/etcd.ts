@@ -164,7 +164,7 @@ export async function startEtcdCluster(opts: EtcdClusterOptions): Promise<EtcdTe
   } catch (e) {
     const logs = members.map((m) => `--- ${m.name}.log\n${m.logTail()}`).join('\n');
     await stop();
-    throw new Error(`${(e as Error).message}\n${logs}`);
+    throw new Error(`${(e as Error).message}\n${logs}`, { cause: e });
   }
 }
 

@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 /**
  * Polls `fn` until it returns something truthy, and returns that. A throw counts as "not yet"
  * (a daemon restarting refuses /status for a moment); on timeout the error names what was awaited
@@ -18,7 +20,7 @@ export async function until<T>(
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last instanceof Error ? last.message : inspect(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EmbeddedRegistry, type EmbeddedRegistryOptions } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
-import { RegistryError, type WatchBatch } from '../../src/control/registry';
+import { type RegistryError, type WatchBatch } from '../../src/control/registry';
 import { decodeState } from '../../src/control/store';
 import { rejection } from '../support/registry';
 

@@ -87,7 +87,7 @@ export function decodeLeaseValue(text: string): LeaseAttrs {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new Error(`not JSON (${(e as Error).message})`);
+    throw new Error(`not JSON (${(e as Error).message})`, { cause: e });
   }
   if (!isPlainObject(raw)) throw new Error('not a JSON object');
   const ip = field(raw, 'PublicIP');

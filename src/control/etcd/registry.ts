@@ -329,7 +329,7 @@ export class EtcdRegistry implements Registry, WatchSource {
         return;
       }
       const have = res.responses[0]?.response_range?.kvs[0]?.value.toString() ?? '';
-      let same = false;
+      let same: boolean;
       try {
         same = canonicalJson(JSON.parse(have)) === canonicalJson(want.raw);
       } catch {
