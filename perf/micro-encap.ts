@@ -49,7 +49,15 @@ const RECV_SKIP: Record<EncapType, number> = { udp: 0, vxlan: 28, ipip: 0 };
 function setup(type: EncapType, self: [number, typeof A_SUB], other: [number, typeof B_SUB]): { backend: Backend; peer: Peer } {
   const spec = TABLE[type];
   const backend = spec.create({ publicIp: self[0], subnet: self[1], port: spec.defaultPort, vni: 1 });
-  const peer: Peer = { subnet: other[1], publicIp: other[0], port: spec.defaultPort, backendData: spec.leaseData(other[0], 1), local: false, direct: false, backendState: null };
+  const peer: Peer = {
+    subnet: other[1],
+    publicIp: other[0],
+    port: spec.defaultPort,
+    backendData: spec.leaseData(other[0], 1),
+    local: false,
+    direct: false,
+    backendState: null,
+  };
   backend.onPeerAdded(peer);
   return { backend, peer };
 }
@@ -98,7 +106,16 @@ function timingOf(task: Task, batch: number): Timing {
  * Decapsulates each received datagram and requires the inner packet back, byte for byte and
  * with its length: the figures are only worth having for an encap/decap pair that round-trips.
  */
-function checkRoundTrip(type: EncapType, size: number, inner: Buffer, rx: Buffer, rxSlot: number, rxLen: Int32Array, receiver: { backend: Backend; peer: Peer }, replies: PacketList): void {
+function checkRoundTrip(
+  type: EncapType,
+  size: number,
+  inner: Buffer,
+  rx: Buffer,
+  rxSlot: number,
+  rxLen: Int32Array,
+  receiver: { backend: Backend; peer: Peer },
+  replies: PacketList,
+): void {
   for (let i = 0; i < BATCH; i++) {
     const start = i * rxSlot;
     const r = receiver.backend.decap(rx, start, rxLen[i], receiver.peer, replies);

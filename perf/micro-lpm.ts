@@ -68,7 +68,7 @@ function linearLookup(p: Prefixes, addr: number): number {
   let bestLen = -1;
   const n = p.addrs.length;
   for (let i = 0; i < n; i++) {
-    if (((addr & p.masks[i]) >>> 0) === p.addrs[i] && p.lens[i] > bestLen) {
+    if ((addr & p.masks[i]) >>> 0 === p.addrs[i] && p.lens[i] > bestLen) {
       best = i;
       bestLen = p.lens[i];
     }
@@ -187,7 +187,14 @@ const fmt = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(1)} M` : x >
 const fmtNs = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en') : x.toFixed(1));
 const withRme = (t: Timing): string => `${fmt(t.perSec)} ±${t.rmePct.toFixed(1)}%`;
 
-export const LPM_COLUMNS = ['prefixes', 'LpmTable lookups/s', 'LpmTable p99 ns/lookup', 'linear scan lookups/s', 'linear scan p99 ns/lookup', 'LpmTable / linear'];
+export const LPM_COLUMNS = [
+  'prefixes',
+  'LpmTable lookups/s',
+  'LpmTable p99 ns/lookup',
+  'linear scan lookups/s',
+  'linear scan p99 ns/lookup',
+  'LpmTable / linear',
+];
 
 export function formatLpm(rs: LpmResult[]): string {
   return [
@@ -206,7 +213,9 @@ export function parseSizes(text: string, min: number, max: number): number[] {
   const sizes: number[] = [];
   for (const s of items) {
     if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max) {
-      throw new Error(`--sizes ${JSON.stringify(text)}: ${JSON.stringify(s)} is not an integer in ${min}..${max} (expected a comma-separated list of integers)`);
+      throw new Error(
+        `--sizes ${JSON.stringify(text)}: ${JSON.stringify(s)} is not an integer in ${min}..${max} (expected a comma-separated list of integers)`,
+      );
     }
     sizes.push(Number(s));
   }
@@ -216,7 +225,8 @@ export function parseSizes(text: string, min: number, max: number): number[] {
 /** A time budget in milliseconds: a positive number, at most ten minutes. */
 export function parseMs(text: string): number {
   const ms = Number(text);
-  if (text.trim() === '' || !Number.isFinite(ms) || ms <= 0 || ms > 600_000) throw new Error(`--ms ${JSON.stringify(text)}: not a number of milliseconds in (0, 600000]`);
+  if (text.trim() === '' || !Number.isFinite(ms) || ms <= 0 || ms > 600_000)
+    throw new Error(`--ms ${JSON.stringify(text)}: not a number of milliseconds in (0, 600000]`);
   return ms;
 }
 

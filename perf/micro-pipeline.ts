@@ -29,16 +29,42 @@ const local = parseCidr('10.244.1.0/24');
 const routes = new RouteTable<Peer>();
 const peersByAddr = new Map<number, Peer>();
 routes.update((t) => {
-  t.insert(local.addr, local.len, { subnet: local, publicIp: parseIpv4('192.168.77.11'), port: 8285, backendData: {}, local: true, direct: false, backendState: null });
+  t.insert(local.addr, local.len, {
+    subnet: local,
+    publicIp: parseIpv4('192.168.77.11'),
+    port: 8285,
+    backendData: {},
+    local: true,
+    direct: false,
+    backendState: null,
+  });
   // 100 peers, as in a mid-sized cluster.
   for (let i = 2; i < 102; i++) {
-    const p: Peer = { subnet: parseCidr(`10.244.${i}.0/24`), publicIp: parseIpv4(`192.168.77.${i}`), port: 8285, backendData: {}, local: false, direct: false, backendState: null };
+    const p: Peer = {
+      subnet: parseCidr(`10.244.${i}.0/24`),
+      publicIp: parseIpv4(`192.168.77.${i}`),
+      port: 8285,
+      backendData: {},
+      local: false,
+      direct: false,
+      backendState: null,
+    };
     t.insert(p.subnet.addr, p.subnet.len, p);
     peersByAddr.set(p.publicIp, p);
   }
 });
 const stats = new DatapathStats();
-const pipeline = new Pipeline({ backend: new UdpBackend(), routes, peersByAddr, network, localSubnet: local, icmpSource: local.addr, stats, batchSize: BATCH, tunnelMtu: 1472 });
+const pipeline = new Pipeline({
+  backend: new UdpBackend(),
+  routes,
+  peersByAddr,
+  network,
+  localSubnet: local,
+  icmpSource: local.addr,
+  stats,
+  batchSize: BATCH,
+  tunnelMtu: 1472,
+});
 
 function fill(list: PacketList, egress: boolean): void {
   list.clear();

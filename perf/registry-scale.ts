@@ -56,7 +56,6 @@ function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
 
-
 const rssMiB = (pid: number): number => rssBytes(pid) / 2 ** 20;
 
 interface Server {
@@ -96,9 +95,13 @@ async function startServer(kind: Kind, dir: string): Promise<Server> {
     const conf = path.join(dir, 'net-conf.json');
     await fs.writeFile(conf, NET_CONF);
     const weft = path.join(__dirname, '..', '..', 'bin', 'weft.js');
-    const child = spawn(process.execPath, [weft, 'control', '--listen', `127.0.0.1:${port}`, '--state-dir', path.join(dir, 'state'), '--net-config-path', conf, '--log-level', 'warn'], {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      [weft, 'control', '--listen', `127.0.0.1:${port}`, '--state-dir', path.join(dir, 'state'), '--net-config-path', conf, '--log-level', 'warn'],
+      {
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     await waitPort(port, 20_000);
     return { pid: child.pid!, client: () => new GrpcRegistry(`127.0.0.1:${port}`, { deadlineMs: 60_000 }), stop: () => stopChild(child) };
   }
@@ -234,8 +237,9 @@ const f1 = (x: number): string => x.toFixed(1);
 const range = (xs: number[]): string => `${f1(median(xs))} (${f1(Math.min(...xs))}–${f1(Math.max(...xs))})`;
 
 export function formatTable(results: Result[], rounds: number): string {
-  const rows = results.map((r) =>
-    `| ${r.registry === 'embedded' ? 'embedded (weft control, gRPC)' : 'etcd 3.4 (direct)'} | ${r.nodes} | ${f1(r.acquireWallMs)} | ${f1(r.acquireP50Ms)} / ${f1(r.acquireP99Ms)} | ${f1(r.watchSetupMs)} | ${range(r.fanoutP50Ms)} | ${range(r.fanoutP99Ms)} | ${range(r.fanoutMaxMs)} | ${f1(r.serverRssMiB)} |`,
+  const rows = results.map(
+    (r) =>
+      `| ${r.registry === 'embedded' ? 'embedded (weft control, gRPC)' : 'etcd 3.4 (direct)'} | ${r.nodes} | ${f1(r.acquireWallMs)} | ${f1(r.acquireP50Ms)} / ${f1(r.acquireP99Ms)} | ${f1(r.watchSetupMs)} | ${range(r.fanoutP50Ms)} | ${range(r.fanoutP99Ms)} | ${range(r.fanoutMaxMs)} | ${f1(r.serverRssMiB)} |`,
   );
   return [
     `| registry | nodes | all acquired, ms | acquire p50 / p99, ms | all watching, ms | fan-out p50, ms | fan-out p99, ms | fan-out max, ms | server RSS, MiB |`,

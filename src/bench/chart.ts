@@ -43,15 +43,17 @@ const UNKNOWN_COLOUR = '#888888';
  * unreadable to rsvg-convert and to browsers.
  */
 export function escapeXml(s: string): string {
-  return s
-    // XML 1.0 §2.2 forbids these characters in a document at all, escaped or not: drop them.
-    // eslint-disable-next-line no-control-regex
-    .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '')
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&apos;');
+  return (
+    s
+      // XML 1.0 §2.2 forbids these characters in a document at all, escaped or not: drop them.
+      // eslint-disable-next-line no-control-regex
+      .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\ufffe\uffff]/g, '')
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/>/g, '&gt;')
+      .replace(/"/g, '&quot;')
+      .replace(/'/g, '&apos;')
+  );
 }
 
 /**
@@ -287,7 +289,8 @@ export function renderOverviewSvg(r: BenchResults): string {
   for (const t of bTicks) {
     body.push(grid(bx(t)), tickText(bx(t), tickLabel(t)));
   }
-  const axisLine = (x0: number, x1: number) => tag('line', { x1: x0, y1: rowsBottom, x2: x1, y2: rowsBottom, stroke: '#555555', 'stroke-width': 1, class: 'axis' });
+  const axisLine = (x0: number, x1: number) =>
+    tag('line', { x1: x0, y1: rowsBottom, x2: x1, y2: rowsBottom, stroke: '#555555', 'stroke-width': 1, class: 'axis' });
   body.push(axisLine(ax0, ax0 + aPlotW), axisLine(bx0, bx0 + bPlotW));
   body.push(text(ax0 + aPlotW / 2, rowsBottom + 32, 'Gbit/s received (linear, from 0)', { 'text-anchor': 'middle', 'font-size': 11, fill: '#444444' }));
   body.push(text(bx0 + bPlotW / 2, rowsBottom + 32, 'bytes', { 'text-anchor': 'middle', 'font-size': 11, fill: '#444444' }));
@@ -302,7 +305,12 @@ export function renderOverviewSvg(r: BenchResults): string {
         'g',
         { class: 'row', 'data-tunnel': name },
         tag('title', {}, escapeXml(`${name} (${t.kind}): ${t.description ?? ''}`)) +
-          text(PAD + labelW, top + rowH / 2 + 4.5, fit(name, labelW, nameSize), { 'text-anchor': 'end', 'font-size': nameSize, fill: '#111111', class: 'label' }),
+          text(PAD + labelW, top + rowH / 2 + 4.5, fit(name, labelW, nameSize), {
+            'text-anchor': 'end',
+            'font-size': nameSize,
+            fill: '#111111',
+            class: 'label',
+          }),
       ),
     );
 
@@ -350,9 +358,20 @@ export function renderOverviewSvg(r: BenchResults): string {
     const hy = top + (rowH - 14) / 2;
     const hCommon = { 'data-tunnel': name, 'data-series': 'header', 'data-kind': t.kind };
     body.push(tag('rect', { class: 'bar', ...hCommon, 'data-value': String(hb), x: bx0, y: hy, width: bx(hb) - bx0, height: 14, fill: colour }));
-    body.push(text(bx(hb) + 4, hy + 11, drawable(t.headerBytes) ? String(t.headerBytes) : 'n/a', { 'font-size': 11, fill: '#111111', class: 'value', ...hCommon }));
+    body.push(
+      text(bx(hb) + 4, hy + 11, drawable(t.headerBytes) ? String(t.headerBytes) : 'n/a', { 'font-size': 11, fill: '#111111', class: 'value', ...hCommon }),
+    );
     const mtu = Number.isFinite(t.mtu) && t.mtu > 0 ? `MTU ${t.mtu}` : 'MTU n/a';
-    body.push(text(WIDTH - PAD, hy + 11, mtu, { 'font-size': 12, fill: '#222222', 'text-anchor': 'end', class: 'mtu', 'data-tunnel': name, 'data-value': String(t.mtu) }));
+    body.push(
+      text(WIDTH - PAD, hy + 11, mtu, {
+        'font-size': 12,
+        fill: '#222222',
+        'text-anchor': 'end',
+        class: 'mtu',
+        'data-tunnel': name,
+        'data-value': String(t.mtu),
+      }),
+    );
   });
 
   return svgDoc(rowsBottom + 46, `weft bench: ${what}`, body);
@@ -364,7 +383,13 @@ export function renderOverviewSvg(r: BenchResults): string {
 const DASHES = ['', '7 4', '2 3', '10 3 2 3', '4 2'];
 // Within one kind, lines differ by dash and a shade; the end labels carry the names as well,
 // so no reader has to match four blues by eye.
-const SHADES: Array<[string, number]> = [['#ffffff', 0], ['#ffffff', 0.45], ['#000000', 0.4], ['#ffffff', 0.25], ['#000000', 0.6]];
+const SHADES: Array<[string, number]> = [
+  ['#ffffff', 0],
+  ['#ffffff', 0.45],
+  ['#000000', 0.4],
+  ['#ffffff', 0.25],
+  ['#000000', 0.6],
+];
 
 interface Line {
   t: TunnelResult;
@@ -451,7 +476,9 @@ export function renderScalingSvg(r: BenchResults): string {
 
     for (const t of ticks) {
       const ty = yAt(t * 1e9);
-      body.push(tag('line', { x1: left, y1: ty, x2: right, y2: ty, stroke: t === 0 ? '#555555' : '#d5d9de', 'stroke-width': 1, class: t === 0 ? 'axis' : 'grid' }));
+      body.push(
+        tag('line', { x1: left, y1: ty, x2: right, y2: ty, stroke: t === 0 ? '#555555' : '#d5d9de', 'stroke-width': 1, class: t === 0 ? 'axis' : 'grid' }),
+      );
       body.push(text(left - 6, ty + 4, tickLabel(t), { 'text-anchor': 'end', 'font-size': 11, fill: '#444444', class: 'tick' }));
     }
     body.push(tag('line', { x1: left, y1: top, x2: left, y2: bottom, stroke: '#555555', 'stroke-width': 1, class: 'axis' }));
@@ -472,7 +499,16 @@ export function renderScalingSvg(r: BenchResults): string {
       const common = { 'data-tunnel': l.name, 'data-panel': panelName };
       const pts = l.points.map((p) => `${n(xAt(p.streams))},${n(yAt(p.bps.median))}`).join(' ');
       body.push(
-        tag('polyline', { class: 'series', ...common, points: pts, fill: 'none', stroke: l.colour, 'stroke-width': 2, 'stroke-dasharray': l.dash || undefined, 'stroke-linejoin': 'round' }),
+        tag('polyline', {
+          class: 'series',
+          ...common,
+          points: pts,
+          fill: 'none',
+          stroke: l.colour,
+          'stroke-width': 2,
+          'stroke-dasharray': l.dash || undefined,
+          'stroke-linejoin': 'round',
+        }),
       );
       for (const p of l.points) {
         const cx = xAt(p.streams);
@@ -481,7 +517,18 @@ export function renderScalingSvg(r: BenchResults): string {
           const y2 = yAt(Math.min(p.bps.min, p.bps.max));
           const w = { stroke: l.colour, 'stroke-width': 1.2 };
           body.push(
-            tag('line', { class: 'whisker', ...common, 'data-streams': String(p.streams), 'data-min': String(p.bps.min), 'data-max': String(p.bps.max), x1: cx, y1, x2: cx, y2, ...w }),
+            tag('line', {
+              class: 'whisker',
+              ...common,
+              'data-streams': String(p.streams),
+              'data-min': String(p.bps.min),
+              'data-max': String(p.bps.max),
+              x1: cx,
+              y1,
+              x2: cx,
+              y2,
+              ...w,
+            }),
             tag('line', { x1: cx - 3, y1, x2: cx + 3, y2: y1, ...w }),
             tag('line', { x1: cx - 3, y1: y2, x2: cx + 3, y2, ...w }),
           );
@@ -518,7 +565,13 @@ export function renderScalingSvg(r: BenchResults): string {
     }
     if (grouped.length > 0) {
       const ys = grouped.map((l) => yAt(l.points[l.points.length - 1].bps.median));
-      labels.push({ want: ys.reduce((a, b) => a + b, 0) / ys.length, anchorX: right, s: `${grouped.length} more below: see zoom`, colour: '#444444', group: true });
+      labels.push({
+        want: ys.reduce((a, b) => a + b, 0) / ys.length,
+        anchorX: right,
+        s: `${grouped.length} more below: see zoom`,
+        colour: '#444444',
+        group: true,
+      });
     }
     const placed = spreadLabels(
       labels.map((l) => l.want),
@@ -529,7 +582,14 @@ export function renderScalingSvg(r: BenchResults): string {
     labels.forEach((lab, k) => {
       const ty = placed[k];
       if (Math.abs(ty - lab.want) > 2 || lab.anchorX < right - 1) {
-        body.push(tag('polyline', { points: `${n(lab.anchorX + 5)},${n(lab.want)} ${n(right + 4)},${n(lab.want)} ${n(lxText - 3)},${n(ty)}`, fill: 'none', stroke: '#999999', 'stroke-width': 0.7 }));
+        body.push(
+          tag('polyline', {
+            points: `${n(lab.anchorX + 5)},${n(lab.want)} ${n(right + 4)},${n(lab.want)} ${n(lxText - 3)},${n(ty)}`,
+            fill: 'none',
+            stroke: '#999999',
+            'stroke-width': 0.7,
+          }),
+        );
       }
       body.push(
         text(lxText, ty + 4, fit(lab.s, WIDTH - PAD - lxText, 11), {
@@ -550,7 +610,14 @@ export function renderScalingSvg(r: BenchResults): string {
   let bottom = panel('main', mainTop, 250, drawn, 'All tunnels · Gbit/s, linear from 0', zoom ? low : []);
   if (zoom) {
     const lowPeak = Math.max(...low.map((l) => l.peak));
-    bottom = panel('zoom', bottom + 58, 190, low, `Zoom: the ${low.length} tunnel${low.length === 1 ? '' : 's'} below 20% of the fastest · own scale, linear from 0 to ${tickLabel(niceTicks(lowPeak / 1e9).slice(-1)[0])} Gbit/s`, []);
+    bottom = panel(
+      'zoom',
+      bottom + 58,
+      190,
+      low,
+      `Zoom: the ${low.length} tunnel${low.length === 1 ? '' : 's'} below 20% of the fastest · own scale, linear from 0 to ${tickLabel(niceTicks(lowPeak / 1e9).slice(-1)[0])} Gbit/s`,
+      [],
+    );
   }
   body.push(text((left + right) / 2, bottom + 34, 'parallel TCP streams', { 'text-anchor': 'middle', 'font-size': 12, fill: '#333333' }));
 

@@ -29,7 +29,10 @@ export function parseProcStatTicks(text: string): number {
   const end = text.lastIndexOf(')');
   if (end < 0) throw new Error('not a /proc/PID/stat line');
   // After ") " come field 3 (state) onwards: utime is field 14, so index 11 of this list.
-  const f = text.slice(end + 2).trim().split(/\s+/);
+  const f = text
+    .slice(end + 2)
+    .trim()
+    .split(/\s+/);
   const utime = Number(f[11]);
   const stime = Number(f[12]);
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error('/proc/PID/stat: no utime/stime fields');
@@ -123,7 +126,8 @@ export async function udp64(prefix: string, from: string, to: string, dst: strin
     } catch {
       sum = undefined;
     }
-    if (!sum?.packets) throw new Error(`iperf3 -u ${from} → ${to}: no receiver summary (client exit ${c.code}: ${(c.stderr || c.stdout).trim().slice(0, 200)})`);
+    if (!sum?.packets)
+      throw new Error(`iperf3 -u ${from} → ${to}: no receiver summary (client exit ${c.code}: ${(c.stderr || c.stdout).trim().slice(0, 200)})`);
     return (sum.packets - (sum.lost_packets ?? 0)) / (sum.seconds || seconds);
   } finally {
     await server.catch(() => undefined);
@@ -149,9 +153,14 @@ export async function headerOverhead(
   // Filtered by the sending node's MAC, not an IP address: without encapsulation (host-gw) the
   // packet on the underlay carries the pods' addresses. `greater` is frame length: every
   // encapsulation of the probe is at least the inner packet.
-  const cap = labExec(prefix, opts.captureNode, ['timeout', '10', 'tcpdump', '-i', opts.iface, '-nn', '-U', '-c', '3', '-w', file, 'ether', 'src', opts.srcMac, 'and', 'greater', String(inner)], {
-    timeoutMs: 15_000,
-  });
+  const cap = labExec(
+    prefix,
+    opts.captureNode,
+    ['timeout', '10', 'tcpdump', '-i', opts.iface, '-nn', '-U', '-c', '3', '-w', file, 'ether', 'src', opts.srcMac, 'and', 'greater', String(inner)],
+    {
+      timeoutMs: 15_000,
+    },
+  );
   try {
     // tcpdump says "listening" on stderr, which labExec only returns at exit: give it a moment,
     // and send more probes than it waits for.

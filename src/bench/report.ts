@@ -57,11 +57,7 @@ export function scalingTable(rs: readonly TunnelResult[]): string {
     });
     return `| ${t.tunnel} | ${cells.join(' | ')} |`;
   });
-  return [
-    `| TCP Gbit/s by parallel streams | ${streams.map((n) => `${n}`).join(' | ')} |`,
-    `|---|${streams.map(() => '--:').join('|')}|`,
-    ...rows,
-  ].join('\n');
+  return [`| TCP Gbit/s by parallel streams | ${streams.map((n) => `${n}`).join(' | ')} |`, `|---|${streams.map(() => '--:').join('|')}|`, ...rows].join('\n');
 }
 
 export function formatMarkdown(r: BenchResults): string {

@@ -46,7 +46,11 @@ async function machine(): Promise<BenchResults['machine']> {
     cpuModel: (cpus[0]?.model ?? 'unknown').replace(/\s+/g, ' ').trim(),
     kernel: os.release(),
     node: process.version,
-    iperf3: v.stdout.split('\n')[0].replace(/\s*\(.*\)\s*$/, '').trim() || 'iperf3 (version unknown)',
+    iperf3:
+      v.stdout
+        .split('\n')[0]
+        .replace(/\s*\(.*\)\s*$/, '')
+        .trim() || 'iperf3 (version unknown)',
   };
 }
 
@@ -92,7 +96,14 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     await checkPath(prefix, active, dst);
 
     step('header bytes and path MTU');
-    const headerBytes = await headerOverhead(prefix, { from, dst, captureNode: 'n2', iface: st.nodes[1].iface, srcMac: (await linkInfo(st.nodes[0].ns, st.nodes[0].iface)).address, dir: st.dir });
+    const headerBytes = await headerOverhead(prefix, {
+      from,
+      dst,
+      captureNode: 'n2',
+      iface: st.nodes[1].iface,
+      srcMac: (await linkInfo(st.nodes[0].ns, st.nodes[0].iface)).address,
+      dir: st.dir,
+    });
     const podMtu = (await linkInfo(st.pods.find((p) => p.name === from)!.ns, 'eth0')).mtu;
     const mtu = await pathMtu(prefix, from, dst, podMtu);
     hooks.advance?.(w.probe);

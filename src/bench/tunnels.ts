@@ -114,17 +114,48 @@ async function startOpenVpn(st: LabState): Promise<ActiveTunnel> {
   const pidFile = (name: string) => path.join(st.dir, `openvpn-${name}.pid`);
   const pids: number[] = [];
   const stop = async (): Promise<void> => {
-    await terminate(pids.filter((p) => isAlive(p)), 3_000);
+    await terminate(
+      pids.filter((p) => isAlive(p)),
+      3_000,
+    );
   };
   try {
     for (const e of ends) {
       // --disable-dco keeps OpenVPN in userspace (2.6 would otherwise hand the data channel to
       // the ovpn-dco kernel module where it exists), which is the point of the reference.
       await must(prefix, e.node.name, [
-        'openvpn', '--dev', OVPN_DEV, '--dev-type', 'tun', '--proto', 'udp',
-        '--local', e.node.publicIp, '--lport', String(OVPN_PORT), '--remote', e.peer.publicIp, '--rport', String(OVPN_PORT),
-        '--ifconfig', e.local, e.remote, '--cipher', 'none', '--auth', 'none', '--tun-mtu', String(OVPN_MTU), '--disable-dco',
-        '--verb', '3', '--log', path.join(st.dir, 'logs', `openvpn-${e.node.name}.log`), '--writepid', pidFile(e.node.name), '--daemon',
+        'openvpn',
+        '--dev',
+        OVPN_DEV,
+        '--dev-type',
+        'tun',
+        '--proto',
+        'udp',
+        '--local',
+        e.node.publicIp,
+        '--lport',
+        String(OVPN_PORT),
+        '--remote',
+        e.peer.publicIp,
+        '--rport',
+        String(OVPN_PORT),
+        '--ifconfig',
+        e.local,
+        e.remote,
+        '--cipher',
+        'none',
+        '--auth',
+        'none',
+        '--tun-mtu',
+        String(OVPN_MTU),
+        '--disable-dco',
+        '--verb',
+        '3',
+        '--log',
+        path.join(st.dir, 'logs', `openvpn-${e.node.name}.log`),
+        '--writepid',
+        pidFile(e.node.name),
+        '--daemon',
       ]);
       pids.push(await readPidFile(pidFile(e.node.name)));
     }

@@ -44,7 +44,10 @@ function posInt(name: string, v: string, max: number): number {
 
 export function parseTunnels(list: string): Tunnel[] {
   const out: Tunnel[] = [];
-  for (const raw of list.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const raw of list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const t = (TUNNELS as readonly string[]).includes(raw) ? (raw as Tunnel) : ALIASES[raw];
     if (!t) throw new Error(`--backends: unknown "${raw}" (known: ${TUNNELS.join(', ')})`);
     if (!out.includes(t)) out.push(t);
@@ -100,7 +103,12 @@ export function parseBenchArgs(argv: string[]): ParsedBench | 'help' {
 
 /** Tools the bench runs, by the Debian package scripts/setup.sh installs them from. */
 async function checkTools(tunnels: Tunnel[]): Promise<void> {
-  const need: [string, string][] = [['iperf3', 'iperf3'], ['tcpdump', 'tcpdump'], ['ping', 'iputils-ping'], ['ethtool', 'ethtool']];
+  const need: [string, string][] = [
+    ['iperf3', 'iperf3'],
+    ['tcpdump', 'tcpdump'],
+    ['ping', 'iputils-ping'],
+    ['ethtool', 'ethtool'],
+  ];
   if (tunnels.includes('openvpn')) need.push(['openvpn', 'openvpn']);
   const missing: string[] = [];
   for (const [bin, pkg] of need) {
@@ -132,10 +140,7 @@ export async function run(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSig);
   let results;
   try {
-    results = await runBench(
-      { ...options, prefix, command },
-      { step: (l) => progress.step(l), advance: (w) => progress.advance(w), signal: ac.signal },
-    );
+    results = await runBench({ ...options, prefix, command }, { step: (l) => progress.step(l), advance: (w) => progress.advance(w), signal: ac.signal });
   } catch (e) {
     // Interrupted: the lab is gone (runBench tears it down on the way out), and what failed
     // because its namespace vanished under it is not worth reporting. 130 = 128 + SIGINT.
@@ -156,7 +161,10 @@ export async function run(argv: string[]): Promise<number> {
   const files = [path.join(out, 'results.json'), path.join(out, 'results.md')];
   await fs.writeFile(files[0], JSON.stringify(results, null, 2) + '\n');
   await fs.writeFile(files[1], md);
-  for (const [name, svg] of [['bench', renderOverviewSvg(results)], ['scaling', renderScalingSvg(results)]] as const) {
+  for (const [name, svg] of [
+    ['bench', renderOverviewSvg(results)],
+    ['scaling', renderScalingSvg(results)],
+  ] as const) {
     const f = path.join(out, `${name}.svg`);
     await fs.writeFile(f, svg);
     files.push(f);

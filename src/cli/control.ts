@@ -117,7 +117,15 @@ export async function run(argv: string[]): Promise<number | void> {
     throw e;
   }
   logger.info(
-    { listen: server.address, port: server.port, network: config.network, subnetLen: config.subnetLen, backend: config.backend.type, ...where, tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server' },
+    {
+      listen: server.address,
+      port: server.port,
+      network: config.network,
+      subnetLen: config.subnetLen,
+      backend: config.backend.type,
+      ...where,
+      tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server',
+    },
     'control plane ready',
   );
 

@@ -30,7 +30,10 @@ export function etcdOptionsFrom(values: EtcdValues): Omit<EtcdRegistryOptions, '
     }
     return undefined;
   }
-  const list = endpoints.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const list = endpoints
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (list.length === 0) throw new Error('--etcd-endpoints is empty; give URLs like http://127.0.0.1:2379');
   for (const ep of list) {
     let u: URL;

@@ -20,7 +20,18 @@ import { BACKEND_TYPES } from '../datapath/backends';
 import type { StepOutcome } from '../datapath/offline';
 import { Drop, DROP_NAMES } from '../datapath/stats';
 import { icmpCode, icmpType } from '../packet/icmp';
-import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER, ipv4Dst, ipv4HeaderLength, ipv4Protocol, ipv4Src, ipv4Version } from '../packet/ipv4';
+import {
+  IPPROTO_ICMP,
+  IPPROTO_IPIP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  IPV4_MIN_HEADER,
+  ipv4Dst,
+  ipv4HeaderLength,
+  ipv4Protocol,
+  ipv4Src,
+  ipv4Version,
+} from '../packet/ipv4';
 import { LINKTYPE_NAMES, LINKTYPE_RAW, networkLayer, PcapReader, PcapWriter } from '../packet/pcap';
 import { formatCidr, formatIpv4 } from '../route/address';
 import { icmpName } from '../packet/dissect';
@@ -95,7 +106,7 @@ function readInput(file: string): PcapReader {
     buf = fs.readFileSync(file);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new Error(`cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code ?? err.message}`, { cause: e });
+    throw new Error(`cannot read ${file}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`, { cause: e });
   }
   try {
     return new PcapReader(buf);
@@ -117,8 +128,14 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  if (positionals.length !== 1) throw new Error(positionals.length ? `one input file, got ${positionals.length}: ${positionals.join(' ')}` : 'which capture? weft replay IN.pcap --backend B (see --help)');
-  if (values.backend === undefined) throw new Error(`--backend is required: ${BACKEND_TYPES.slice(0, -1).join(', ')} or ${BACKEND_TYPES[BACKEND_TYPES.length - 1]}`);
+  if (positionals.length !== 1)
+    throw new Error(
+      positionals.length
+        ? `one input file, got ${positionals.length}: ${positionals.join(' ')}`
+        : 'which capture? weft replay IN.pcap --backend B (see --help)',
+    );
+  if (values.backend === undefined)
+    throw new Error(`--backend is required: ${BACKEND_TYPES.slice(0, -1).join(', ')} or ${BACKEND_TYPES[BACKEND_TYPES.length - 1]}`);
   const direction = values.direction!;
   if (direction !== 'egress' && direction !== 'ingress') throw new Error(`--direction: "${direction}" is not egress or ingress`);
   const node = nodeFromFlags(values.backend, values);
@@ -155,7 +172,9 @@ export async function run(argv: string[]): Promise<number> {
           written++;
         } else replies?.add(w, ts[0], ts[1]);
       }
-      line.push(direction === 'egress' ? `sent ${d.wire.reduce((a, w) => a + w.length, 0)} B to ${to}` : `answered on the underlay to ${to} (${d.payload.length} B)`);
+      line.push(
+        direction === 'egress' ? `sent ${d.wire.reduce((a, w) => a + w.length, 0)} B to ${to}` : `answered on the underlay to ${to} (${d.payload.length} B)`,
+      );
     }
     for (const t of r.toTun) {
       if (direction === 'egress') {

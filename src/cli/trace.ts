@@ -144,8 +144,10 @@ function packetFromPcap(file: string, frame: number): Buffer {
     if (r.number !== frame) continue;
     const l3 = networkLayer(reader.header.linktype, r.data, reader.header.fcsBytes);
     if (typeof l3 === 'string') throw new Error(`--frame ${frame}: ${l3}`);
-    if (l3.ethertype !== 0x0800) throw new Error(`--frame ${frame} is not IPv4 (${LINKTYPE_NAMES[reader.header.linktype]}, ethertype 0x${l3.ethertype.toString(16).padStart(4, '0')})`);
-    if (r.data.length < r.originalLength) throw new Error(`--frame ${frame} was cut to ${r.data.length} of ${r.originalLength} bytes by the capture's snaplen; recapture with -s 0`);
+    if (l3.ethertype !== 0x0800)
+      throw new Error(`--frame ${frame} is not IPv4 (${LINKTYPE_NAMES[reader.header.linktype]}, ethertype 0x${l3.ethertype.toString(16).padStart(4, '0')})`);
+    if (r.data.length < r.originalLength)
+      throw new Error(`--frame ${frame} was cut to ${r.data.length} of ${r.originalLength} bytes by the capture's snaplen; recapture with -s 0`);
     return Buffer.from(r.data.subarray(l3.off, l3.off + l3.len));
   }
   throw new Error(`--frame ${frame}: ${file} has no such frame${reader.stopped ? ` (${reader.stopped})` : ''}`);
@@ -297,7 +299,9 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
   let stop: number | null = null;
   const ICMP_FOR: Record<number, string> = {};
   if (pkt.length > room) {
-    out.push(STEP('read', `${pkt.length} bytes do not fit a ${SLOT_SIZE}-byte slot after ${SLOT_SIZE - room} bytes of headroom: the TUN read marks it truncated`));
+    out.push(
+      STEP('read', `${pkt.length} bytes do not fit a ${SLOT_SIZE}-byte slot after ${SLOT_SIZE - room} bytes of headroom: the TUN read marks it truncated`),
+    );
     stop = Drop.Oversize;
   } else {
     const v = validateIpv4(pkt, 0, pkt.length);
@@ -307,7 +311,12 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
     } else {
       const hl = ipv4HeaderLength(pkt, 0);
       const ck = ipv4HeaderChecksum(pkt, 0);
-      out.push(STEP('validate', `ok: IPv4, header ${hl} bytes, total length ${ipv4TotalLength(pkt, 0)} of ${pkt.length} read, header checksum 0x${ck.toString(16).padStart(4, '0')} correct`));
+      out.push(
+        STEP(
+          'validate',
+          `ok: IPv4, header ${hl} bytes, total length ${ipv4TotalLength(pkt, 0)} of ${pkt.length} read, header checksum 0x${ck.toString(16).padStart(4, '0')} correct`,
+        ),
+      );
     }
   }
   let peer: Peer | undefined;
@@ -323,11 +332,17 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
         stop = Drop.NoRoute;
         ICMP_FOR[stop] = 'ICMP net unreachable';
       } else {
-        out.push(STEP('route', `${formatIpv4(dst)} is outside the Network ${formatCidr(node.network)}: the kernel should never have routed it into weft0; no answer`));
+        out.push(
+          STEP('route', `${formatIpv4(dst)} is outside the Network ${formatCidr(node.network)}: the kernel should never have routed it into weft0; no answer`),
+        );
         stop = Drop.NotInNetwork;
       }
     } else {
-      const idx = node.routeEntries().sort((a, b) => a.subnet.addr - b.subnet.addr).findIndex((e) => e.peer === peer) + 1;
+      const idx =
+        node
+          .routeEntries()
+          .sort((a, b) => a.subnet.addr - b.subnet.addr)
+          .findIndex((e) => e.peer === peer) + 1;
       out.push(STEP('route', `LPM ${formatIpv4(dst)} → ${formatCidr(peer.subnet)}, entry ${idx} of ${n} in the route table (one per lease)`));
       out.push(...routeTable(node, peer));
       if (peer.local) {
@@ -353,7 +368,12 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
     if (total <= node.tunnelMtu) {
       out.push(STEP('MTU', `${total} ≤ ${mtu}: fits`));
     } else if (ipv4Df(pkt, 0)) {
-      out.push(STEP('MTU', `${total} > ${mtu}, DF set → ICMP fragmentation needed with next-hop MTU ${node.tunnelMtu} (RFC 1191): the sender's kernel caches it and resends smaller`));
+      out.push(
+        STEP(
+          'MTU',
+          `${total} > ${mtu}, DF set → ICMP fragmentation needed with next-hop MTU ${node.tunnelMtu} (RFC 1191): the sender's kernel caches it and resends smaller`,
+        ),
+      );
       stop = Drop.TooBig;
       ICMP_FOR[stop] = 'ICMP fragmentation needed';
     } else {
@@ -361,7 +381,9 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
         STEP(
           'MTU',
           `${total} > ${mtu}, DF clear: sent on — ` +
-            (node.type === 'udp' ? 'the UDP socket fragments the outer datagram' : 'but the IP_HDRINCL send does not fragment: over the underlay MTU it is refused'),
+            (node.type === 'udp'
+              ? 'the UDP socket fragments the outer datagram'
+              : 'but the IP_HDRINCL send does not fragment: over the underlay MTU it is refused'),
         ),
       );
     }
@@ -373,7 +395,9 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
   const actual = r.drops.length ? r.drops[0] : null;
   if (stop !== null) {
     if (actual !== stop || r.sent.length) {
-      throw new Error(`trace disagrees with the pipeline: trace expected ${DROP_NAMES[stop]}, the datapath ${actual === null ? 'sent it' : `dropped it as ${DROP_NAMES[actual]}`} (has pipeline.ts changed its order of checks? update src/cli/trace.ts)`);
+      throw new Error(
+        `trace disagrees with the pipeline: trace expected ${DROP_NAMES[stop]}, the datapath ${actual === null ? 'sent it' : `dropped it as ${DROP_NAMES[actual]}`} (has pipeline.ts changed its order of checks? update src/cli/trace.ts)`,
+      );
     }
     out.push(STEP('verdict', `dropped: ${DROP_NAMES[stop]}`));
     if (ICMP_FOR[stop]) out.push(...icmpLines(r.toTun, ICMP_FOR[stop]));
@@ -381,7 +405,12 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
     for (const d of r.sent) out.push(...sendLines(node, d));
   } else if (r.refused.length) {
     const d = r.refused[0];
-    out.push(STEP('send', `${d.payload.length} bytes to ${formatIpv4(d.addr)}: refused by the raw socket, larger than the underlay MTU ${node.underlayMtu} (EMSGSIZE)`));
+    out.push(
+      STEP(
+        'send',
+        `${d.payload.length} bytes to ${formatIpv4(d.addr)}: refused by the raw socket, larger than the underlay MTU ${node.underlayMtu} (EMSGSIZE)`,
+      ),
+    );
     out.push(STEP('verdict', `dropped: ${DROP_NAMES[r.drops[0] ?? Drop.SendFailed]}`));
   } else {
     out.push(STEP('verdict', `dropped by the backend: ${actual === null ? 'no reason counted' : DROP_NAMES[actual]}`));
@@ -406,14 +435,21 @@ function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[]): void {
     return;
   }
   const peer = k.peer;
-  out.push(STEP('route', `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft from the lease (src/datapath/host-routes.ts)`));
+  out.push(
+    STEP(
+      'route',
+      `the kernel's route ${formatCidr(peer.subnet)} via ${formatIpv4(peer.publicIp)} dev eth0, installed by weft from the lease (src/datapath/host-routes.ts)`,
+    ),
+  );
   out.push(...routeTable(node, peer));
   if (k.verdict === 'local') {
     out.push(MORE(`→ ${k.why}`));
     notForwarded();
     return;
   }
-  out.push(STEP('peer', `${formatCidr(peer.subnet)} at ${formatIpv4(peer.publicIp)}: must be on-link (L2 adjacency), else weft installs no route and says why`));
+  out.push(
+    STEP('peer', `${formatCidr(peer.subnet)} at ${formatIpv4(peer.publicIp)}: must be on-link (L2 adjacency), else weft installs no route and says why`),
+  );
   const ttl = ipv4Ttl(pkt, 0);
   if (k.verdict === 'ttl') {
     out.push(STEP('TTL', `${ttl}: ${k.why}`));
@@ -429,7 +465,12 @@ function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[]): void {
   }
   if (k.verdict !== 'forward') return;
   out.push(
-    STEP('MTU', total <= node.underlayMtu ? `${total} ≤ underlay MTU ${node.underlayMtu}: no overhead, pod MTU = underlay MTU` : `${total} > underlay MTU ${node.underlayMtu}, DF clear: the kernel fragments it`),
+    STEP(
+      'MTU',
+      total <= node.underlayMtu
+        ? `${total} ≤ underlay MTU ${node.underlayMtu}: no overhead, pod MTU = underlay MTU`
+        : `${total} > underlay MTU ${node.underlayMtu}, DF clear: the kernel fragments it`,
+    ),
   );
   out.push(STEP('backend', `host-gw: nothing added; the packet leaves eth0 in an Ethernet frame to ${formatIpv4(peer.publicIp)}'s MAC (ARP)`));
   out.push(STEP('send', `${total} bytes to next hop ${formatIpv4(peer.publicIp)}, unchanged but for TTL and header checksum`));
@@ -482,7 +523,10 @@ const WALK = /<!-- walks:begin ([^>]*?) -->\n[\s\S]*?<!-- walks:end -->/g;
  * counters (ICMP error IDs) come out the same every time.
  */
 export function renderWalks(readme: string): string {
-  return readme.replace(WALK, (_m, args: string) => `<!-- walks:begin ${args} -->\n${traceText([...args.trim().split(/\s+/), '--markdown'])}<!-- walks:end -->`);
+  return readme.replace(
+    WALK,
+    (_m, args: string) => `<!-- walks:begin ${args} -->\n${traceText([...args.trim().split(/\s+/), '--markdown'])}<!-- walks:end -->`,
+  );
 }
 
 /** scripts/render-walks.sh: rewrite docs/architecture.md's walks in place; returns whether anything changed. */

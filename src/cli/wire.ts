@@ -42,7 +42,8 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const type = values.backend!;
-  if (!(TUNNELS as readonly string[]).includes(type)) throw new Error(`--backend: "${type}" has no encapsulation to show (${TUNNELS.join(', ')}; host-gw sends the pod's packet as is)`);
+  if (!(TUNNELS as readonly string[]).includes(type))
+    throw new Error(`--backend: "${type}" has no encapsulation to show (${TUNNELS.join(', ')}; host-gw sends the pod's packet as is)`);
   const size = Number(values.size);
   if (!Number.isInteger(size) || size < 28 || size > 1400) throw new Error(`--size: ${values.size} is not 28..1400`);
   const src = parseIpv4(values.src!);
@@ -71,8 +72,12 @@ export async function run(argv: string[]): Promise<number> {
   const to = `${formatIpv4(d.addr)}${d.port ? `:${d.port}` : ''}`;
   const p = (s: string) => process.stdout.write(s + '\n');
   p(`${type}: ${size}-byte ICMP echo ${values.src} → ${values.dst}, node ${values.local} → node ${values.peer}`);
-  p(`handed to the underlay socket: ${wire.length} bytes to ${to}` +
-    (type === 'udp' ? ` (the kernel's UDP socket adds IPv4 ${values.local} → ${values.peer} and UDP ${node.port} → ${node.port}: 28 bytes)` : ` (sent as is: IP_HDRINCL)`));
+  p(
+    `handed to the underlay socket: ${wire.length} bytes to ${to}` +
+      (type === 'udp'
+        ? ` (the kernel's UDP socket adds IPv4 ${values.local} → ${values.peer} and UDP ${node.port} → ${node.port}: 28 bytes)`
+        : ` (sent as is: IP_HDRINCL)`),
+  );
   const ctx = { vxlanPort: type === 'vxlan' ? node.port : undefined };
   for (const line of layerLines(nameLayers(decodeIpv4(wire, 0, wire.length, ctx), type === 'udp'))) p(line);
   return 0;

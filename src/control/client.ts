@@ -6,15 +6,7 @@
 // instead of 'unavailable' (retried forever).
 import * as grpc from '@grpc/grpc-js';
 import { parseNetConfig, type NetworkConfig } from './netconfig';
-import {
-  RegistryError,
-  type AcquireRequest,
-  type Lease,
-  type LeaseRef,
-  type Registry,
-  type WatchBatch,
-  type WatchHandle,
-} from './registry';
+import { RegistryError, type AcquireRequest, type Lease, type LeaseRef, type Registry, type WatchBatch, type WatchHandle } from './registry';
 import {
   batchFromWire,
   controlService,
@@ -36,11 +28,7 @@ export interface GrpcRegistryOptions {
   credentials?: grpc.ChannelCredentials;
 }
 
-type UnaryMethod = (
-  req: unknown,
-  options: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res: unknown) => void,
-) => grpc.ClientUnaryCall;
+type UnaryMethod = (req: unknown, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
 
 export class GrpcRegistry implements Registry {
   readonly target: string;
@@ -159,13 +147,16 @@ export class GrpcRegistry implements Registry {
     const se = e as Partial<grpc.ServiceError>;
     const f = se.code === grpc.status.UNAVAILABLE && typeof se.details === 'string' ? classifyTransportFailure(se.details) : undefined;
     if (f?.kind === 'tls') {
-      return new RegistryError('permission', `TLS handshake with control at ${this.target} failed: ${f.reason}; check --control-cafile/--control-certfile/--control-keyfile`);
+      return new RegistryError(
+        'permission',
+        `TLS handshake with control at ${this.target} failed: ${f.reason}; check --control-cafile/--control-certfile/--control-keyfile`,
+      );
     }
     if (f?.kind === 'closed') {
       // Which misconfiguration fits depends on our side: a plaintext client is dropped by a TLS
       // server; a TLS client by an mTLS server that does not trust its certificate.
       const hint = this.secure
-        ? 'shutting down, or rejecting this client\'s certificate: check that --control-certfile/--control-keyfile are signed by its --tls-client-ca-file'
+        ? "shutting down, or rejecting this client's certificate: check that --control-certfile/--control-keyfile are signed by its --tls-client-ca-file"
         : 'shutting down, or serving TLS to this plaintext client: pass --control-cafile if it runs with --tls-cert-file';
       return new RegistryError('unavailable', `control at ${this.target} closed the connection before gRPC started (${hint})`);
     }

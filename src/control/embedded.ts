@@ -105,10 +105,7 @@ export class EmbeddedRegistry implements Registry {
       this.store.unlock();
       throw e;
     }
-    this.log.info(
-      { stateFile: this.store.file, revision: this.state.revision, leases: this.state.leases.length },
-      'lease state loaded',
-    );
+    this.log.info({ stateFile: this.store.file, revision: this.state.revision, leases: this.state.leases.length }, 'lease state loaded');
     await this.sweep();
     this.scheduleSweep();
   }
@@ -361,13 +358,16 @@ export class EmbeddedRegistry implements Registry {
       this.sweepTimer = undefined;
       // Re-arm even when nothing expired: the timer may have been capped at MAX_TIMER_MS, or
       // fired a hair early; a sweep that changes something re-arms from commit() as well.
-      this.sweep().then(() => this.scheduleSweep(), (e: Error) => {
-        // Most likely the disk: keep the leases (they are still in memory and on disk as
-        // they were) and try again shortly rather than giving up on expiry altogether.
-        if (this.closed) return;
-        this.log.error({ err: e.message }, 'lease sweep failed; retrying in 1s');
-        this.sweepTimer = setTimeout(() => this.scheduleSweep(), 1000).unref();
-      });
+      this.sweep().then(
+        () => this.scheduleSweep(),
+        (e: Error) => {
+          // Most likely the disk: keep the leases (they are still in memory and on disk as
+          // they were) and try again shortly rather than giving up on expiry altogether.
+          if (this.closed) return;
+          this.log.error({ err: e.message }, 'lease sweep failed; retrying in 1s');
+          this.sweepTimer = setTimeout(() => this.scheduleSweep(), 1000).unref();
+        },
+      );
     }, delay);
     // The timer alone must not keep a process alive (tests, a daemon that closed its server).
     this.sweepTimer.unref();

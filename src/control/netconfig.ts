@@ -51,7 +51,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 function show(v: unknown): string {
-  return typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v);
+  return typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
 }
 
 function optionalInt(obj: Record<string, unknown>, name: string, label: string, min: number, max: number): number | undefined {
@@ -126,7 +126,7 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
 
   const checkBound = (name: string, addr: number): void => {
     if (addr < netAddr || addr > netLast) fail(`${name} ${formatIpv4(addr)} is outside Network ${netText}`);
-    if (((addr & subnetMask) >>> 0) !== addr) {
+    if ((addr & subnetMask) >>> 0 !== addr) {
       fail(`${name} ${formatIpv4(addr)} is not on a SubnetLen boundary (/${subnetLen})`);
     }
   };

@@ -63,7 +63,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   if (!opts.clientIdentity) {
     // Without verified client certificates nothing says who a caller is; say so once at start
     // rather than let an operator assume nodes are kept to their own leases.
-    logger.warn({ listen: opts.listen }, 'client certificates are not verified (no --tls-client-ca-file): any client that can connect may acquire, renew or revoke any lease');
+    logger.warn(
+      { listen: opts.listen },
+      'client certificates are not verified (no --tls-client-ca-file): any client that can connect may acquire, renew or revoke any lease',
+    );
   }
 
   // Throws RegistryError('permission') (→ PERMISSION_DENIED) when the caller may not act on
@@ -81,7 +84,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     throw new RegistryError('permission', refusal);
   };
 
-  const unary = <Req, Res>(name: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
+  const unary =
+    <Req, Res>(name: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
       fn(call.request, call).then(
         (res) => cb(null, res),

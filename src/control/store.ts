@@ -78,7 +78,9 @@ export class LeaseStore {
       }
       const holder = Number((await fsp.readFile(lockFile, 'utf8').catch(() => '')).trim());
       if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
-        throw new StateFileError(`state dir ${this.dir} is in use by pid ${holder} (its ${lockFile}); two weft control processes on one state dir would overwrite each other's leases`);
+        throw new StateFileError(
+          `state dir ${this.dir} is in use by pid ${holder} (its ${lockFile}); two weft control processes on one state dir would overwrite each other's leases`,
+        );
       }
       // Stale: its owner is gone. Remove and retry the exclusive create once, so two processes
       // taking over the same stale lock at once cannot both win.

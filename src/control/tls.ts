@@ -115,7 +115,7 @@ export function loadClientCredentials(f: ClientTlsFiles): grpc.ChannelCredential
   if (f.keyFile && !f.certFile) throw new Error('--control-keyfile needs --control-certfile');
   // Trusting the system roots for a cluster-private control plane would be an accident, not a
   // choice, so a client certificate without an explicit CA is refused rather than guessed.
-  if (f.certFile && !f.caFile) throw new Error('--control-certfile needs --control-cafile (the CA that signed weft control\'s certificate)');
+  if (f.certFile && !f.caFile) throw new Error("--control-certfile needs --control-cafile (the CA that signed weft control's certificate)");
   if (!f.caFile) return undefined;
   const ca = loadCa('--control-cafile', f.caFile);
   const pair = f.certFile && f.keyFile ? loadPair('--control-certfile', f.certFile, '--control-keyfile', f.keyFile) : undefined;
@@ -277,7 +277,9 @@ export function classifyTransportFailure(details: string): TransportFailure | un
   // The reason ends at the first '.' or ';': Node 24 appends advice after a ';' ("if the root CA
   // is installed locally, try running Node.js with --use-system-ca") that is not about weft's flags.
   const verify =
-    /(unable to (?:verify|get)[^.;\n]*|self[- ]signed certificate[^.;\n]*|certificate (?:has expired|is not yet valid|signature failure|revoked)[^.;\n]*|Hostname\/IP does not match certificate's altnames[^\n]*)/i.exec(last)?.[1];
+    /(unable to (?:verify|get)[^.;\n]*|self[- ]signed certificate[^.;\n]*|certificate (?:has expired|is not yet valid|signature failure|revoked)[^.;\n]*|Hostname\/IP does not match certificate's altnames[^\n]*)/i.exec(
+      last,
+    )?.[1];
   if (verify !== undefined) return { kind: 'tls', reason: `the server's certificate is not trusted: ${verify.replace(/\.$/, '')}` };
   if (/^Failed to connect\b|Connection closed before starting HTTP\/2 handshake/.test(last.trim())) return { kind: 'closed' };
   return undefined;

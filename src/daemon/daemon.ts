@@ -133,7 +133,10 @@ export class NodeDaemon {
       // arriving with a local source address unless accept_local is set (fib_validate_source).
       await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
       await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
-      this.log.info({ tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port, directRouting: this.config.backend.directRouting === true }, 'datapath up');
+      this.log.info(
+        { tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port, directRouting: this.config.backend.directRouting === true },
+        'datapath up',
+      );
     } else {
       this.log.info({ iface: underlay.name, mtu: this.mtu }, 'host-gw: no tunnel; routing peers through the kernel');
     }
@@ -184,7 +187,11 @@ export class NodeDaemon {
     // keep their addresses, and the next start sends FLANNEL_SUBNET back as its previousSubnet.
     // Removed only when the lease that wrote it is gone.
     if (this.subnetFileWritten && this.leaseLost) await fs.rm(this.opts.subnetFile, { force: true });
-    this.log.info(this.leaseLost ? 'stopped; TUN device, routes and subnet file removed' : 'stopped; TUN device and routes removed, lease and subnet.env kept for a restart');
+    this.log.info(
+      this.leaseLost
+        ? 'stopped; TUN device, routes and subnet file removed'
+        : 'stopped; TUN device and routes removed, lease and subnet.env kept for a restart',
+    );
   }
 
   notReady(): string[] {
@@ -368,9 +375,12 @@ export class NodeDaemon {
   private retryRenewSoon(): void {
     clearTimeout(this.renewTimer);
     const remaining = Math.max(0, this.lease!.expiration - Date.now());
-    this.renewTimer = setTimeout(() => {
-      this.leaseWork = this.leaseWork.then(() => this.renew());
-    }, Math.min(5_000, Math.max(200, remaining / 4)));
+    this.renewTimer = setTimeout(
+      () => {
+        this.leaseWork = this.leaseWork.then(() => this.renew());
+      },
+      Math.min(5_000, Math.max(200, remaining / 4)),
+    );
   }
 
   /**

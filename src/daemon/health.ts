@@ -12,11 +12,7 @@ export interface HealthSource {
  * flanneld's health endpoint, extended: /healthz (liveness), /readyz (lease, TUN, routes and
  * subnet file in place — what a CNI plugin needs before it can attach pods), /status (JSON).
  */
-export function startHealthServer(
-  host: string,
-  port: number,
-  src: HealthSource,
-): Promise<{ port: number; close(): Promise<void> }> {
+export function startHealthServer(host: string, port: number, src: HealthSource): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (url === '/healthz') {

@@ -14,12 +14,7 @@ export interface SubnetEnv {
 }
 
 export function formatSubnetEnv(env: SubnetEnv): string {
-  return (
-    `FLANNEL_NETWORK=${env.network}\n` +
-    `FLANNEL_SUBNET=${env.subnet}\n` +
-    `FLANNEL_MTU=${env.mtu}\n` +
-    `FLANNEL_IPMASQ=${env.ipmasq}\n`
-  );
+  return `FLANNEL_NETWORK=${env.network}\n` + `FLANNEL_SUBNET=${env.subnet}\n` + `FLANNEL_MTU=${env.mtu}\n` + `FLANNEL_IPMASQ=${env.ipmasq}\n`;
 }
 
 export function parseSubnetEnv(text: string): SubnetEnv {

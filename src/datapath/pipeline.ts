@@ -1,24 +1,8 @@
 import { PacketList } from '../io/packet-list';
 import { cidrContains, type Cidr } from '../route/address';
 import type { RouteTable } from '../route/route-table';
-import {
-  decrementTtl,
-  ipv4Df,
-  ipv4Dst,
-  ipv4Src,
-  ipv4TotalLength,
-  ipv4Ttl,
-  validateIpv4,
-  Ipv4Verdict,
-} from '../packet/ipv4';
-import {
-  buildIcmpError,
-  ICMP_DEST_UNREACH,
-  ICMP_FRAG_NEEDED,
-  ICMP_NET_UNREACH,
-  ICMP_TIME_EXCEEDED,
-  ICMP_TTL_EXCEEDED,
-} from '../packet/icmp';
+import { decrementTtl, ipv4Df, ipv4Dst, ipv4Src, ipv4TotalLength, ipv4Ttl, validateIpv4, Ipv4Verdict } from '../packet/ipv4';
+import { buildIcmpError, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED } from '../packet/icmp';
 import { ENCAP_OK, type Backend } from './backend';
 import type { Peer } from './peer';
 import { type DatapathStats, Drop } from './stats';

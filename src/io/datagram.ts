@@ -32,17 +32,7 @@ export class DatagramSocket implements Transport {
    * list.count. A datagram larger than a slot comes back with lens[i] = -1.
    */
   recv(list: PacketList): number {
-    const n = native.recvBatch(
-      this.handle.live(),
-      list.buf,
-      list.slotSize,
-      list.headroom,
-      list.slots,
-      list.offs,
-      list.lens,
-      list.addrs,
-      list.ports,
-    );
+    const n = native.recvBatch(this.handle.live(), list.buf, list.slotSize, list.headroom, list.slots, list.offs, list.lens, list.addrs, list.ports);
     list.count = n;
     return n;
   }

@@ -136,10 +136,7 @@ interface IpAddrJson {
 }
 
 /** The interface holding IPv4 address `ip`, with its MTU and the address's prefix length. */
-export async function ifaceForAddress(
-  addr: string,
-  opts?: IpOptions,
-): Promise<{ name: string; mtu: number; prefixLen: number } | undefined> {
+export async function ifaceForAddress(addr: string, opts?: IpOptions): Promise<{ name: string; mtu: number; prefixLen: number } | undefined> {
   const links = await ipJson<IpAddrJson[]>(['addr', 'show'], opts);
   for (const link of links) {
     for (const a of link.addr_info ?? []) {
@@ -165,8 +162,6 @@ export async function ifaceInfo(
   }
   const link = links[0];
   if (!link) return undefined;
-  const addrs = (link.addr_info ?? [])
-    .filter((a) => a.family === 'inet')
-    .map((a) => ({ ip: a.local, prefixLen: a.prefixlen }));
+  const addrs = (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ ip: a.local, prefixLen: a.prefixlen }));
   return { name: link.ifname, mtu: link.mtu, addrs };
 }

@@ -47,4 +47,3 @@ export class MemoryTun implements PacketDevice {
 
   close(): void {}
 }
-

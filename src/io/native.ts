@@ -39,15 +39,7 @@ export interface NativeAddon {
    * slotSize - headroom bytes; offs[i]/lens[i] describe it, lens[i] = -1 for a packet that did
    * not fit. Returns the count. Throws only if the first read fails.
    */
-  readPackets(
-    fd: number,
-    buf: Uint8Array,
-    slotSize: number,
-    headroom: number,
-    maxCount: number,
-    offs: Int32Array,
-    lens: Int32Array,
-  ): number;
+  readPackets(fd: number, buf: Uint8Array, slotSize: number, headroom: number, maxCount: number, offs: Int32Array, lens: Int32Array): number;
   /**
    * write() each packet buf[offs[i], offs[i] + lens[i]) for i < count; lens[i] <= 0 is skipped,
    * EAGAIN ends the batch, a packet the kernel refuses is dropped. Returns packets written.
@@ -72,15 +64,7 @@ export interface NativeAddon {
    * sendmmsg packet i to addrs[i]:ports[i] for i < count; lens[i] <= 0 is skipped, a datagram
    * the kernel refuses is dropped, EAGAIN/ENOBUFS end the batch. Returns datagrams sent.
    */
-  sendBatch(
-    fd: number,
-    buf: Uint8Array,
-    offs: Int32Array,
-    lens: Int32Array,
-    addrs: Uint32Array,
-    ports: Uint16Array,
-    count: number,
-  ): number;
+  sendBatch(fd: number, buf: Uint8Array, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, count: number): number;
   /**
    * Calls onReadable each time fd is readable. If libuv reports an fd error it stops the handle
    * and calls onReadable once with that error. An exception thrown by onReadable becomes an

@@ -43,12 +43,7 @@ export class RawSocket extends DatagramSocket {
    * for a bindAddr that is not local).
    */
   static open(protocol: number, opts: RawOpenOptions = {}): RawSocket {
-    const fd = native.rawOpen(
-      protocol,
-      opts.hdrincl ?? false,
-      opts.bindAddr ?? 0,
-      opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER,
-      opts.sndbuf ?? DEFAULT_SOCKET_BUFFER,
-    );
+    const fd = native.rawOpen(protocol, opts.hdrincl ?? false, opts.bindAddr ?? 0, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER);
     return new RawSocket(fd, protocol);
-  }}
+  }
+}

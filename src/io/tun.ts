@@ -41,15 +41,7 @@ export class TunDevice implements PacketDevice {
    * sets list.count. A packet larger than a slot comes back with lens[i] = -1.
    */
   read(list: PacketList): number {
-    const n = native.readPackets(
-      this.handle.live(),
-      list.buf,
-      list.slotSize,
-      list.headroom,
-      list.slots,
-      list.offs,
-      list.lens,
-    );
+    const n = native.readPackets(this.handle.live(), list.buf, list.slotSize, list.headroom, list.slots, list.offs, list.lens);
     list.count = n;
     return n;
   }

@@ -23,12 +23,7 @@ export class UdpSocket extends DatagramSocket {
   /** Binds addr:port (addr a host-order uint32; 0 = any address, port 0 = ephemeral). */
   // `override`: a class's static side inherits Function.prototype.bind from its base constructor.
   static override bind(addr: number, port: number, opts: UdpBindOptions = {}): UdpSocket {
-    const fd = native.udpOpen(
-      addr,
-      port,
-      opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER,
-      opts.sndbuf ?? DEFAULT_SOCKET_BUFFER,
-    );
+    const fd = native.udpOpen(addr, port, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER);
     let bound: number;
     try {
       bound = native.localPort(fd);

@@ -49,7 +49,17 @@ export function formatDemo(r: DemoResult): string {
     out += '\n';
     out += table(
       ['IPERF3 CLIENT', 'SERVER', 'DST', 'TIME', 'THROUGHPUT', 'RETRANSMITS', 'RESULT'],
-      [[i.client, i.server, i.dst, `${i.seconds} s`, i.ok ? formatBps(i.bitsPerSecond) : '-', i.retransmits === null ? '-' : String(i.retransmits), i.ok ? 'ok' : `FAIL: ${i.error ?? ''}`]],
+      [
+        [
+          i.client,
+          i.server,
+          i.dst,
+          `${i.seconds} s`,
+          i.ok ? formatBps(i.bitsPerSecond) : '-',
+          i.retransmits === null ? '-' : String(i.retransmits),
+          i.ok ? 'ok' : `FAIL: ${i.error ?? ''}`,
+        ],
+      ],
     );
   }
   const a = r.state.pods[0];

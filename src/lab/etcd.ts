@@ -61,18 +61,29 @@ export function etcdArgv(o: EtcdMemberOptions): string[] {
   }
   const argv = [
     o.bin ?? ETCD_BIN,
-    '--name', o.name,
-    '--data-dir', o.dataDir,
-    '--listen-client-urls', clientUrls,
-    '--advertise-client-urls', clientUrls,
-    '--listen-peer-urls', o.peerUrl,
-    '--initial-advertise-peer-urls', o.peerUrl,
-    '--initial-cluster', o.initialCluster,
-    '--initial-cluster-state', o.initialClusterState ?? 'new',
-    '--initial-cluster-token', o.initialClusterToken ?? 'weft',
+    '--name',
+    o.name,
+    '--data-dir',
+    o.dataDir,
+    '--listen-client-urls',
+    clientUrls,
+    '--advertise-client-urls',
+    clientUrls,
+    '--listen-peer-urls',
+    o.peerUrl,
+    '--initial-advertise-peer-urls',
+    o.peerUrl,
+    '--initial-cluster',
+    o.initialCluster,
+    '--initial-cluster-state',
+    o.initialClusterState ?? 'new',
+    '--initial-cluster-token',
+    o.initialClusterToken ?? 'weft',
     // etcd 3.4 defaults to the deprecated capnslog logger, which warns about itself on every start.
-    '--logger', 'zap',
-    '--log-outputs', 'stderr',
+    '--logger',
+    'zap',
+    '--log-outputs',
+    'stderr',
   ];
   if (o.heartbeatIntervalMs !== undefined) argv.push('--heartbeat-interval', String(o.heartbeatIntervalMs));
   if (o.electionTimeoutMs !== undefined) argv.push('--election-timeout', String(o.electionTimeoutMs));
@@ -112,9 +123,7 @@ export async function waitEtcdReady(endpoint: string, timeoutMs: number, opts: E
       throw new Error(`cannot read ${flag} ${f}: ${(e as Error).message}`, { cause: e });
     }
   };
-  const agentOpts = secure
-    ? { ca: read(opts.caFile, 'caFile'), cert: read(opts.certFile, 'certFile'), key: read(opts.keyFile, 'keyFile') }
-    : {};
+  const agentOpts = secure ? { ca: read(opts.caFile, 'caFile'), cert: read(opts.certFile, 'certFile'), key: read(opts.keyFile, 'keyFile') } : {};
   let last = 'no answer yet';
   for (;;) {
     if (opts.signal?.aborted) throw new Error(`waiting for etcd at ${endpoint} aborted`);
@@ -141,26 +150,17 @@ function isHealthy(text: string): boolean {
   }
 }
 
-function httpGet(
-  url: URL,
-  timeoutMs: number,
-  secure: boolean,
-  tls: { ca?: Buffer; cert?: Buffer; key?: Buffer },
-): Promise<{ status: number; text: string }> {
+function httpGet(url: URL, timeoutMs: number, secure: boolean, tls: { ca?: Buffer; cert?: Buffer; key?: Buffer }): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = (secure ? https : http).request(
-      url,
-      { method: 'GET', timeout: timeoutMs, agent: false, ...(secure ? tls : {}) },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => {
-          if (text.length < 4096) text += d;
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        res.on('error', reject);
-      },
-    );
+    const req = (secure ? https : http).request(url, { method: 'GET', timeout: timeoutMs, agent: false, ...(secure ? tls : {}) }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (text.length < 4096) text += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();

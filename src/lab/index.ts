@@ -19,16 +19,7 @@ export {
   type IperfResult,
 } from './traffic';
 export { labDemo, formatDemo, type DemoResult } from './demo';
-export {
-  restartDaemon,
-  startDaemon,
-  stopDaemon,
-  startControl,
-  killControl,
-  waitDaemonReady,
-  waitDaemonPeers,
-  waitControlReady,
-} from './lifecycle';
+export { restartDaemon, startDaemon, stopDaemon, startControl, killControl, waitDaemonReady, waitDaemonPeers, waitControlReady } from './lifecycle';
 export {
   readState,
   mustReadState,

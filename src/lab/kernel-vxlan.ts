@@ -124,7 +124,11 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
     await mustNsRun(n.ns, ['ip', 'link', 'del', dev], { timeoutMs: 10_000 });
   }
   if (!existing || (await vxlanInfo(n.ns, dev)) === null) {
-    await mustNsRun(n.ns, ['ip', 'link', 'add', dev, 'type', 'vxlan', 'id', String(vni), 'local', n.publicIp, 'dev', n.iface, 'dstport', String(port), 'nolearning'], { timeoutMs: 10_000 });
+    await mustNsRun(
+      n.ns,
+      ['ip', 'link', 'add', dev, 'type', 'vxlan', 'id', String(vni), 'local', n.publicIp, 'dev', n.iface, 'dstport', String(port), 'nolearning'],
+      { timeoutMs: 10_000 },
+    );
   }
   await mustNsRun(n.ns, ['ip', 'link', 'set', dev, 'mtu', String(mtu)], { timeoutMs: 10_000 });
   const mac = (await linkInfo(n.ns, dev)).address;

@@ -16,7 +16,10 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
     // so a restart (startControl after killControl) comes back with every lease it had.
     const peerUrl = `http://${c.ip}:${ETCD_PEER_PORT}`;
     return [
-      'ip', 'netns', 'exec', c.ns,
+      'ip',
+      'netns',
+      'exec',
+      c.ns,
       ...etcdArgv({
         name: 'ctl',
         dataDir: c.stateDir,
@@ -29,11 +32,19 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
     ];
   }
   return [
-    'ip', 'netns', 'exec', c.ns,
-    state.nodeBin, state.weftJs, 'control',
-    '--listen', c.address,
-    '--state-dir', c.stateDir,
-    '--net-config-path', c.netConfPath,
+    'ip',
+    'netns',
+    'exec',
+    c.ns,
+    state.nodeBin,
+    state.weftJs,
+    'control',
+    '--listen',
+    c.address,
+    '--state-dir',
+    c.stateDir,
+    '--net-config-path',
+    c.netConfPath,
     ...(o.leaseTtl !== undefined ? ['--lease-ttl', String(o.leaseTtl)] : []),
     ...o.controlArgs,
   ];
@@ -48,19 +59,30 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
  */
 export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options' | 'control'>, n: Omit<LabNode, 'argv' | 'pid'>): string[] {
   return [
-    'ip', 'netns', 'exec', n.ns,
-    state.nodeBin, ...(n.inspect ? [`--inspect=${n.inspect}`] : []), state.weftJs, 'daemon',
+    'ip',
+    'netns',
+    'exec',
+    n.ns,
+    state.nodeBin,
+    ...(n.inspect ? [`--inspect=${n.inspect}`] : []),
+    state.weftJs,
+    'daemon',
     ...(state.control.kind === 'etcd'
       ? [
-          '--etcd-endpoints', `http://${state.control.address}`,
+          '--etcd-endpoints',
+          `http://${state.control.address}`,
           // With etcd each node writes its own lease, so the node picks its TTL.
           ...(state.options.leaseTtl !== undefined ? ['--lease-ttl', String(state.options.leaseTtl)] : []),
         ]
       : ['--control', state.control.address]),
-    '--public-ip', n.publicIp,
-    '--iface', n.iface,
-    '--subnet-file', n.subnetFile,
-    '--healthz-port', String(n.healthzPort),
+    '--public-ip',
+    n.publicIp,
+    '--iface',
+    n.iface,
+    '--subnet-file',
+    n.subnetFile,
+    '--healthz-port',
+    String(n.healthzPort),
     ...state.options.daemonArgs,
   ];
 }
@@ -114,7 +136,7 @@ async function probeWhileAlive(
 
 function describeProbe(results: HttpProbe[] | null): string {
   if (!results || results.length === 0) return 'no answer';
-  return results.map((r) => `${r.url} → ${r.status ? `HTTP ${r.status} ${r.body.trim().slice(0, 200)}` : r.error ?? 'no answer'}`).join('; ');
+  return results.map((r) => `${r.url} → ${r.status ? `HTTP ${r.status} ${r.body.trim().slice(0, 200)}` : (r.error ?? 'no answer')}`).join('; ');
 }
 
 export async function waitControlReady(state: LabState, timeoutMs = CONTROL_READY_TIMEOUT_MS, outer?: AbortSignal): Promise<void> {
@@ -122,7 +144,11 @@ export async function waitControlReady(state: LabState, timeoutMs = CONTROL_READ
   const { results, died } = await probeWhileAlive(
     c.pid,
     (signal) =>
-      probe(c.ns, { mode: 'tcp', targets: [c.address], untilOk: true, deadlineMs: timeoutMs, intervalMs: 100, perTryTimeoutMs: 1000 }, { nodeBin: state.nodeBin, signal }),
+      probe(
+        c.ns,
+        { mode: 'tcp', targets: [c.address], untilOk: true, deadlineMs: timeoutMs, intervalMs: 100, perTryTimeoutMs: 1000 },
+        { nodeBin: state.nodeBin, signal },
+      ),
     outer,
   );
   if (outer?.aborted) throw new Error('interrupted');
@@ -138,7 +164,14 @@ export async function waitDaemonReady(state: LabState, node: LabNode, timeoutMs 
     (signal) =>
       probe(
         node.ns,
-        { mode: 'http', targets: healthUrls(node.publicIp, node.healthzPort, '/readyz'), untilOk: true, deadlineMs: timeoutMs, intervalMs: 200, perTryTimeoutMs: 1000 },
+        {
+          mode: 'http',
+          targets: healthUrls(node.publicIp, node.healthzPort, '/readyz'),
+          untilOk: true,
+          deadlineMs: timeoutMs,
+          intervalMs: 200,
+          perTryTimeoutMs: 1000,
+        },
         { nodeBin: state.nodeBin, signal },
       ),
     outer,
@@ -162,7 +195,15 @@ export async function waitDaemonPeers(state: LabState, node: LabNode, timeoutMs 
     (signal) =>
       probe(
         node.ns,
-        { mode: 'http', targets: healthUrls(node.publicIp, node.healthzPort, '/status'), untilOk: true, deadlineMs: timeoutMs, intervalMs: 100, perTryTimeoutMs: 1000, peers: want },
+        {
+          mode: 'http',
+          targets: healthUrls(node.publicIp, node.healthzPort, '/status'),
+          untilOk: true,
+          deadlineMs: timeoutMs,
+          intervalMs: 100,
+          perTryTimeoutMs: 1000,
+          peers: want,
+        },
         { nodeBin: state.nodeBin, signal },
       ),
     outer,
@@ -173,7 +214,11 @@ export async function waitDaemonPeers(state: LabState, node: LabNode, timeoutMs 
   if (!ok) {
     const seen = results?.find((r) => r.peersSeen)?.peersSeen ?? [];
     const missing = want.filter((ip) => !seen.includes(ip));
-    throw failWithLog(`weft daemon ${node.name} (${node.ns}) does not know its peers after ${timeoutMs / 1000}s`, node.logFile, `missing ${missing.join(', ')}; last /status: ${describeProbe(results)}`);
+    throw failWithLog(
+      `weft daemon ${node.name} (${node.ns}) does not know its peers after ${timeoutMs / 1000}s`,
+      node.logFile,
+      `missing ${missing.join(', ')}; last /status: ${describeProbe(results)}`,
+    );
   }
   return ok.peersSeen !== null && ok.peersSeen !== undefined;
 }
@@ -239,11 +284,7 @@ export async function startDaemon(lab: LabRef, node: string, opts: StartOptions 
 }
 
 /** Stops a node's daemon (SIGTERM by default, SIGKILL to simulate a crash) and starts it again, waiting for /readyz. */
-export async function restartDaemon(
-  lab: LabRef,
-  node: string,
-  opts: StartOptions & { signal?: NodeJS.Signals } = {},
-): Promise<LabNode> {
+export async function restartDaemon(lab: LabRef, node: string, opts: StartOptions & { signal?: NodeJS.Signals } = {}): Promise<LabNode> {
   const prefix = prefixOf(lab);
   await stopDaemon(prefix, node, opts.signal ?? 'SIGTERM');
   return startDaemon(prefix, node, opts);

@@ -83,11 +83,7 @@ function tcp(target) {
 })();
 `;
 
-export async function probe(
-  ns: string,
-  spec: ProbeSpec,
-  opts: { nodeBin?: string; signal?: AbortSignal } = {},
-): Promise<HttpProbe[]> {
+export async function probe(ns: string, spec: ProbeSpec, opts: { nodeBin?: string; signal?: AbortSignal } = {}): Promise<HttpProbe[]> {
   const nodeBin = opts.nodeBin ?? process.execPath;
   const r = await run('ip', ['netns', 'exec', ns, nodeBin, '-e', PROBE_JS, JSON.stringify(spec)], {
     timeoutMs: spec.deadlineMs + spec.perTryTimeoutMs + 10_000,

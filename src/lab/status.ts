@@ -78,10 +78,7 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
       let ready = false;
       let daemon: unknown = null;
       if (alive && nsExists(n.ns)) {
-        const targets = [
-          ...healthUrls(n.publicIp, n.healthzPort, '/readyz'),
-          ...healthUrls(n.publicIp, n.healthzPort, '/status'),
-        ];
+        const targets = [...healthUrls(n.publicIp, n.healthzPort, '/readyz'), ...healthUrls(n.publicIp, n.healthzPort, '/status')];
         const results = await probe(
           n.ns,
           { mode: 'http', targets, untilOk: false, deadlineMs: 0, intervalMs: 0, perTryTimeoutMs: 1500 },
@@ -125,7 +122,13 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
     topology: state.options.topology ?? 'flat',
     underlays: state.router ? state.router.legs.map((l) => l.underlay) : [networkOf(state.options.underlay)],
     ...(state.router
-      ? { router: { ns: state.router.ns, present: nsExists(state.router.ns), legs: state.router.legs.map(({ iface, ip, underlay }) => ({ iface, ip, underlay })) } }
+      ? {
+          router: {
+            ns: state.router.ns,
+            present: nsExists(state.router.ns),
+            legs: state.router.legs.map(({ iface, ip, underlay }) => ({ iface, ip, underlay })),
+          },
+        }
       : {}),
     ...(state.options.backendConfig ? { backendConfig: state.options.backendConfig } : {}),
     createdAt: state.createdAt,
@@ -180,7 +183,15 @@ export function formatStatus(s: LabStatus): string {
   out += table(
     ['NODE', 'NAMESPACE', 'PUBLIC IP', ...(r ? ['UNDERLAY'] : []), 'PID', 'ALIVE', 'LEASE', 'MTU', 'READY'],
     s.nodes.map((n) => [
-      n.name, n.ns, n.publicIp, ...(r ? [n.underlay] : []), String(n.pid), yn(n.alive), n.lease ?? '-', n.mtu === null ? '-' : String(n.mtu), yn(n.ready),
+      n.name,
+      n.ns,
+      n.publicIp,
+      ...(r ? [n.underlay] : []),
+      String(n.pid),
+      yn(n.alive),
+      n.lease ?? '-',
+      n.mtu === null ? '-' : String(n.mtu),
+      yn(n.ready),
     ]),
   );
   if (s.pods.length) {

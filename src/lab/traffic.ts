@@ -95,10 +95,7 @@ export async function pingPair(lab: LabRef, from: string, to: string, opts: Ping
  * Pings from every pod to every pod on another node (every ordered pair of nodes crosses the
  * overlay), one pair at a time. `onResult` sees each result as it comes (progress lines).
  */
-export async function pingMatrix(
-  lab: LabRef,
-  opts: PingOptions & { signal?: AbortSignal; onResult?: (r: PingResult) => void } = {},
-): Promise<PingResult[]> {
+export async function pingMatrix(lab: LabRef, opts: PingOptions & { signal?: AbortSignal; onResult?: (r: PingResult) => void } = {}): Promise<PingResult[]> {
   const state = mustReadState(prefixOf(lab));
   const results: PingResult[] = [];
   for (const a of state.pods) {
@@ -160,7 +157,9 @@ interface IperfJson {
 }
 
 /** Reads the summary of `iperf3 -J` client output. */
-export function parseIperf3(json: string): Pick<IperfResult, 'bitsPerSecond' | 'sentBitsPerSecond' | 'receivedBytes' | 'retransmits' | 'lostPercent'> & { error?: string } {
+export function parseIperf3(
+  json: string,
+): Pick<IperfResult, 'bitsPerSecond' | 'sentBitsPerSecond' | 'receivedBytes' | 'retransmits' | 'lostPercent'> & { error?: string } {
   const j = JSON.parse(json) as IperfJson;
   const end = j.end ?? {};
   if (end.sum_received) {
@@ -209,7 +208,16 @@ export async function iperf3Pair(lab: LabRef, client: string, server: string, op
   const port = opts.port ?? 5201;
   const dst = resolveAddress(prefix, server);
   const base = { client, server, dst, seconds, protocol: (opts.udpBitrate ? 'udp' : 'tcp') as 'tcp' | 'udp' };
-  const fail = (error: string): IperfResult => ({ ...base, bitsPerSecond: 0, sentBitsPerSecond: 0, receivedBytes: 0, retransmits: null, lostPercent: null, ok: false, error });
+  const fail = (error: string): IperfResult => ({
+    ...base,
+    bitsPerSecond: 0,
+    sentBitsPerSecond: 0,
+    receivedBytes: 0,
+    retransmits: null,
+    lostPercent: null,
+    ok: false,
+    error,
+  });
 
   const serverNs = targetNs(prefix, server);
   const ac = new AbortController();
@@ -218,7 +226,16 @@ export async function iperf3Pair(lab: LabRef, client: string, server: string, op
     // Wait for the listening socket rather than for the server's banner, which stdio buffering can delay.
     if (!(await waitTcpListening(serverNs, port))) return fail(`iperf3 server in ${server} not listening on ${port} after 5 s`);
     const argv = [
-      'iperf3', '-c', dst, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '3000',
+      'iperf3',
+      '-c',
+      dst,
+      '-p',
+      String(port),
+      '-t',
+      String(seconds),
+      '-J',
+      '--connect-timeout',
+      '3000',
       ...(opts.streams ? ['-P', String(opts.streams)] : []),
       ...(opts.reverse ? ['-R'] : []),
       ...(opts.udpBitrate ? ['-u', '-b', opts.udpBitrate] : []),

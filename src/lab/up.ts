@@ -149,8 +149,12 @@ function validate(o: Validated, inspect?: string): void {
     hostAt(o.underlay, NODE_HOST_OFFSET + o.nodes); // throws when the nodes do not fit
   } else {
     if (overlap(o.network, o.underlayB)) throw new Error(`--network ${o.network} overlaps --underlay-b ${o.underlayB}`);
-    if (overlap(o.underlay, o.underlayB)) throw new Error(`--underlay ${o.underlay} and --underlay-b ${o.underlayB} overlap; a routed lab needs two separate subnets`);
-    for (const [flag, cidr] of [['--underlay', o.underlay], ['--underlay-b', o.underlayB]] as const) {
+    if (overlap(o.underlay, o.underlayB))
+      throw new Error(`--underlay ${o.underlay} and --underlay-b ${o.underlayB} overlap; a routed lab needs two separate subnets`);
+    for (const [flag, cidr] of [
+      ['--underlay', o.underlay],
+      ['--underlay-b', o.underlayB],
+    ] as const) {
       // The highest node offset on either side must stay below the router's address.
       const net = parseAddrPrefix(networkOf(cidr));
       if (net.addr + NODE_HOST_OFFSET + o.nodes >= cidrLast(net) - 1) {
@@ -224,7 +228,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     ...(routed ? [{ underlay: networkOf(o.underlayB), len: parseAddrPrefix(o.underlayB).len, bridge: UNDERLAY_BRIDGE_B }] : []),
   ];
   const router: LabRouter | undefined = routed
-    ? { ns: routerNsName(o.prefix), legs: sides.map((sd, k) => ({ iface: ROUTER_IFACES[k], ip: routerIp(sd.underlay), underlay: sd.underlay, bridge: sd.bridge })) }
+    ? {
+        ns: routerNsName(o.prefix),
+        legs: sides.map((sd, k) => ({ iface: ROUTER_IFACES[k], ip: routerIp(sd.underlay), underlay: sd.underlay, bridge: sd.bridge })),
+      }
     : undefined;
   const controlPort = registry === 'etcd' ? ETCD_CLIENT_PORT : CONTROL_PORT;
   const controlPart = {
@@ -410,7 +417,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     at('wait for every daemon to know its peers');
     const checked = await Promise.all(state.nodes.map((n) => waitDaemonPeers(state, n, opts.readyTimeoutMs, opts.signal)));
     if (checked.every(Boolean)) log('every daemon knows every other node');
-    else log('note: a daemon\'s /status has no `peers` list; not waiting for the overlay to converge');
+    else log("note: a daemon's /status has no `peers` list; not waiting for the overlay to converge");
 
     for (const n of state.nodes) {
       at(`attach pods on ${n.name}`);
@@ -449,7 +456,9 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     try {
       await labDown(o.prefix);
     } catch (downErr) {
-      throw new Error(`lab up failed at "${step}": ${msg}\n(tearing down also failed: ${downErr instanceof Error ? downErr.message : String(downErr)})`, { cause: downErr });
+      throw new Error(`lab up failed at "${step}": ${msg}\n(tearing down also failed: ${downErr instanceof Error ? downErr.message : String(downErr)})`, {
+        cause: downErr,
+      });
     }
     throw new Error(`lab up failed at "${step}": ${msg}`, { cause: err });
   }

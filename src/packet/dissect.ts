@@ -94,19 +94,38 @@ export function decodeIpv4(b: Uint8Array, o: number, end: number, ctx: DecodeCon
   if (proto === IPPROTO_UDP && n >= 8) {
     const sp = rd16(b, l4);
     const dp = rd16(b, l4 + 2);
-    out.push({ name: quoted ? 'quoted UDP' : 'UDP', bytes: b.subarray(l4, l4 + 8), fields: `${sp} → ${dp}, len ${rd16(b, l4 + 4)}, checksum ${h16(rd16(b, l4 + 6))}`, depth, quoted, span: quoted ? 8 : n });
+    out.push({
+      name: quoted ? 'quoted UDP' : 'UDP',
+      bytes: b.subarray(l4, l4 + 8),
+      fields: `${sp} → ${dp}, len ${rd16(b, l4 + 4)}, checksum ${h16(rd16(b, l4 + 6))}`,
+      depth,
+      quoted,
+      span: quoted ? 8 : n,
+    });
     const p = l4 + 8;
     if (!quoted && ctx.vxlanPort !== undefined && dp === ctx.vxlanPort && lend - p >= 8) {
       out[out.length - 1].span = 8;
       const flags = b[p];
-      out.push({ name: 'VXLAN', bytes: b.subarray(p, p + 8), fields: `flags ${h8(flags)}${flags & 0x08 ? ' (I)' : ''}, VNI ${(b[p + 4] << 16) | (b[p + 5] << 8) | b[p + 6]}`, depth, span: 8 });
+      out.push({
+        name: 'VXLAN',
+        bytes: b.subarray(p, p + 8),
+        fields: `flags ${h8(flags)}${flags & 0x08 ? ' (I)' : ''}, VNI ${(b[p + 4] << 16) | (b[p + 5] << 8) | b[p + 6]}`,
+        depth,
+        span: 8,
+      });
       const e = p + 8;
       if (lend - e < 14) {
         rest('data', e, depth + 1);
         return out;
       }
       const type = rd16(b, e + 12);
-      out.push({ name: 'Ethernet', bytes: b.subarray(e, e + 14), fields: `${formatMac(b, e + 6)} → ${formatMac(b, e)}, type ${h16(type)}`, depth: depth + 1, span: 14 });
+      out.push({
+        name: 'Ethernet',
+        bytes: b.subarray(e, e + 14),
+        fields: `${formatMac(b, e + 6)} → ${formatMac(b, e)}, type ${h16(type)}`,
+        depth: depth + 1,
+        span: 14,
+      });
       if (type === 0x0800) out.push(...decodeIpv4(b, e + 14, lend, ctx, depth + 1));
       else if (type === 0x0806) out.push(...decodeArp(b, e + 14, lend, depth + 1));
       else rest('data', e + 14, depth + 1);
@@ -159,6 +178,11 @@ function decodeArp(b: Uint8Array, o: number, end: number, depth: number): Layer[
   const op = rd16(b, o + 6);
   const spa = formatIpv4(rd32(b, o + 14));
   const tpa = formatIpv4(rd32(b, o + 24));
-  const f = op === 1 ? `request: who has ${tpa}? tell ${spa} (${formatMac(b, o + 8)})` : op === 2 ? `reply: ${spa} is at ${formatMac(b, o + 8)}, to ${tpa}` : `op ${op}`;
+  const f =
+    op === 1
+      ? `request: who has ${tpa}? tell ${spa} (${formatMac(b, o + 8)})`
+      : op === 2
+        ? `reply: ${spa} is at ${formatMac(b, o + 8)}, to ${tpa}`
+        : `op ${op}`;
   return [{ name: 'ARP', bytes: b.subarray(o, o + 28), fields: f, depth, span: 28 }];
 }

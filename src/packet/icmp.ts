@@ -65,11 +65,9 @@ export function icmpErrorAllowed(orig: Uint8Array, origOff: number, origLen: num
   const hlen = (vihl & 0x0f) << 2;
   if (hlen < IPV4_MIN_HEADER || hlen > origLen) return false;
   if ((((orig[origOff + 6] << 8) | orig[origOff + 7]) & 0x1fff) !== 0) return false;
-  const src =
-    ((orig[origOff + 12] << 24) | (orig[origOff + 13] << 16) | (orig[origOff + 14] << 8) | orig[origOff + 15]) >>> 0;
+  const src = ((orig[origOff + 12] << 24) | (orig[origOff + 13] << 16) | (orig[origOff + 14] << 8) | orig[origOff + 15]) >>> 0;
   if (isBadErrorSource(src)) return false;
-  const dst =
-    ((orig[origOff + 16] << 24) | (orig[origOff + 17] << 16) | (orig[origOff + 18] << 8) | orig[origOff + 19]) >>> 0;
+  const dst = ((orig[origOff + 16] << 24) | (orig[origOff + 17] << 16) | (orig[origOff + 18] << 8) | orig[origOff + 19]) >>> 0;
   if (dst >>> 28 === 0xe || dst === 0xffffffff) return false;
   if (orig[origOff + 9] === IPPROTO_ICMP) {
     // The type octet must lie inside the datagram (not in link padding) to tell query from error.
@@ -115,8 +113,7 @@ export function buildIcmpError(
   const total = IPV4_MIN_HEADER + icmpLen;
   if (!(outOff >= 0) || outOff + total > out.length) return 0;
 
-  const origSrc =
-    ((orig[origOff + 12] << 24) | (orig[origOff + 13] << 16) | (orig[origOff + 14] << 8) | orig[origOff + 15]) >>> 0;
+  const origSrc = ((orig[origOff + 12] << 24) | (orig[origOff + 13] << 16) | (orig[origOff + 14] << 8) | orig[origOff + 15]) >>> 0;
   moveBytes(out, outOff + IPV4_MIN_HEADER + ICMP_HEADER, orig, origOff, quoteLen);
 
   const icmp = outOff + IPV4_MIN_HEADER;
@@ -147,8 +144,7 @@ export function buildIcmpError(
  * handle overlap, but needs a subarray view (an allocation) to bound the source.
  */
 function moveBytes(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, n: number): void {
-  const backward =
-    dst.buffer === src.buffer && dst.byteOffset + dstOff > src.byteOffset + srcOff;
+  const backward = dst.buffer === src.buffer && dst.byteOffset + dstOff > src.byteOffset + srcOff;
   if (backward) {
     for (let i = n - 1; i >= 0; i--) dst[dstOff + i] = src[srcOff + i];
   } else {
@@ -160,14 +156,7 @@ function moveBytes(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: num
  * Echo or Echo Reply (RFC 792): type, code 0, checksum, identifier, sequence, data.
  * Returns bytes written, or 0 if `out` has no room at `off`.
  */
-export function writeIcmpEcho(
-  out: Uint8Array,
-  off: number,
-  type: number,
-  id: number,
-  seq: number,
-  payload: Uint8Array,
-): number {
+export function writeIcmpEcho(out: Uint8Array, off: number, type: number, id: number, seq: number, payload: Uint8Array): number {
   const len = ICMP_HEADER + payload.length;
   if (!(off >= 0) || off + len > out.length) return 0;
   out[off] = type & 0xff;

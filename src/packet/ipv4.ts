@@ -39,14 +39,7 @@ export const Ipv4Verdict = {
 export type Ipv4Verdict = (typeof Ipv4Verdict)[keyof typeof Ipv4Verdict];
 
 /** Indexed by verdict; used as metric label values. */
-export const IPV4_VERDICT_NAMES: string[] = [
-  'ok',
-  'truncated',
-  'not_ipv4',
-  'bad_ihl',
-  'bad_total_length',
-  'bad_checksum',
-];
+export const IPV4_VERDICT_NAMES: string[] = ['ok', 'truncated', 'not_ipv4', 'bad_ihl', 'bad_total_length', 'bad_checksum'];
 
 /**
  * Checks the header of the packet occupying [off, off+len) of buf. Reads nothing outside that

@@ -99,9 +99,7 @@ function u16(b: Uint8Array, o: number, le: boolean): number {
 }
 
 function u32(b: Uint8Array, o: number, le: boolean): number {
-  return le
-    ? (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0
-    : ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+  return le ? (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0 : ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
 }
 
 const hex32 = (n: number) => `0x${n.toString(16).padStart(8, '0')}`;
@@ -141,8 +139,9 @@ export function readPcapHeader(buf: Uint8Array): PcapHeader {
   const fcsBytes = field & 0x04000000 ? ((field >>> 28) & 0xf) * 2 : 0;
   if (LINKTYPE_NAMES[linktype] === undefined) {
     throw new PcapError(
-      `link-layer type ${linktype} is not supported (weft reads ${Object.entries(LINKTYPE_NAMES).map(([k, v]) => `${k} ${v}`).join(', ')}); ` +
-        'capture on the TUN device, an Ethernet interface, or -i any',
+      `link-layer type ${linktype} is not supported (weft reads ${Object.entries(LINKTYPE_NAMES)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}); ` + 'capture on the TUN device, an Ethernet interface, or -i any',
     );
   }
   return { littleEndian, nanosecond: magic === PCAP_MAGIC_NSEC, versionMajor, versionMinor, snaplen, linktype, fcsBytes };
@@ -188,7 +187,10 @@ export class PcapReader {
     const incl = u32(b, at + 8, le);
     const orig = u32(b, at + 12, le);
     if (incl > this.maxRecord) {
-      return this.stop(`record ${number} (at byte ${at}) claims ${incl} captured bytes, more than a capture with snaplen ${this.header.snaplen} holds; the file is corrupt from here`, false);
+      return this.stop(
+        `record ${number} (at byte ${at}) claims ${incl} captured bytes, more than a capture with snaplen ${this.header.snaplen} holds; the file is corrupt from here`,
+        false,
+      );
     }
     const start = at + PCAP_RECORD_HEADER;
     if (b.length - start < incl) {

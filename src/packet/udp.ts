@@ -6,14 +6,7 @@ import { IPPROTO_UDP } from './ipv4';
 export const UDP_HEADER = 8;
 
 /** Writes the 8-byte header; checksum 0 means "not computed" (RFC 768). Returns 8. */
-export function writeUdpHeader(
-  buf: Uint8Array,
-  off: number,
-  srcPort: number,
-  dstPort: number,
-  length: number,
-  checksum = 0,
-): number {
+export function writeUdpHeader(buf: Uint8Array, off: number, srcPort: number, dstPort: number, length: number, checksum = 0): number {
   buf[off] = (srcPort >>> 8) & 0xff;
   buf[off + 1] = srcPort & 0xff;
   buf[off + 2] = (dstPort >>> 8) & 0xff;
@@ -49,8 +42,7 @@ export function udpChecksumField(buf: Uint8Array, off: number): number {
  * "no checksum" (RFC 768, "If the computed checksum is zero, it is transmitted as all ones").
  */
 export function udpChecksum(buf: Uint8Array, off: number, len: number, srcIp: number, dstIp: number): number {
-  let sum =
-    (srcIp >>> 16) + (srcIp & 0xffff) + (dstIp >>> 16) + (dstIp & 0xffff) + IPPROTO_UDP + (len & 0xffff);
+  let sum = (srcIp >>> 16) + (srcIp & 0xffff) + (dstIp >>> 16) + (dstIp & 0xffff) + IPPROTO_UDP + (len & 0xffff);
   sum = sum16(buf, off, len < 6 ? len : 6, sum);
   if (len > UDP_HEADER) sum = sum16(buf, off + UDP_HEADER, len - UDP_HEADER, sum);
   const ck = ~sum & 0xffff;

@@ -70,7 +70,12 @@ describe.skipIf(process.getuid?.() !== 0)('docker compose lab (compose/docker-co
     const ports = await freeLoopbackPorts(3);
     const lab = new ComposeLab(
       `weft-t-compose-${tag}-${name}`,
-      labEnv(base, { WEFT_INSPECT_PORT_NODE1: String(ports[0]), WEFT_INSPECT_PORT_NODE2: String(ports[1]), WEFT_INSPECT_PORT_NODE3: String(ports[2]), ...vars }),
+      labEnv(base, {
+        WEFT_INSPECT_PORT_NODE1: String(ports[0]),
+        WEFT_INSPECT_PORT_NODE2: String(ports[1]),
+        WEFT_INSPECT_PORT_NODE3: String(ports[2]),
+        ...vars,
+      }),
       cli,
     );
     labs.add(lab);
@@ -202,12 +207,15 @@ describe.skipIf(process.getuid?.() !== 0)('docker compose lab (compose/docker-co
     expect(await lab.leftovers()).toEqual({ containers: [], networks: [], volumes: [] });
   }, 180_000);
 
-  it('etcd profile (COMPOSE_PROFILES=etcd, udp): leases in etcd under flannel\'s keys, daemons on --etcd-endpoints, pods ping', async () => {
+  it("etcd profile (COMPOSE_PROFILES=etcd, udp): leases in etcd under flannel's keys, daemons on --etcd-endpoints, pods ping", async () => {
     const { lab, nodes } = await form('etcd', { WEFT_BACKEND: 'udp', COMPOSE_PROFILES: 'etcd' });
     expectFormed(nodes, 'udp');
     for (const n of nodes) expect(n.status.control.target).toMatch(/^etcd http:\/\/etcd:2379 /);
     const keys = check('etcdctl get', await lab.exec('etcd', ['etcdctl', 'get', '--prefix', '--keys-only', '/coreos.com/network']));
-    const listed = keys.stdout.split('\n').filter((l) => l.trim() !== '').sort();
+    const listed = keys.stdout
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .sort();
     const want = ['/coreos.com/network/config', ...nodes.map((n) => `/coreos.com/network/subnets/${n.status.lease!.subnet.replace('/', '-')}`)].sort();
     expect(listed).toEqual(want);
     await pingRing(lab, nodes);

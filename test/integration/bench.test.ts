@@ -62,9 +62,28 @@ describe.skipIf(process.getuid?.() !== 0)('weft bench (4 data planes, 2 runs of 
 
   beforeAll(async () => {
     await ensureBuilt();
-    r = await weft(['bench', '--backends', 'openvpn,kernel-vxlan,udp,kernel-host-gw', '--runs', '2', '--seconds', '1', '--streams', '1,4', '--pings', '20', '--out', out, '--prefix', prefix], {
-      timeoutMs: 240_000,
-    });
+    r = await weft(
+      [
+        'bench',
+        '--backends',
+        'openvpn,kernel-vxlan,udp,kernel-host-gw',
+        '--runs',
+        '2',
+        '--seconds',
+        '1',
+        '--streams',
+        '1,4',
+        '--pings',
+        '20',
+        '--out',
+        out,
+        '--prefix',
+        prefix,
+      ],
+      {
+        timeoutMs: 240_000,
+      },
+    );
     if (r.code === 0) res = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchResults;
   }, 250_000);
 
@@ -176,7 +195,9 @@ describe.skipIf(process.getuid?.() !== 0)('weft bench interrupted', () => {
   it('refuses a bad flag before forming anything', async () => {
     const r = await weft(['bench', '--backends', 'udp,wireguard', '--prefix', prefix], { timeoutMs: 20_000 });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('weft bench: --backends: unknown "wireguard" (known: kernel-host-gw, kernel-vxlan, weft-host-gw, weft-udp, weft-vxlan, weft-ipip, openvpn)');
+    expect(r.stderr.trim()).toBe(
+      'weft bench: --backends: unknown "wireguard" (known: kernel-host-gw, kernel-vxlan, weft-host-gw, weft-udp, weft-vxlan, weft-ipip, openvpn)',
+    );
     expect(await leftovers(prefix)).toEqual([]);
   });
 });

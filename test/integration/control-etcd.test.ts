@@ -21,7 +21,6 @@ let etcd: EtcdTestCluster;
 let dir: string;
 const children: ChildProcess[] = [];
 
-
 function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, 'control', ...args], { cwd: ROOT, timeout: 20_000 }, (err, _stdout, stderr) => {
@@ -72,12 +71,23 @@ afterAll(async () => {
 describe('weft control --etcd-endpoints', () => {
   it('serves leases that live in etcd: a gRPC client and a direct etcd client see the same ones', async () => {
     const prefix = '/weft-ctl/a';
-    const ctl = await startControl(['--etcd-endpoints', etcd.endpoints.join(','), '--etcd-prefix', prefix, '--net-config-path', path.join(dir, 'net-conf.json')]);
+    const ctl = await startControl([
+      '--etcd-endpoints',
+      etcd.endpoints.join(','),
+      '--etcd-prefix',
+      prefix,
+      '--net-config-path',
+      path.join(dir, 'net-conf.json'),
+    ]);
     const grpc = new GrpcRegistry(ctl.address);
     const direct = new EtcdRegistry({ endpoints: etcd.endpoints, prefix });
     try {
       const batches: WatchBatch[] = [];
-      const h = direct.watch(0, (b) => batches.push(b), () => undefined);
+      const h = direct.watch(
+        0,
+        (b) => batches.push(b),
+        () => undefined,
+      );
       // Established first, so the grant below arrives as an event rather than in the snapshot.
       await until('the direct watch to open', () => batches.length > 0, 5000);
       const viaGrpc = await grpc.acquire({ publicIp: '192.0.2.10', backendData: { VNI: 1, VtepMAC: '0e:00:c0:00:02:0a' } });
@@ -89,8 +99,11 @@ describe('weft control --etcd-endpoints', () => {
       // The config control was given is the one in etcd, for flanneld-style clients to read.
       expect((await direct.config()).network).toBe('10.33.0.0/16');
       // A direct etcd watcher hears about the lease granted over gRPC.
-      await until('the direct watcher to hear of the gRPC grant', () =>
-        batches.flatMap((b) => b.events).some((e) => e.type === 'added' && e.lease.subnet === viaGrpc.subnet), 5000);
+      await until(
+        'the direct watcher to hear of the gRPC grant',
+        () => batches.flatMap((b) => b.events).some((e) => e.type === 'added' && e.lease.subnet === viaGrpc.subnet),
+        5000,
+      );
       h.close();
       // And ownership holds across the two front doors.
       await expect(grpc.revoke({ subnet: viaEtcd.subnet, publicIp: '192.0.2.10' })).rejects.toMatchObject({ code: 'permission' });
@@ -113,7 +126,16 @@ describe('weft control --etcd-endpoints', () => {
   });
 
   it('refuses, in one line, a net-conf that differs from etcd, a prefix with no config, --state-dir with etcd, and an unreachable etcd', async () => {
-    const differ = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', etcd.endpoints[0], '--etcd-prefix', '/weft-ctl/a', '--net-config-path', path.join(dir, 'other.json')]);
+    const differ = await runCli([
+      '--listen',
+      '127.0.0.1:0',
+      '--etcd-endpoints',
+      etcd.endpoints[0],
+      '--etcd-prefix',
+      '/weft-ctl/a',
+      '--net-config-path',
+      path.join(dir, 'other.json'),
+    ]);
     expect(differ.code).toBe(1);
     expect(differ.stderr).toMatch(/10\.33\.0\.0\/16[^\n]*10\.34\.0\.0\/16|10\.34\.0\.0\/16[^\n]*10\.33\.0\.0\/16/);
     const none = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', etcd.endpoints[0], '--etcd-prefix', '/weft-ctl/empty']);
@@ -123,7 +145,14 @@ describe('weft control --etcd-endpoints', () => {
     expect(both.code).toBe(1);
     expect(both.stderr).toMatch(/--state-dir and --etcd-endpoints/);
     const port = await freePort(); // nothing listens there
-    const down = await runCli(['--listen', '127.0.0.1:0', '--etcd-endpoints', `http://127.0.0.1:${port}`, '--net-config-path', path.join(dir, 'net-conf.json')]);
+    const down = await runCli([
+      '--listen',
+      '127.0.0.1:0',
+      '--etcd-endpoints',
+      `http://127.0.0.1:${port}`,
+      '--net-config-path',
+      path.join(dir, 'net-conf.json'),
+    ]);
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(new RegExp(`etcd http://127\\.0\\.0\\.1:${port}`));
     for (const r of [differ, none, both, down]) expect(r.stderr.trim().split('\n')).toHaveLength(1);

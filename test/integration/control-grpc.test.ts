@@ -75,7 +75,6 @@ function watcher(client: GrpcRegistry, from: number) {
   };
 }
 
-
 describe('control plane over gRPC', () => {
   it('GetConfig returns the same NetworkConfig the server parsed', async () => {
     const { client } = await setup();

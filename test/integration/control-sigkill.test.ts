@@ -50,9 +50,7 @@ async function startControl(): Promise<Running> {
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.add(child);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal })),
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.once('exit', (code, signal) => res({ code, signal })));
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
@@ -176,7 +174,11 @@ describe('weft control survives SIGKILL', () => {
 describe('weft control state-dir lock', () => {
   it('a second weft control on the same state dir refuses to start, naming the first; after a SIGKILL the next one takes over', async () => {
     const first = await startControl();
-    const second = spawn(process.execPath, [BIN, 'control', '--listen', '127.0.0.1:0', '--state-dir', path.join(dir, 'state'), '--net-config-path', path.join(dir, 'net-conf.json')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    const second = spawn(
+      process.execPath,
+      [BIN, 'control', '--listen', '127.0.0.1:0', '--state-dir', path.join(dir, 'state'), '--net-config-path', path.join(dir, 'net-conf.json')],
+      { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     children.add(second);
     let stderr = '';
     second.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

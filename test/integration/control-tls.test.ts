@@ -54,7 +54,11 @@ async function serve(mode: Mode, shutdownGraceMs?: number) {
       : loadServerTls({ certFile: pki.server.cert, keyFile: pki.server.key, clientCaFile: mode === 'mtls' ? pki.caCert : undefined });
   const warnings: Warned[] = [];
   // Records warnings (the test checks when the server warns); drops the rest.
-  const logger = { info: () => undefined, error: () => undefined, warn: (obj: object, msg?: string) => void warnings.push({ obj: obj as Record<string, unknown>, msg }) };
+  const logger = {
+    info: () => undefined,
+    error: () => undefined,
+    warn: (obj: object, msg?: string) => void warnings.push({ obj: obj as Record<string, unknown>, msg }),
+  };
   const server = await startControlServer({
     listen: '127.0.0.1:0',
     registry,
@@ -202,7 +206,7 @@ describe('control plane over mTLS (client certificates and per-node identity)', 
     expect(warnings).toEqual([]);
   });
 
-  it('node A may not acquire as B, nor renew or revoke B\'s lease: PERMISSION_DENIED naming both', async () => {
+  it("node A may not acquire as B, nor renew or revoke B's lease: PERMISSION_DENIED naming both", async () => {
     const { target, warnings } = await serve('mtls');
     const a = client(target, pki.caCert, pki.nodes['node-a']);
     const b = client(target, pki.caCert, pki.nodes['node-b']);

@@ -26,7 +26,6 @@ import { ensureBuilt } from '../support/build';
 import { until } from '../support/until';
 import { uniquePrefix } from '../support/prefix';
 
-
 interface Status {
   lease: { subnet: string };
   control: { watching: boolean; revision: number };
@@ -37,7 +36,6 @@ interface Status {
 async function status(prefix: string, node: string): Promise<Status> {
   return (await daemonStatus(prefix, node)) as Status;
 }
-
 
 /** The node's lease as a network ("10.244.7.0/24"), read from the subnet.env its daemon wrote ("10.244.7.1/24"). */
 function subnetOf(state: LabState, node: string): string {
@@ -131,7 +129,8 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
     const n1 = state.nodes[0];
     const before = (await status(prefix, 'n1')).counters.drops.unknown_peer ?? 0;
     // The switch namespace (192.168.77.1, the control plane's address) holds no lease.
-    const send = `const d=require('dgram').createSocket('udp4');const b=Buffer.alloc(60);b[0]=0x45;` +
+    const send =
+      `const d=require('dgram').createSocket('udp4');const b=Buffer.alloc(60);b[0]=0x45;` +
       `d.send(b,8285,'${n1.publicIp}',()=>d.send(b,8285,'${n1.publicIp}',()=>d.close()))`;
     const r = await labExec(prefix, 'ul', [process.execPath, '-e', send], { timeoutMs: 10_000 });
     expect(r.code).toBe(0);
@@ -143,7 +142,10 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
     const stateFile = readFileSync(join(state.control.stateDir, 'leases.json'), 'utf8');
     await killControl(prefix, 'SIGKILL');
     // Data plane on last-known routes: still every pair.
-    for (const [a, b] of [['n1', 'n2'], ['n3', 'n1']]) {
+    for (const [a, b] of [
+      ['n1', 'n2'],
+      ['n3', 'n1'],
+    ]) {
       const r = await pingPair(prefix, `${a}/p1`, pod(b).ip, { count: 2, intervalS: 0.2 });
       expect(r.ok, r.output).toBe(true);
     }
@@ -186,14 +188,18 @@ describe.skipIf(process.getuid?.() !== 0)('udp datapath in a 3-node lab', () => 
     const n3 = mustReadState(prefix).nodes.find((n) => n.name === 'n3')!;
     const del = await labExec(prefix, 'n3', ['ip', 'link', 'del', 'weft0']);
     expect(del.code, del.stderr).toBe(0);
-    await until('n3 daemon to exit', async () => {
-      try {
-        process.kill(n3.pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    }, 10_000);
+    await until(
+      'n3 daemon to exit',
+      async () => {
+        try {
+          process.kill(n3.pid, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      },
+      10_000,
+    );
     expect(readFileSync(n3.logFile, 'utf8')).toMatch(/datapath stopped: poll fd \d+/);
     await startDaemon(prefix, 'n3');
     const r = await until('ping n1/p1 → n3/p1 after n3 came back', async () => {

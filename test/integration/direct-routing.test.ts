@@ -69,7 +69,12 @@ describe.skipIf(process.getuid?.() !== 0).each(BACKENDS)('DirectRouting (%s) on 
     expect(await routeGet('n1', pod('n2'))).toMatch(new RegExp(`via ${node('n2').publicIp.replace(/\./g, '\\.')} dev eth0`));
     expect(await routeGet('n2', pod('n1'))).toMatch(new RegExp(`via ${node('n1').publicIp.replace(/\./g, '\\.')} dev eth0`));
     // Anything involving n3: the tunnel.
-    for (const [from, to] of [['n1', 'n3'], ['n2', 'n3'], ['n3', 'n1'], ['n3', 'n2']]) {
+    for (const [from, to] of [
+      ['n1', 'n3'],
+      ['n2', 'n3'],
+      ['n3', 'n1'],
+      ['n3', 'n2'],
+    ]) {
       const line = await routeGet(from, pod(to));
       expect(line, `${from} → ${to}'s pod`).toMatch(/dev weft0/);
       expect(line).not.toMatch(/dev eth0/);

@@ -162,9 +162,7 @@ describe('EtcdRegistry on a single member', () => {
       '{"PublicIP":"192.168.77.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:c0:a8:4d:0b"}}',
     );
     // flannel omits an empty BackendData (json:",omitempty" on a nil RawMessage).
-    expect(kv.get(`/coreos.com/network/subnets/${udp.subnet.replace('/', '-')}`)).toBe(
-      '{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"udp"}',
-    );
+    expect(kv.get(`/coreos.com/network/subnets/${udp.subnet.replace('/', '-')}`)).toBe('{"PublicIP":"192.168.77.12","PublicIPv6":null,"BackendType":"udp"}');
     expect((await etcdctl(c, 'get', `${DEFAULT_ETCD_PREFIX}/config`, '--print-value-only')).trim()).toBe(VXLAN_NET);
 
     const ids: string[] = [];
@@ -628,10 +626,7 @@ describe('EtcdRegistry over TLS with client certificates', () => {
     const l = await good.acquire({ publicIp: '10.8.0.1' });
     expect((await good.list()).leases).toEqual([expect.objectContaining({ subnet: l.subnet })]);
 
-    for (const tls of [
-      { caFile: certs.caFile },
-      { caFile: certs.caFile, certFile: certs.strangerCertFile, keyFile: certs.strangerKeyFile },
-    ]) {
+    for (const tls of [{ caFile: certs.caFile }, { caFile: certs.caFile, certFile: certs.strangerCertFile, keyFile: certs.strangerKeyFile }]) {
       const bad = registry({ endpoints: c.endpoints, prefix, tls, deadlineMs: 2000 });
       const t0 = Date.now();
       const e = await rejection(bad.list());
@@ -641,9 +636,9 @@ describe('EtcdRegistry over TLS with client certificates', () => {
       expect(e.message).toMatch(/TLS/);
     }
 
-    expect(() => new EtcdRegistry({ endpoints: c.endpoints, tls: { caFile: certs.caFile, certFile: '/nonexistent/client.crt', keyFile: certs.clientKeyFile } })).toThrow(
-      /--etcd-certfile \/nonexistent\/client\.crt/,
-    );
+    expect(
+      () => new EtcdRegistry({ endpoints: c.endpoints, tls: { caFile: certs.caFile, certFile: '/nonexistent/client.crt', keyFile: certs.clientKeyFile } }),
+    ).toThrow(/--etcd-certfile \/nonexistent\/client\.crt/);
     expect(() => new EtcdRegistry({ endpoints: c.endpoints, tls: { caFile: '/nonexistent/ca.crt' } })).toThrow(/--etcd-cafile/);
   });
 });

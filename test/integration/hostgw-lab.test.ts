@@ -38,7 +38,6 @@ interface RouteJson {
   dev: string;
 }
 
-
 async function kernelRoutes(prefix: string, node: string): Promise<RouteJson[]> {
   const r = await labExec(prefix, node, ['ip', '-j', 'route', 'show', 'table', 'main']);
   expect(r.code, r.stderr).toBe(0);
@@ -82,7 +81,12 @@ describe.skipIf(process.getuid?.() !== 0)('host-gw, flat underlay (3 nodes on on
       expect(link.stderr).toMatch(/does not exist/);
       const hr = await hostRoutesOf(prefix, n.name);
       expect(hr.unreachable).toBe(0);
-      expect(hr.routes.map((r) => r.subnet).sort()).toEqual(status.nodes.filter((p) => p !== n).map((p) => p.subnet).sort());
+      expect(hr.routes.map((r) => r.subnet).sort()).toEqual(
+        status.nodes
+          .filter((p) => p !== n)
+          .map((p) => p.subnet)
+          .sort(),
+      );
     }
   });
 
@@ -104,7 +108,11 @@ describe.skipIf(process.getuid?.() !== 0)('host-gw, flat underlay (3 nodes on on
     for (const s of peerSubnets) expect(after, `n2 still routes ${s}`).not.toContain(s);
     await startDaemon(prefix, 'n2');
     const back = await kernelRoutes(prefix, 'n2');
-    for (const s of peerSubnets) expect(back.find((r) => r.dst === s), `n2 routes ${s} again`).toBeDefined();
+    for (const s of peerSubnets)
+      expect(
+        back.find((r) => r.dst === s),
+        `n2 routes ${s} again`,
+      ).toBeDefined();
     expect((await pingPair(prefix, 'n2/p1', 'n1/p1')).ok).toBe(true);
   });
 });
@@ -126,14 +134,20 @@ describe.skipIf(process.getuid?.() !== 0)('host-gw, routed underlay (n1, n2 on 1
   });
 
   it('pods on the same underlay subnet reach each other', async () => {
-    for (const [a, b] of [['n1/p1', 'n2/p1'], ['n2/p1', 'n1/p1']]) {
+    for (const [a, b] of [
+      ['n1/p1', 'n2/p1'],
+      ['n2/p1', 'n1/p1'],
+    ]) {
       const r = await pingPair(prefix, a, b, { count: 3, waitS: 2 });
       expect(r.ok, `${a} → ${b}\n${r.output}`).toBe(true);
     }
   });
 
   it('pods across the router do not, and their node answers net-unreachable', async () => {
-    for (const [a, b] of [['n1/p1', 'n3/p1'], ['n3/p1', 'n2/p1']]) {
+    for (const [a, b] of [
+      ['n1/p1', 'n3/p1'],
+      ['n3/p1', 'n2/p1'],
+    ]) {
       const r = await pingPair(prefix, a, b, { count: 2, waitS: 1 });
       expect(r.received, `${a} → ${b} must not get through\n${r.output}`).toBe(0);
       // No route for the peer's subnet on the node: the kernel refuses at once (ICMP type 3 code 0).

@@ -1,17 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  addrAdd,
-  ifaceForAddress,
-  ifaceInfo,
-  ipJson,
-  linkDel,
-  linkExists,
-  linkSetUpMtu,
-  routeDel,
-  routeReplace,
-} from '../../src/io/iproute';
+import { addrAdd, ifaceForAddress, ifaceInfo, ipJson, linkDel, linkExists, linkSetUpMtu, routeDel, routeReplace } from '../../src/io/iproute';
 
 // Every change happens inside a namespace this test creates, on a veth pair that lives
 // entirely inside it.
@@ -68,9 +58,7 @@ describe.skipIf(process.getuid?.() !== 0)('iproute wrappers in a network namespa
     await routeDel('10.97.3.0/24', 'va', opts);
     routes = await ipJson<RouteJson[]>(['route', 'show', 'dev', 'va'], opts);
     expect(routes.map((r) => r.dst)).not.toContain('10.97.3.0/24');
-    await expect(routeDel('10.97.3.0/24', 'va', opts)).rejects.toThrow(
-      new RegExp(`^ip -n ${NS} route del 10\\.97\\.3\\.0/24 dev va: .*No such process`),
-    );
+    await expect(routeDel('10.97.3.0/24', 'va', opts)).rejects.toThrow(new RegExp(`^ip -n ${NS} route del 10\\.97\\.3\\.0/24 dev va: .*No such process`));
 
     await expect(linkSetUpMtu('va', 10, opts)).rejects.toThrow(RangeError);
     await linkDel('va', opts); // takes its veth peer with it

@@ -24,22 +24,17 @@ function runInNs(script: string): Promise<Record<string, unknown>> {
   const file = path.join(tmp, `child-${randomBytes(4).toString('hex')}.js`);
   fs.writeFileSync(file, script);
   return new Promise((resolve, reject) => {
-    execFile(
-      'ip',
-      ['netns', 'exec', NS, process.execPath, file],
-      { timeout: 25_000, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        const line = stdout.trim().split('\n').pop() ?? '';
-        let parsed: Record<string, unknown> | undefined;
-        try {
-          parsed = JSON.parse(line) as Record<string, unknown>;
-        } catch {
-          // fall through to the error below
-        }
-        if (parsed && !parsed.error) resolve(parsed);
-        else reject(new Error(`child failed (${err?.message ?? 'no result'}):\n${stdout}\n${stderr}`));
-      },
-    );
+    execFile('ip', ['netns', 'exec', NS, process.execPath, file], { timeout: 25_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const line = stdout.trim().split('\n').pop() ?? '';
+      let parsed: Record<string, unknown> | undefined;
+      try {
+        parsed = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        // fall through to the error below
+      }
+      if (parsed && !parsed.error) resolve(parsed);
+      else reject(new Error(`child failed (${err?.message ?? 'no result'}):\n${stdout}\n${stderr}`));
+    });
   });
 }
 
@@ -265,7 +260,10 @@ describe.skipIf(process.getuid?.() !== 0)('TUN device I/O in a network namespace
     execFileSync('ip', ['netns', 'add', NS]);
     fs.mkdirSync(path.join(compiled, 'src', 'io'), { recursive: true });
     // All of src/io, so the copy keeps up with the modules tun.ts comes to import.
-    for (const f of fs.readdirSync(path.join(ROOT, 'src', 'io')).filter((n) => n.endsWith('.ts')).map((n) => n.slice(0, -3))) {
+    for (const f of fs
+      .readdirSync(path.join(ROOT, 'src', 'io'))
+      .filter((n) => n.endsWith('.ts'))
+      .map((n) => n.slice(0, -3))) {
       const src = fs.readFileSync(path.join(ROOT, 'src', 'io', `${f}.ts`), 'utf8');
       const out = ts.transpileModule(src, {
         compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
@@ -311,9 +309,7 @@ describe.skipIf(process.getuid?.() !== 0)('TUN device I/O in a network namespace
     // Ingress: 8 replies written in one call (the empty descriptor skipped) reached the socket.
     expect(r.written).toBe(8);
     const replies = r.replies as { msg: string; address: string; port: number }[];
-    expect(replies.map((x) => x.msg).sort()).toEqual(
-      Array.from({ length: 8 }, (_, i) => `reply:msg-${i}-${'x'.repeat(i * 100)}`).sort(),
-    );
+    expect(replies.map((x) => x.msg).sort()).toEqual(Array.from({ length: 8 }, (_, i) => `reply:msg-${i}-${'x'.repeat(i * 100)}`).sort());
     for (const x of replies) expect([x.address, x.port]).toEqual(['10.99.0.2', 9999]);
 
     // Truncation is reported, not passed on: exactly our 1028-byte packet is -1, and the

@@ -5,18 +5,7 @@
 // checksum tshark verifies. This kernel has no ipip module: every packet here went through
 // weft's raw sockets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  daemonStatus,
-  iperf3Pair,
-  labDown,
-  labExec,
-  labUp,
-  pingPair,
-  readSubnetEnv,
-  type LabState,
-  pingMatrix,
-  pingFailures,
-} from '../../src/lab';
+import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
 import { ensureBuilt } from '../support/build';
 import { uniquePrefix } from '../support/prefix';
 
@@ -74,11 +63,42 @@ describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => 
     const capture = labExec(
       prefix,
       'ul',
-      ['tshark', '-n', '-i', 'br0', '-f', `ip and host ${n1.publicIp} and host ${n2.publicIp}`, '-c', '8', '-a', 'duration:15',
-        '-o', 'ip.check_checksum:TRUE',
-        '-T', 'fields', '-E', 'occurrence=a', '-E', 'aggregator=,',
-        '-e', 'ip.src', '-e', 'ip.dst', '-e', 'ip.proto', '-e', 'ip.ttl', '-e', 'ip.dsfield', '-e', 'ip.flags.df',
-        '-e', 'ip.checksum.status', '-e', 'icmp.type'],
+      [
+        'tshark',
+        '-n',
+        '-i',
+        'br0',
+        '-f',
+        `ip and host ${n1.publicIp} and host ${n2.publicIp}`,
+        '-c',
+        '8',
+        '-a',
+        'duration:15',
+        '-o',
+        'ip.check_checksum:TRUE',
+        '-T',
+        'fields',
+        '-E',
+        'occurrence=a',
+        '-E',
+        'aggregator=,',
+        '-e',
+        'ip.src',
+        '-e',
+        'ip.dst',
+        '-e',
+        'ip.proto',
+        '-e',
+        'ip.ttl',
+        '-e',
+        'ip.dsfield',
+        '-e',
+        'ip.flags.df',
+        '-e',
+        'ip.checksum.status',
+        '-e',
+        'icmp.type',
+      ],
       { timeoutMs: 25_000 },
     );
     // tshark needs a moment to open the interface before the pings it should see.
@@ -88,7 +108,11 @@ describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => 
     const ping = await pingPair(prefix, 'n1/p1', p2.ip, { count: 4, intervalS: 0.3, args: ['-Q', '0x10', '-M', 'do'] });
     expect(ping.ok, ping.output).toBe(true);
     const out = await capture;
-    const rows = out.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('\t'));
+    const rows = out.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\t'));
     expect(rows.length, `${out.stdout}\n${out.stderr}`).toBe(8);
 
     let requests = 0;

@@ -93,8 +93,7 @@ if (cmd === 'control') {
 
 describe('lab output parsers', () => {
   it('reads iputils ping summaries', () => {
-    const out =
-      '3 packets transmitted, 3 received, 0% packet loss, time 402ms\nrtt min/avg/max/mdev = 0.061/0.079/0.102/0.017 ms\n';
+    const out = '3 packets transmitted, 3 received, 0% packet loss, time 402ms\nrtt min/avg/max/mdev = 0.061/0.079/0.102/0.017 ms\n';
     expect(parsePing(out)).toEqual({ transmitted: 3, received: 3, loss: 0, rttMinMs: 0.061, rttAvgMs: 0.079, rttMaxMs: 0.102 });
     const lost = '3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2030ms\n';
     expect(parsePing(lost)).toMatchObject({ transmitted: 3, received: 0, loss: 100, rttAvgMs: null });
@@ -323,7 +322,11 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing, routed topology (stand-
   });
 
   it('a node on A pings a node on B (and back) through the router: one hop, TTL 63', async () => {
-    for (const [from, to] of [['n1', 'n3'], ['n3', 'n1'], ['n3', 'n2']]) {
+    for (const [from, to] of [
+      ['n1', 'n3'],
+      ['n3', 'n1'],
+      ['n3', 'n2'],
+    ]) {
       const r = await pingPair(prefix, from, to, { count: 2 });
       expect(r.ok, r.output).toBe(true);
       // Linux answers with TTL 64; one routed hop on the way back makes it 63.
@@ -338,8 +341,18 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing, routed topology (stand-
 
   it('control is reachable from nodes on both subnets', async () => {
     for (const n of ['n1', 'n3']) {
-      const r = await probe(`${prefix}${n}`, { mode: 'tcp', targets: [state.control.address], untilOk: true, deadlineMs: 3000, intervalMs: 100, perTryTimeoutMs: 1000 });
-      expect(r.some((x) => x.ok), `${n}: ${JSON.stringify(r)}`).toBe(true);
+      const r = await probe(`${prefix}${n}`, {
+        mode: 'tcp',
+        targets: [state.control.address],
+        untilOk: true,
+        deadlineMs: 3000,
+        intervalMs: 100,
+        perTryTimeoutMs: 1000,
+      });
+      expect(
+        r.some((x) => x.ok),
+        `${n}: ${JSON.stringify(r)}`,
+      ).toBe(true);
     }
     // And every node, B included, got its lease from it.
     const s = await labStatus(prefix);

@@ -33,7 +33,6 @@ interface Status {
   peers: { subnet: string; publicIp: string }[];
 }
 
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -57,7 +56,14 @@ async function acquireAs(state: LabState, publicIp: string, previousSubnet: stri
     reg.acquire(JSON.parse(req)).then(
       (l) => { process.stdout.write(JSON.stringify(l)); reg.close(); process.exit(0); },
       (e) => { process.stderr.write(e.message); process.exit(1); });`;
-  const r = await nsRun(state.control.ns, [state.nodeBin, '-e', js, state.control.kind ?? 'embedded', state.control.address, JSON.stringify({ publicIp, previousSubnet, backendType: 'udp' })]);
+  const r = await nsRun(state.control.ns, [
+    state.nodeBin,
+    '-e',
+    js,
+    state.control.kind ?? 'embedded',
+    state.control.address,
+    JSON.stringify({ publicIp, previousSubnet, backendType: 'udp' }),
+  ]);
   if (r.code !== 0) throw new Error(`acquire as ${publicIp}: ${r.stderr}`);
   return JSON.parse(r.stdout) as { subnet: string };
 }
@@ -130,7 +136,11 @@ describe.each<RegistryKind>(['embedded', 'etcd'])('lease lifecycle on the %s reg
     process.kill(n3.pid, 'SIGSTOP');
     stopped.add(n3.pid);
     try {
-      await until('n1 and n2 to drop n3', async () => !(await peerSubnets('n1')).includes(subnet) && !(await peerSubnets('n2')).includes(subnet), (TTL_S + 6) * 1000);
+      await until(
+        'n1 and n2 to drop n3',
+        async () => !(await peerSubnets('n1')).includes(subnet) && !(await peerSubnets('n2')).includes(subnet),
+        (TTL_S + 6) * 1000,
+      );
       // Peers now answer traffic to n3's pods as unroutable instead of sending it to a dead node.
       const lost = await pingPair(prefix, 'n1/p1', pod('n3').ip, { count: 1, waitS: 1 });
       expect(lost.ok).toBe(false);
@@ -153,7 +163,11 @@ describe.each<RegistryKind>(['embedded', 'etcd'])('lease lifecycle on the %s reg
     await killControl(prefix, 'SIGKILL');
     try {
       await until('n1 to notice the watch is gone', async () => !(await status('n1')).control.watching, 30_000);
-      for (const [a, b] of [['n1', 'n2'], ['n2', 'n3'], ['n3', 'n1']]) {
+      for (const [a, b] of [
+        ['n1', 'n2'],
+        ['n2', 'n3'],
+        ['n3', 'n1'],
+      ]) {
         const r = await pingPair(prefix, `${a}/p1`, pod(b).ip, { count: 2, intervalS: 0.2 });
         expect(r.ok, `${a} → ${b} with the control plane down\n${r.output}`).toBe(true);
       }
@@ -161,10 +175,14 @@ describe.each<RegistryKind>(['embedded', 'etcd'])('lease lifecycle on the %s reg
       await startControl(prefix);
     }
     for (const [i, n] of ['n1', 'n2', 'n3'].entries()) {
-      await until(`${n} watching again`, async () => {
-        const s = await status(n);
-        return s.control.watching && s.control.revision >= revisions[i];
-      }, 30_000);
+      await until(
+        `${n} watching again`,
+        async () => {
+          const s = await status(n);
+          return s.control.watching && s.control.revision >= revisions[i];
+        },
+        30_000,
+      );
       expect((await status(n)).peers).toHaveLength(2);
     }
     const r = await pingPair(prefix, 'n3/p1', pod('n1').ip, { count: 2, intervalS: 0.2 });

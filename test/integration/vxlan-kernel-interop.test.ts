@@ -88,7 +88,9 @@ describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.
     expect(fdb).toContainEqual(expect.objectContaining({ mac: k.peers[0].vtepMac, dst: n1.publicIp, state: 'permanent' }));
     expect(fdb.some((f) => f.mac === '00:00:00:00:00:00')).toBe(false);
     const routes = await labExec(prefix, 'n2', ['ip', '-j', 'route', 'show', k.peers[0].subnet], { timeoutMs: 10_000 });
-    expect(JSON.parse(routes.stdout)).toEqual([expect.objectContaining({ dst: k.peers[0].subnet, gateway: k.peers[0].vtepIp, dev: KERNEL_VXLAN_DEVICE, flags: ['onlink'] })]);
+    expect(JSON.parse(routes.stdout)).toEqual([
+      expect.objectContaining({ dst: k.peers[0].subnet, gateway: k.peers[0].vtepIp, dev: KERNEL_VXLAN_DEVICE, flags: ['onlink'] }),
+    ]);
     // The weft daemon is gone, and with it weft0.
     const tun = await labExec(prefix, 'n2', ['ip', 'link', 'show', 'weft0'], { timeoutMs: 10_000 });
     expect(tun.code).not.toBe(0);
@@ -135,7 +137,7 @@ describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.
     expect([await tcpCsumErrors('n1/p1'), await tcpCsumErrors('n2/p1')]).toEqual(e0);
   }, 60_000);
 
-  it('without a permanent neighbor entry the kernel ARPs for n1\'s VTEP address and weft answers', async () => {
+  it("without a permanent neighbor entry the kernel ARPs for n1's VTEP address and weft answers", async () => {
     const n1 = state.nodes[0];
     const weftMac = (await status('n1')).lease.backendData.VtepMAC!;
     const consumed0 = (await status('n1')).counters.drops.consumed ?? 0;
@@ -151,7 +153,10 @@ describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.
     const neigh = (await kernelNeighbors(prefix, 'n2')).find((e) => e.dst === vtep);
     expect(neigh, JSON.stringify(await kernelNeighbors(prefix, 'n2'))).toBeDefined();
     expect(neigh!.lladdr).toBe(weftMac);
-    expect(neigh!.state.some((s) => ['REACHABLE', 'STALE', 'DELAY', 'PROBE'].includes(s)), neigh!.state.join(',')).toBe(true);
+    expect(
+      neigh!.state.some((s) => ['REACHABLE', 'STALE', 'DELAY', 'PROBE'].includes(s)),
+      neigh!.state.join(','),
+    ).toBe(true);
     expect(neigh!.state).not.toContain('PERMANENT');
     // weft counted the request it answered.
     const c = (await status('n1')).counters;
@@ -163,14 +168,17 @@ describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.
     expect(tcp.ok, tcp.error).toBe(true);
   }, 60_000);
 
-  it('n2 goes back to weft: same subnet, weft\'s own VtepMAC, traffic flows again', async () => {
+  it("n2 goes back to weft: same subnet, weft's own VtepMAC, traffic flows again", async () => {
     await expect(status('n2')).rejects.toThrow(); // no weft daemon on n2 while it is a kernel node
     await restoreWeftNode(prefix, 'n2');
     const s2 = await status('n2');
     expect(s2.lease.backendData.VtepMAC).toBe(formatMac(vtepMacFor(parseIpv4(state.nodes[1].publicIp))));
     const gone = await labExec(prefix, 'n2', ['ip', 'link', 'show', KERNEL_VXLAN_DEVICE], { timeoutMs: 10_000 });
     expect(gone.code).not.toBe(0);
-    for (const [a, b] of [['n1/p1', 'n2/p1'], ['n2/p1', 'n1/p1']]) {
+    for (const [a, b] of [
+      ['n1/p1', 'n2/p1'],
+      ['n2/p1', 'n1/p1'],
+    ]) {
       const r = await pingsEventually(a, b);
       expect(r.ok, `${a} -> ${b}: ${r.output}`).toBe(true);
     }

@@ -4,18 +4,7 @@
 // Ethernet frame between the nodes' VTEP MACs as their leases publish them, around the pods'
 // own IPv4 packet, and UDP source ports that differ between flows (RFC 7348 §5, ECMP entropy).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  daemonStatus,
-  iperf3Pair,
-  labDown,
-  labExec,
-  labUp,
-  pingPair,
-  readSubnetEnv,
-  type LabState,
-  pingMatrix,
-  pingFailures,
-} from '../../src/lab';
+import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
 import { vtepMacFor, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/datapath/backends/vxlan';
 import { formatMac } from '../../src/packet/ethernet';
 import { parseIpv4 } from '../../src/route/address';
@@ -43,7 +32,7 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
     await labDown(prefix);
   }, 60_000);
 
-  it('gives pods an MTU 50 bytes below the underlay and publishes flannel\'s BackendData', async () => {
+  it("gives pods an MTU 50 bytes below the underlay and publishes flannel's BackendData", async () => {
     for (const n of state.nodes) {
       expect(readSubnetEnv(n.subnetFile)?.mtu, n.name).toBe(1450);
       const s = await status(n.name);
@@ -72,7 +61,7 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
     expect(r.bitsPerSecond).toBeGreaterThan(0);
   }, 60_000);
 
-  it('is RFC 7348 on the wire: port 8472, VNI 1, leases\' VTEP MACs, node and pod addresses, per-flow source ports', async () => {
+  it("is RFC 7348 on the wire: port 8472, VNI 1, leases' VTEP MACs, node and pod addresses, per-flow source ports", async () => {
     const mac = new Map<string, string>(); // public IP → VtepMAC from the lease
     for (const n of state.nodes) mac.set(n.publicIp, (await status(n.name)).lease.backendData.VtepMAC!);
     const [n1, n2, n3] = state.nodes;
@@ -86,12 +75,62 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
     const capture = labExec(
       prefix,
       'ul',
-      ['tshark', '-n', '-i', 'br0', '-f', 'udp port 8472', '-d', 'udp.port==8472,vxlan', '-c', '18', '-a', 'duration:20',
-        '-o', 'ip.check_checksum:TRUE',
-        '-T', 'fields', '-E', 'occurrence=a', '-E', 'aggregator=,',
-        '-e', 'vxlan.flags', '-e', 'vxlan.flag_i', '-e', 'vxlan.gbp', '-e', 'vxlan.vni', '-e', 'vxlan.reserved8', '-e', 'eth.src', '-e', 'eth.dst', '-e', 'eth.type',
-        '-e', 'ip.src', '-e', 'ip.dst', '-e', 'ip.ttl', '-e', 'ip.flags.df', '-e', 'ip.checksum.status',
-        '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'udp.checksum', '-e', 'icmp.type'],
+      [
+        'tshark',
+        '-n',
+        '-i',
+        'br0',
+        '-f',
+        'udp port 8472',
+        '-d',
+        'udp.port==8472,vxlan',
+        '-c',
+        '18',
+        '-a',
+        'duration:20',
+        '-o',
+        'ip.check_checksum:TRUE',
+        '-T',
+        'fields',
+        '-E',
+        'occurrence=a',
+        '-E',
+        'aggregator=,',
+        '-e',
+        'vxlan.flags',
+        '-e',
+        'vxlan.flag_i',
+        '-e',
+        'vxlan.gbp',
+        '-e',
+        'vxlan.vni',
+        '-e',
+        'vxlan.reserved8',
+        '-e',
+        'eth.src',
+        '-e',
+        'eth.dst',
+        '-e',
+        'eth.type',
+        '-e',
+        'ip.src',
+        '-e',
+        'ip.dst',
+        '-e',
+        'ip.ttl',
+        '-e',
+        'ip.flags.df',
+        '-e',
+        'ip.checksum.status',
+        '-e',
+        'udp.srcport',
+        '-e',
+        'udp.dstport',
+        '-e',
+        'udp.checksum',
+        '-e',
+        'icmp.type',
+      ],
       { timeoutMs: 30_000 },
     );
     // tshark needs a moment to open the interface before the pings it should see.
@@ -101,7 +140,11 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
       expect(p.ok, `${from} -> ${to}: ${p.output}`).toBe(true);
     }
     const out = await capture;
-    const rows = out.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('\t'));
+    const rows = out.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\t'));
     expect(rows.length, `${out.stdout}\n${out.stderr}`).toBe(18);
 
     const portsByFlow = new Map<string, Set<number>>();
@@ -132,7 +175,10 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
       const port = Number(sport);
       expect(port).toBeGreaterThanOrEqual(VXLAN_SRC_PORT_MIN);
       expect(port).toBeLessThan(VXLAN_SRC_PORT_MAX);
-      const flow = flows.find(([f, t, a, b]) => (oSrc === a && oDst === b && iSrc === podIp(f) && iDst === podIp(t)) || (oSrc === b && oDst === a && iSrc === podIp(t) && iDst === podIp(f)));
+      const flow = flows.find(
+        ([f, t, a, b]) =>
+          (oSrc === a && oDst === b && iSrc === podIp(f) && iDst === podIp(t)) || (oSrc === b && oDst === a && iSrc === podIp(t) && iDst === podIp(f)),
+      );
       expect(flow, `unexpected frame ${oSrc}>${oDst} ${iSrc}>${iDst}`).toBeDefined();
       expect(icmpType).toBe(oSrc === flow![2] ? '8' : '0');
       const key = `${flow![0]}>${flow![1]}`;

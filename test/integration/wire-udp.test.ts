@@ -27,8 +27,38 @@ describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', ()
     const capture = labExec(
       prefix,
       'ul',
-      ['tshark', '-n', '-i', 'br0', '-f', 'udp port 8285', '-d', 'udp.port==8285,ip', '-c', '4', '-a', 'duration:10',
-        '-T', 'fields', '-E', 'occurrence=a', '-E', 'aggregator=,', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'ip.proto', '-e', 'icmp.type'],
+      [
+        'tshark',
+        '-n',
+        '-i',
+        'br0',
+        '-f',
+        'udp port 8285',
+        '-d',
+        'udp.port==8285,ip',
+        '-c',
+        '4',
+        '-a',
+        'duration:10',
+        '-T',
+        'fields',
+        '-E',
+        'occurrence=a',
+        '-E',
+        'aggregator=,',
+        '-e',
+        'ip.src',
+        '-e',
+        'ip.dst',
+        '-e',
+        'udp.srcport',
+        '-e',
+        'udp.dstport',
+        '-e',
+        'ip.proto',
+        '-e',
+        'icmp.type',
+      ],
       { timeoutMs: 20_000 },
     );
     // tshark needs a moment to open the interface; ping until the capture has its packets.
@@ -36,7 +66,11 @@ describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', ()
     const ping = await pingPair(prefix, 'n1/p1', p2.ip, { count: 4, intervalS: 0.3 });
     expect(ping.ok, ping.output).toBe(true);
     const out = await capture;
-    const rows = out.stdout.trim().split('\n').filter(Boolean).map((l) => l.split('\t'));
+    const rows = out.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('\t'));
     expect(rows.length, out.stderr).toBe(4);
     for (const [src, dst, sport, dport, proto, icmpType] of rows) {
       const [oSrc, iSrc] = src.split(',');

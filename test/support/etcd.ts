@@ -75,7 +75,6 @@ function installExitHook(): void {
   });
 }
 
-
 async function openssl(args: string[]): Promise<void> {
   await mustRun('openssl', args, { timeoutMs: 30_000 });
 }
@@ -88,14 +87,56 @@ export async function makeTestCerts(dir: string): Promise<EtcdTestCerts> {
   const clientExt = p('client.ext');
   writeFileSync(clientExt, 'extendedKeyUsage = clientAuth\n');
   const ca = async (name: string): Promise<void> => {
-    await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-      '-subj', `/CN=${name}`, '-keyout', p(`${name}.key`), '-out', p(`${name}.crt`)]);
+    await openssl([
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      p(`${name}.key`),
+      '-out',
+      p(`${name}.crt`),
+    ]);
   };
   const leaf = async (name: string, caName: string, extFile: string): Promise<void> => {
-    await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-subj', `/CN=${name}`, '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`)]);
-    await openssl(['x509', '-req', '-in', p(`${name}.csr`), '-CA', p(`${caName}.crt`), '-CAkey', p(`${caName}.key`),
-      '-CAcreateserial', '-days', '2', '-extfile', extFile, '-out', p(`${name}.crt`)]);
+    await openssl([
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      p(`${name}.key`),
+      '-out',
+      p(`${name}.csr`),
+    ]);
+    await openssl([
+      'x509',
+      '-req',
+      '-in',
+      p(`${name}.csr`),
+      '-CA',
+      p(`${caName}.crt`),
+      '-CAkey',
+      p(`${caName}.key`),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      extFile,
+      '-out',
+      p(`${name}.crt`),
+    ]);
   };
   await ca('ca');
   await ca('stranger-ca');
@@ -134,9 +175,7 @@ export async function startEtcdCluster(opts: EtcdClusterOptions): Promise<EtcdTe
       peerUrl: `http://127.0.0.1:${ports[2 * i + 1]}`,
     }));
     const cluster = initialCluster(specs);
-    const ready: EtcdReadyOptions = certs
-      ? { caFile: certs.caFile, certFile: certs.clientCertFile, keyFile: certs.clientKeyFile }
-      : {};
+    const ready: EtcdReadyOptions = certs ? { caFile: certs.caFile, certFile: certs.clientCertFile, keyFile: certs.clientKeyFile } : {};
     for (const s of specs) {
       const argv = etcdArgv({
         name: s.name,

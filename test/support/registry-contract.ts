@@ -74,7 +74,6 @@ export class WatchView {
   }
 }
 
-
 function owners(leases: Lease[]): Record<string, string> {
   return Object.fromEntries(leases.map((l) => [l.subnet, l.publicIp]));
 }

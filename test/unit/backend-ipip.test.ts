@@ -136,15 +136,21 @@ describe('IpipBackend.encap (RFC 2003 §3.1)', () => {
   it('always produces a valid outer header carrying the inner TOS and DF (property)', () => {
     const b = new IpipBackend(IP_A);
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 255 }), fc.boolean(), fc.integer({ min: 0, max: 1400 }), fc.integer({ min: 1, max: 0xfffffffe }), (tos, df, n, dst) => {
-        const inner = withTos(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', df, payload: Buffer.alloc(n, 7) }), tos);
-        const { outer } = encapOne(b, inner, peer(SUBNET_B, dst, false));
-        expect(validateIpv4(outer, 0, outer.length)).toBe(Ipv4Verdict.Ok);
-        expect(outer[1]).toBe(tos);
-        expect((outer[6] & 0x40) !== 0).toBe(df);
-        expect(outer.readUInt32BE(16)).toBe(dst);
-        expect(outer.subarray(20).equals(inner)).toBe(true);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 255 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 1400 }),
+        fc.integer({ min: 1, max: 0xfffffffe }),
+        (tos, df, n, dst) => {
+          const inner = withTos(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', df, payload: Buffer.alloc(n, 7) }), tos);
+          const { outer } = encapOne(b, inner, peer(SUBNET_B, dst, false));
+          expect(validateIpv4(outer, 0, outer.length)).toBe(Ipv4Verdict.Ok);
+          expect(outer[1]).toBe(tos);
+          expect((outer[6] & 0x40) !== 0).toBe(df);
+          expect(outer.readUInt32BE(16)).toBe(dst);
+          expect(outer.subarray(20).equals(inner)).toBe(true);
+        },
+      ),
     );
   });
 });

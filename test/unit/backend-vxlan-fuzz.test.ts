@@ -20,7 +20,6 @@ const A_SUB = parseCidr('10.244.1.0/24');
 const B_PUB = parseIpv4('192.168.77.12');
 const B_SUB = parseCidr('10.244.2.0/24');
 
-
 function setup() {
   const backend = new VxlanBackend({ vni: 1, port: 8472, localPublicIp: A_PUB, localVtepIp: A_SUB.addr, vtepMac: vtepMacFor(A_PUB) });
   const peer: Peer = {
@@ -97,7 +96,13 @@ describe('vxlan backend fuzz', () => {
           else expect(fencedReplies.count).toBe(used);
         }
       }),
-      { numRuns: 5000, examples: [[arpRequestForUs(), 0], [arpRequestForUs(), 4]] },
+      {
+        numRuns: 5000,
+        examples: [
+          [arpRequestForUs(), 0],
+          [arpRequestForUs(), 4],
+        ],
+      },
     );
     // Every outcome was reached (the generator's or the examples'), so the property was checked on each path.
     for (const want of [0, Drop.BadEncap, Drop.WrongVni, Drop.WrongMac, Drop.WrongEthertype, Drop.Consumed, Drop.SendFailed]) {

@@ -90,7 +90,7 @@ describe('constants and identity', () => {
     );
   });
 
-  it('publishes flannel\'s BackendData keys', () => {
+  it("publishes flannel's BackendData keys", () => {
     expect(backendFor(A).leaseData()).toEqual({ VNI: 1, VtepMAC: '0e:00:c0:a8:4d:0b' });
   });
 
@@ -388,7 +388,11 @@ describe('decap', () => {
     ['IPv4 to broadcast', vxlanFrame({ body: inner, dstMac: parseMac('ff:ff:ff:ff:ff:ff') }), Drop.WrongMac],
     ['IPv6', vxlanFrame({ body: inner, type: 0x86dd }), Drop.WrongEthertype],
     ['802.1Q tag', vxlanFrame({ body: inner, type: 0x8100 }), Drop.WrongEthertype],
-    ['ARP request for another address', vxlanFrame({ body: arpRequest('10.244.1.1'), dstMac: parseMac('ff:ff:ff:ff:ff:ff'), type: 0x0806 }), Drop.WrongEthertype],
+    [
+      'ARP request for another address',
+      vxlanFrame({ body: arpRequest('10.244.1.1'), dstMac: parseMac('ff:ff:ff:ff:ff:ff'), type: 0x0806 }),
+      Drop.WrongEthertype,
+    ],
     ['ARP reply', vxlanFrame({ body: Buffer.from(arpRequest('10.244.1.0').fill(2, 7, 8)), type: 0x0806 }), Drop.WrongEthertype],
     ['truncated ARP', vxlanFrame({ body: arpRequest('10.244.1.0').subarray(0, 27), dstMac: parseMac('ff:ff:ff:ff:ff:ff'), type: 0x0806 }), Drop.WrongEthertype],
     ['ARP request unicast to another station', vxlanFrame({ body: arpRequest('10.244.1.0'), dstMac: KERNEL_MAC, type: 0x0806 }), Drop.WrongMac],
@@ -429,8 +433,18 @@ describe('ARP responder', () => {
     expect(
       expected.subarray(0, 28).toString('hex') +
         '0800000000000100' +
-        '6a3f1d009c02' + '0e00c0a84d0b' + '0806' +
-        '0001' + '0800' + '06' + '04' + '0002' + '0e00c0a84d0b' + '0af40100' + '6a3f1d009c02' + '0af40200',
+        '6a3f1d009c02' +
+        '0e00c0a84d0b' +
+        '0806' +
+        '0001' +
+        '0800' +
+        '06' +
+        '04' +
+        '0002' +
+        '0e00c0a84d0b' +
+        '0af40100' +
+        '6a3f1d009c02' +
+        '0af40200',
     ).toBe(out.toString('hex'));
   });
 
@@ -577,9 +591,14 @@ describe('egress → wire → ingress through two pipelines', () => {
     expect(b.toTun.count).toBe(0);
   });
 
-  it('answers an ARP request on the underlay from the pipeline\'s reply list', () => {
+  it("answers an ARP request on the underlay from the pipeline's reply list", () => {
     const a = node(A, B);
-    const frame = vxlanFrame({ body: arpRequest('10.244.1.0', '10.244.2.0', vtepMacFor(B.pub)), dstMac: parseMac('ff:ff:ff:ff:ff:ff'), srcMac: vtepMacFor(B.pub), type: 0x0806 });
+    const frame = vxlanFrame({
+      body: arpRequest('10.244.1.0', '10.244.2.0', vtepMacFor(B.pub)),
+      dstMac: parseMac('ff:ff:ff:ff:ff:ff'),
+      srcMac: vtepMacFor(B.pub),
+      type: 0x0806,
+    });
     a.sockRx.clear();
     frame.copy(a.sockRx.buf, HEADROOM);
     a.sockRx.push(HEADROOM, frame.length, B.pub, 40000);
@@ -639,4 +658,3 @@ describe('egress → wire → ingress through two pipelines', () => {
     expect(b.backend.arpReplies).toBe(2 * rounds);
   });
 });
-

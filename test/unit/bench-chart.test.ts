@@ -382,7 +382,10 @@ describe('charts from awkward results', () => {
     const r = fixture();
     const zero = { median: 0, min: 0, max: 0, samples: [0, 0, 0] };
     const long = 'weft-udp-with-a-very-long-experimental-name-that-does-not-fit-anywhere' as Tunnel;
-    r.results = [{ ...r.results[3], tunnel: long }, { ...r.results[6], tcp1Bps: zero, tcp4Bps: zero, scaling: [] }];
+    r.results = [
+      { ...r.results[3], tunnel: long },
+      { ...r.results[6], tcp1Bps: zero, tcp4Bps: zero, scaling: [] },
+    ];
     r.results[0].scaling = r.results[0].scaling.filter((p) => p.streams !== 2);
     const overview = renderOverviewSvg(r);
     const scaling = renderScalingSvg(r);

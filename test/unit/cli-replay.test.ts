@@ -62,7 +62,11 @@ async function replay(...argv: string[]): Promise<Run> {
 function tshark(file: string, fields: string[], extra: string[] = []): string[][] {
   const r = spawnSync('tshark', ['-r', file, ...extra, '-T', 'fields', '-E', 'separator=;', ...fields.flatMap((f) => ['-e', f])], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
-  return r.stdout.trim().split('\n').filter(Boolean).map((l) => l.split(';'));
+  return r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(';'));
 }
 
 function records(file: string): Buffer[] {
@@ -89,7 +93,11 @@ describe('weft replay, egress: pod packets in, what goes on the wire out', () =>
     const r = await replay(ETH, '--backend', 'vxlan', '--out', tmp('vx.pcap'), '--replies', tmp('vx-icmp.pcap'));
     expect(r.code).toBe(0);
     expect(r.err).toBe('');
-    expect(r.out).toContain('weft replay: ' + ETH + ' (Ethernet), vxlan egress as node 192.168.77.11 (lease 10.244.1.0/24; peers 192.168.77.12 → 10.244.2.0/24, 192.168.77.13 → 10.244.3.0/24)');
+    expect(r.out).toContain(
+      'weft replay: ' +
+        ETH +
+        ' (Ethernet), vxlan egress as node 192.168.77.11 (lease 10.244.1.0/24; peers 192.168.77.12 → 10.244.2.0/24, 192.168.77.13 → 10.244.3.0/24)',
+    );
     for (const line of [
       /^ +9 {2}records read$/,
       /^ +1 {2}skipped, not IPv4 \(ethertype 0x86dd\)$/,
@@ -116,7 +124,11 @@ describe('weft replay, egress: pod packets in, what goes on the wire out', () =>
 
   it.skipIf(!HAS_TSHARK)(`vxlan output opens in tshark: UDP 8472, VNI 1, the VTEP MACs, the inner packet with TTL − 1${NO_TSHARK}`, async () => {
     await replay(SLL2, '--backend', 'vxlan', '--out', tmp('vx2.pcap'));
-    const rows = tshark(tmp('vx2.pcap'), ['udp.dstport', 'vxlan.vni', 'vxlan.flags', 'eth.src', 'eth.dst', 'ip.src', 'ip.dst', 'ip.ttl'], ['-d', 'udp.port==8472,vxlan']);
+    const rows = tshark(
+      tmp('vx2.pcap'),
+      ['udp.dstport', 'vxlan.vni', 'vxlan.flags', 'eth.src', 'eth.dst', 'ip.src', 'ip.dst', 'ip.ttl'],
+      ['-d', 'udp.port==8472,vxlan'],
+    );
     // tcpdump -i any saw every packet twice (both veth ends): 3 encapsulated, twice.
     expect(rows).toHaveLength(6);
     for (const [dport, vni, flags, esrc, edst, ipsrc, ipdst, ttl] of rows) {
@@ -146,7 +158,11 @@ describe('weft replay, egress: pod packets in, what goes on the wire out', () =>
 
   it.skipIf(!HAS_TSHARK)(`udp output is what the kernel's UDP socket sends: IPv4 + UDP 8285 → 8285 + the packet${NO_TSHARK}`, async () => {
     await replay(ETH, '--backend', 'udp', '--out', tmp('udp.pcap'));
-    const rows = tshark(tmp('udp.pcap'), ['ip.src', 'ip.dst', 'udp.srcport', 'udp.dstport', 'udp.length', 'udp.checksum.status'], ['-o', 'udp.check_checksum:TRUE']);
+    const rows = tshark(
+      tmp('udp.pcap'),
+      ['ip.src', 'ip.dst', 'udp.srcport', 'udp.dstport', 'udp.length', 'udp.checksum.status'],
+      ['-o', 'udp.check_checksum:TRUE'],
+    );
     expect(rows).toEqual([
       ['192.168.77.11', '192.168.77.12', '8285', '8285', '92', '1'],
       ['192.168.77.11', '192.168.77.13', '8285', '8285', '55', '1'],
@@ -177,7 +193,9 @@ describe('weft replay, egress: pod packets in, what goes on the wire out', () =>
     expect(r.out).toMatch(/^host-gw: weft is not on this path; the kernel forwards by the routes weft installs/m);
     expect(r.out).toMatch(/^ +4 {2}forwarded by host-gw routes: 10\.244\.2\.0\/24 via 192\.168\.77\.12 ×2, 10\.244\.3\.0\/24 via 192\.168\.77\.13 ×2$/m);
     expect(r.out).toMatch(/^ +2 {2}not forwarded: no host-gw route covers it/m);
-    const input = records(ETH).filter((f) => f.readUInt16BE(12) === 0x0800).map((f) => f.subarray(14));
+    const input = records(ETH)
+      .filter((f) => f.readUInt16BE(12) === 0x0800)
+      .map((f) => f.subarray(14));
     const out = records(tmp('hostgw.pcap'));
     expect(out).toHaveLength(4);
     // Same packet, TTL one lower (ip_forward).
@@ -206,7 +224,11 @@ describe('weft replay, ingress: underlay packets in, what the daemon writes into
       '10.244.2.0>10.244.1.2/17',
     ]);
     if (HAS_TSHARK) {
-      const arp = tshark(tmp('arp.pcap'), ['udp.dstport', 'arp.opcode', 'arp.src.hw_mac', 'arp.src.proto_ipv4', 'arp.dst.proto_ipv4'], ['-d', 'udp.port==8472,vxlan']);
+      const arp = tshark(
+        tmp('arp.pcap'),
+        ['udp.dstport', 'arp.opcode', 'arp.src.hw_mac', 'arp.src.proto_ipv4', 'arp.dst.proto_ipv4'],
+        ['-d', 'udp.port==8472,vxlan'],
+      );
       expect(arp).toEqual([
         ['8472', '2', '0e:00:c0:a8:4d:0b', '10.244.1.0', '10.244.2.0'],
         ['8472', '2', '0e:00:c0:a8:4d:0b', '10.244.1.0', '10.244.2.0'],
@@ -256,20 +278,30 @@ describe('weft replay: bad packets are counted drops, bad files are one line', (
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^#1 {2}10\.244\.1\.2 → 10\.244\.2\.2 UDP 28 B {2}sent 78 B to 192\.168\.77\.12:8472$/m);
     expect(r.out).toMatch(/^#2 .* {2}dropped: bad_checksum$/m);
-    for (const [n, reason] of [['1', 'bad_checksum'], ['1', 'not_ipv4'], ['2', 'truncated'], ['1', 'bad_total_length'], ['1', 'oversize']]) {
+    for (const [n, reason] of [
+      ['1', 'bad_checksum'],
+      ['1', 'not_ipv4'],
+      ['2', 'truncated'],
+      ['1', 'bad_total_length'],
+      ['1', 'oversize'],
+    ]) {
       expect(r.out).toMatch(new RegExp(`^ +${n} {2}${reason}$`, 'm'));
     }
   });
 
   it('random records never crash it', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 120 }), { maxLength: 12 }), fc.constantFrom('udp', 'vxlan', 'ipip', 'host-gw'), async (pkts, backend) => {
-        const w = new PcapWriter({ linktype: LINKTYPE_ETHERNET });
-        for (const p of pkts) w.add(p);
-        fs.writeFileSync(tmp('fuzz.pcap'), w.toBuffer());
-        const r = await replay(tmp('fuzz.pcap'), '--backend', backend);
-        expect(r.code, r.err).toBe(0);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.uint8Array({ maxLength: 120 }), { maxLength: 12 }),
+        fc.constantFrom('udp', 'vxlan', 'ipip', 'host-gw'),
+        async (pkts, backend) => {
+          const w = new PcapWriter({ linktype: LINKTYPE_ETHERNET });
+          for (const p of pkts) w.add(p);
+          fs.writeFileSync(tmp('fuzz.pcap'), w.toBuffer());
+          const r = await replay(tmp('fuzz.pcap'), '--backend', backend);
+          expect(r.code, r.err).toBe(0);
+        },
+      ),
       { numRuns: 100 },
     );
   });
@@ -294,7 +326,10 @@ describe('weft replay: bad packets are counted drops, bad files are one line', (
     const cases: [string[], RegExp][] = [
       [[tmp('missing.pcap'), '--backend', 'vxlan'], /^weft replay: cannot read .*missing\.pcap: no such file$/],
       [[tmp('garbage.pcap'), '--backend', 'vxlan'], /^weft replay: .*garbage\.pcap: not a pcap file: magic 0x74686973 /],
-      [[path.join(FIXTURES, 'eth.pcapng'), '--backend', 'vxlan'], /^weft replay: .*eth\.pcapng: pcapng is not supported; convert with editcap -F pcap IN\.pcapng OUT\.pcap$/],
+      [
+        [path.join(FIXTURES, 'eth.pcapng'), '--backend', 'vxlan'],
+        /^weft replay: .*eth\.pcapng: pcapng is not supported; convert with editcap -F pcap IN\.pcapng OUT\.pcap$/,
+      ],
       [[ETH, '--backend', 'wireguard'], /^weft replay: --backend: "wireguard" is not one of udp, vxlan, ipip, host-gw$/],
       [[ETH], /^weft replay: --backend is required: udp, vxlan, ipip or host-gw$/],
       [['--backend', 'vxlan'], /^weft replay: which capture\? weft replay IN\.pcap --backend B \(see --help\)$/],

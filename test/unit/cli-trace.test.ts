@@ -99,7 +99,12 @@ describe('weft trace: a packet to a pod on another node', () => {
 describe('weft trace: where the pipeline stops, and what it answers', () => {
   it('our own subnet: local delivery, never the tunnel', () => {
     const out = traceText(['--dst', '10.244.1.9']);
-    inOrder(out, [/^ +▶ 10\.244\.1\.0\/24 +192\.168\.77\.11 +this node$/, /our own lease: the kernel's more specific route/, /^verdict +dropped: local_destination$/, /drops\.local_destination 1/]);
+    inOrder(out, [
+      /^ +▶ 10\.244\.1\.0\/24 +192\.168\.77\.11 +this node$/,
+      /our own lease: the kernel's more specific route/,
+      /^verdict +dropped: local_destination$/,
+      /drops\.local_destination 1/,
+    ]);
     expect(out).not.toMatch(/^send/m);
   });
 
@@ -125,11 +130,19 @@ describe('weft trace: where the pipeline stops, and what it answers', () => {
 
   it('TTL 1: time exceeded', () => {
     const out = traceText(['--ttl', '1', '--backend', 'ipip']);
-    inOrder(out, [/^TTL +1: would leave with TTL 0 → ICMP time exceeded \(RFC 1812 §5\.3\.1\)$/, /^verdict +dropped: ttl_expired$/, /^ +ICMP +type 11 code 0 \(time exceeded in transit\)/]);
+    inOrder(out, [
+      /^TTL +1: would leave with TTL 0 → ICMP time exceeded \(RFC 1812 §5\.3\.1\)$/,
+      /^verdict +dropped: ttl_expired$/,
+      /^ +ICMP +type 11 code 0 \(time exceeded in transit\)/,
+    ]);
   });
 
   it('DF and larger than the tunnel MTU: fragmentation needed carrying each backend’s tunnel MTU', () => {
-    for (const [backend, mtu] of [['vxlan', 1450], ['udp', 1472], ['ipip', 1480]] as const) {
+    for (const [backend, mtu] of [
+      ['vxlan', 1450],
+      ['udp', 1472],
+      ['ipip', 1480],
+    ] as const) {
       const out = traceText(['--backend', backend, '--size', String(mtu + 1), '--df']);
       inOrder(out, [
         new RegExp(`^MTU +${mtu + 1} > tunnel MTU ${mtu} .*DF set → ICMP fragmentation needed with next-hop MTU ${mtu} \\(RFC 1191\\)`),
@@ -142,10 +155,16 @@ describe('weft trace: where the pipeline stops, and what it answers', () => {
 
   it('without DF and too large: the UDP socket fragments, the raw socket refuses (EMSGSIZE → send_failed)', () => {
     const udp = traceText(['--backend', 'udp', '--size', '1488', '--proto', 'udp']);
-    expect(udp).toMatch(/^send +1488 bytes to 192\.168\.77\.12:8285 through the UDP socket; the kernel adds IPv4 \+ UDP: 2 fragments on the wire \(1500 \+ 36 bytes\)$/m);
+    expect(udp).toMatch(
+      /^send +1488 bytes to 192\.168\.77\.12:8285 through the UDP socket; the kernel adds IPv4 \+ UDP: 2 fragments on the wire \(1500 \+ 36 bytes\)$/m,
+    );
     expect(udp).toMatch(/^ +outer IPv4 +IPv4 .* len 1500, id 0x0000, DF 0, fragment offset 0, MF 1/m);
     const vxlan = traceText(['--backend', 'vxlan', '--size', '1488']);
-    inOrder(vxlan, [/DF clear: sent on — but the IP_HDRINCL send does not fragment/, /^send +1538 bytes to 192\.168\.77\.12: refused by the raw socket.*\(EMSGSIZE\)$/, /^verdict +dropped: send_failed$/]);
+    inOrder(vxlan, [
+      /DF clear: sent on — but the IP_HDRINCL send does not fragment/,
+      /^send +1538 bytes to 192\.168\.77\.12: refused by the raw socket.*\(EMSGSIZE\)$/,
+      /^verdict +dropped: send_failed$/,
+    ]);
   });
 
   it('a packet larger than a slab slot is marked truncated by the TUN read: oversize', () => {
@@ -165,7 +184,20 @@ describe('weft trace: topology and captured packets', () => {
     const two = traceText(['--local-ip', '192.168.77.12', '--dst', '10.244.1.2', '--src', '10.244.2.2']);
     expect(two).toMatch(/^weft trace: vxlan, node 192\.168\.77\.12 \(lease 10\.244\.2\.0\/24/m);
     expect(two).toMatch(/^send +134 bytes to 192\.168\.77\.11:8472/m);
-    const custom = traceText(['--local-subnet', '10.244.8.0/24', '--local-ip', '10.0.0.8', '--peer', '10.244.9.0/24=10.0.0.9', '--dst', '10.244.9.5', '--vni', '42', '--mtu', '9000']);
+    const custom = traceText([
+      '--local-subnet',
+      '10.244.8.0/24',
+      '--local-ip',
+      '10.0.0.8',
+      '--peer',
+      '10.244.9.0/24=10.0.0.9',
+      '--dst',
+      '10.244.9.5',
+      '--vni',
+      '42',
+      '--mtu',
+      '9000',
+    ]);
     expect(custom).toMatch(/^route +LPM 10\.244\.9\.5 → 10\.244\.9\.0\/24, entry 2 of 2/m);
     expect(custom).toMatch(/^ +VXLAN +flags 0x08 \(I\), VNI 42$/m);
     expect(custom).toMatch(/tunnel MTU 8950/);

@@ -26,7 +26,6 @@ function catchErr(fn: () => unknown): Error {
   throw new Error('expected an error');
 }
 
-
 const net16 = parseNetConfig({ Network: '10.244.0.0/16' });
 
 describe('allocate', () => {
@@ -102,9 +101,7 @@ describe('allocate', () => {
   });
 
   it("prefers the node's own previousSubnet hint (its subnet.env) over the registry's memory", () => {
-    const a = allocate(
-      input(net16, { request: { publicIp: '192.0.2.1', previousSubnet: '10.244.9.0/24' }, previous: { '192.0.2.1': '10.244.77.0/24' } }),
-    );
+    const a = allocate(input(net16, { request: { publicIp: '192.0.2.1', previousSubnet: '10.244.9.0/24' }, previous: { '192.0.2.1': '10.244.77.0/24' } }));
     expect(a.reason).toBe('previous');
     expect(a.lease.subnet).toBe('10.244.9.0/24');
   });
@@ -112,7 +109,9 @@ describe('allocate', () => {
   it('falls back past a previousSubnet hint that is taken, malformed or off the grid', () => {
     const other = lease('10.244.9.0/24', '192.0.2.2');
     for (const hint of ['10.244.9.0/24', 'junk', '10.244.9.128/25', '10.245.1.0/24']) {
-      const a = allocate(input(net16, { leases: [other], request: { publicIp: '192.0.2.1', previousSubnet: hint }, previous: { '192.0.2.1': '10.244.77.0/24' } }));
+      const a = allocate(
+        input(net16, { leases: [other], request: { publicIp: '192.0.2.1', previousSubnet: hint }, previous: { '192.0.2.1': '10.244.77.0/24' } }),
+      );
       expect(a.lease.subnet, hint).toBe('10.244.77.0/24');
     }
   });

@@ -80,7 +80,6 @@ function collect(r: EmbeddedRegistry, from: number) {
 
 const flush = () => new Promise((r) => setImmediate(r));
 
-
 describe('EmbeddedRegistry', () => {
   it('acquire grants, persists before answering, and bumps the revision', async () => {
     const r = await open();
@@ -126,7 +125,7 @@ describe('EmbeddedRegistry', () => {
     expect((await r.list()).leases.map((x) => x.subnet)).toEqual([l.subnet]);
   });
 
-  it('renew of an unknown lease → not_found; of another node\'s lease → permission', async () => {
+  it("renew of an unknown lease → not_found; of another node's lease → permission", async () => {
     const r = await open();
     const l = await r.acquire({ publicIp: '192.0.2.1' });
     const nf = await rejection(r.renew({ subnet: '10.244.99.0/24', publicIp: '192.0.2.1' }));
@@ -249,7 +248,7 @@ describe('EmbeddedRegistry', () => {
       expect(old.leases).toHaveLength(6);
     });
 
-    it('a revision newer than the server\'s → snapshot', async () => {
+    it("a revision newer than the server's → snapshot", async () => {
       const r = await open();
       await r.acquire({ publicIp: '192.0.2.1' });
       const b = await collect(r, 99).next();

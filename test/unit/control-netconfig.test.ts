@@ -78,22 +78,62 @@ describe('parseNetConfig errors: one line naming the field', () => {
     ['Network host bits', { Network: '10.244.1.0/16' }, /^net-conf\.json: Network "10\.244\.1\.0\/16" is not a valid IPv4 CIDR: host bits set$/],
     ['Network too small', { Network: '10.0.0.0/29' }, /^net-conf\.json: Network 10\.0\.0\.0\/29 is too small/],
     ['SubnetLen > 30', { Network: '10.244.0.0/16', SubnetLen: 31 }, /^net-conf\.json: SubnetLen 31 is too long: at most 30$/],
-    ['SubnetLen not > prefix', { Network: '10.244.0.0/16', SubnetLen: 16 }, /^net-conf\.json: SubnetLen 16 is too short for Network 10\.244\.0\.0\/16: at least 18/],
+    [
+      'SubnetLen not > prefix',
+      { Network: '10.244.0.0/16', SubnetLen: 16 },
+      /^net-conf\.json: SubnetLen 16 is too short for Network 10\.244\.0\.0\/16: at least 18/,
+    ],
     ['SubnetLen < prefix+2', { Network: '10.244.0.0/16', SubnetLen: 17 }, /SubnetLen 17 is too short/],
     ['SubnetLen not integer', { Network: '10.244.0.0/16', SubnetLen: 24.5 }, /^net-conf\.json: SubnetLen 24\.5 must be an integer/],
     ['SubnetLen string', { Network: '10.244.0.0/16', SubnetLen: '24' }, /^net-conf\.json: SubnetLen "24" must be an integer/],
-    ['SubnetMin outside', { Network: '10.244.0.0/16', SubnetMin: '10.245.1.0' }, /^net-conf\.json: SubnetMin 10\.245\.1\.0 is outside Network 10\.244\.0\.0\/16$/],
-    ['SubnetMax outside', { Network: '10.244.0.0/16', SubnetMax: '10.243.255.0' }, /^net-conf\.json: SubnetMax 10\.243\.255\.0 is outside Network 10\.244\.0\.0\/16$/],
-    ['SubnetMin unaligned', { Network: '10.244.0.0/16', SubnetMin: '10.244.1.5' }, /^net-conf\.json: SubnetMin 10\.244\.1\.5 is not on a SubnetLen boundary \(\/24\)$/],
-    ['SubnetMax unaligned', { Network: '10.244.0.0/16', SubnetMax: '10.244.1.128' }, /^net-conf\.json: SubnetMax 10\.244\.1\.128 is not on a SubnetLen boundary/],
+    [
+      'SubnetMin outside',
+      { Network: '10.244.0.0/16', SubnetMin: '10.245.1.0' },
+      /^net-conf\.json: SubnetMin 10\.245\.1\.0 is outside Network 10\.244\.0\.0\/16$/,
+    ],
+    [
+      'SubnetMax outside',
+      { Network: '10.244.0.0/16', SubnetMax: '10.243.255.0' },
+      /^net-conf\.json: SubnetMax 10\.243\.255\.0 is outside Network 10\.244\.0\.0\/16$/,
+    ],
+    [
+      'SubnetMin unaligned',
+      { Network: '10.244.0.0/16', SubnetMin: '10.244.1.5' },
+      /^net-conf\.json: SubnetMin 10\.244\.1\.5 is not on a SubnetLen boundary \(\/24\)$/,
+    ],
+    [
+      'SubnetMax unaligned',
+      { Network: '10.244.0.0/16', SubnetMax: '10.244.1.128' },
+      /^net-conf\.json: SubnetMax 10\.244\.1\.128 is not on a SubnetLen boundary/,
+    ],
     ['SubnetMin bad address', { Network: '10.244.0.0/16', SubnetMin: '10.244.1' }, /^net-conf\.json: SubnetMin "10\.244\.1" is not an IPv4 address$/],
     ['SubnetMin not string', { Network: '10.244.0.0/16', SubnetMin: 1 }, /^net-conf\.json: SubnetMin 1 must be an IPv4 address string/],
-    ['SubnetMin above SubnetMax', { Network: '10.244.0.0/16', SubnetMin: '10.244.9.0', SubnetMax: '10.244.5.0' }, /^net-conf\.json: SubnetMin 10\.244\.9\.0 is above SubnetMax 10\.244\.5\.0$/],
+    [
+      'SubnetMin above SubnetMax',
+      { Network: '10.244.0.0/16', SubnetMin: '10.244.9.0', SubnetMax: '10.244.5.0' },
+      /^net-conf\.json: SubnetMin 10\.244\.9\.0 is above SubnetMax 10\.244\.5\.0$/,
+    ],
     ['Backend not object', { Network: '10.244.0.0/16', Backend: 'vxlan' }, /^net-conf\.json: Backend "vxlan" must be an object/],
-    ['unknown Backend.Type', { Network: '10.244.0.0/16', Backend: { Type: 'wireguard' } }, /^net-conf\.json: Backend\.Type "wireguard" is not supported; use one of udp, vxlan, ipip, host-gw$/],
-    ['Backend.Port out of range', { Network: '10.244.0.0/16', Backend: { Type: 'udp', Port: 70000 } }, /^net-conf\.json: Backend\.Port 70000 must be an integer from 1 to 65535$/],
-    ['Backend.VNI out of range', { Network: '10.244.0.0/16', Backend: { Type: 'vxlan', VNI: 16777216 } }, /^net-conf\.json: Backend\.VNI 16777216 must be an integer from 0 to 16777215$/],
-    ['Backend.DirectRouting not bool', { Network: '10.244.0.0/16', Backend: { Type: 'vxlan', DirectRouting: 'yes' } }, /^net-conf\.json: Backend\.DirectRouting "yes" must be true or false$/],
+    [
+      'unknown Backend.Type',
+      { Network: '10.244.0.0/16', Backend: { Type: 'wireguard' } },
+      /^net-conf\.json: Backend\.Type "wireguard" is not supported; use one of udp, vxlan, ipip, host-gw$/,
+    ],
+    [
+      'Backend.Port out of range',
+      { Network: '10.244.0.0/16', Backend: { Type: 'udp', Port: 70000 } },
+      /^net-conf\.json: Backend\.Port 70000 must be an integer from 1 to 65535$/,
+    ],
+    [
+      'Backend.VNI out of range',
+      { Network: '10.244.0.0/16', Backend: { Type: 'vxlan', VNI: 16777216 } },
+      /^net-conf\.json: Backend\.VNI 16777216 must be an integer from 0 to 16777215$/,
+    ],
+    [
+      'Backend.DirectRouting not bool',
+      { Network: '10.244.0.0/16', Backend: { Type: 'vxlan', DirectRouting: 'yes' } },
+      /^net-conf\.json: Backend\.DirectRouting "yes" must be true or false$/,
+    ],
   ];
   for (const [name, input, re] of cases) {
     it(name, () => {

@@ -126,9 +126,21 @@ describe('LeaseStore', () => {
       ['wrong version', '{"version":2,"revision":0,"leases":[]}', /unsupported version 2/],
       ['bad revision', '{"version":1,"revision":-1,"leases":[]}', /revision -1/],
       ['leases not array', '{"version":1,"revision":0,"leases":{}}', /leases is not an array/],
-      ['bad subnet', '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.1/24","publicIp":"1.2.3.4","backendType":"udp","backendData":{},"expiration":1}]}', /leases\[0\]\.subnet/],
-      ['bad publicIp', '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3","backendType":"udp","backendData":{},"expiration":1}]}', /leases\[0\]\.publicIp/],
-      ['missing expiration', '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4","backendType":"udp","backendData":{}}]}', /expiration/],
+      [
+        'bad subnet',
+        '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.1/24","publicIp":"1.2.3.4","backendType":"udp","backendData":{},"expiration":1}]}',
+        /leases\[0\]\.subnet/,
+      ],
+      [
+        'bad publicIp',
+        '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3","backendType":"udp","backendData":{},"expiration":1}]}',
+        /leases\[0\]\.publicIp/,
+      ],
+      [
+        'missing expiration',
+        '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4","backendType":"udp","backendData":{}}]}',
+        /expiration/,
+      ],
       [
         'subnet leased twice',
         '{"version":1,"revision":2,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4","backendType":"udp","backendData":{},"expiration":1},{"subnet":"10.0.0.0/24","publicIp":"1.2.3.5","backendType":"udp","backendData":{},"expiration":1}]}',
@@ -172,12 +184,15 @@ describe('LeaseStore lock', () => {
     await expect(fsp.stat(path.join(dir, 'lock'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it("refuses a state dir whose lock names a live process, and takes over one whose process is gone", async () => {
+  it('refuses a state dir whose lock names a live process, and takes over one whose process is gone', async () => {
     const { spawn } = await import('node:child_process');
     const live = spawn('sleep', ['30']);
     try {
       await fsp.writeFile(path.join(dir, 'lock'), `${live.pid}\n`);
-      const err = await new LeaseStore(dir).lock().then(() => null, (e: Error) => e);
+      const err = await new LeaseStore(dir).lock().then(
+        () => null,
+        (e: Error) => e,
+      );
       expect(err).toBeInstanceOf(StateFileError);
       expect(err!.message).toMatch(new RegExp(`in use by pid ${live.pid}`));
     } finally {

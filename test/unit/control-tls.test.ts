@@ -20,7 +20,7 @@ import {
 import { makePki, type TestPki } from '../support/certs';
 
 describe('parseSubjectAltName / parseSanIps', () => {
-  it('reads Node\'s subjectaltname format', () => {
+  it("reads Node's subjectaltname format", () => {
     expect(parseSubjectAltName('IP Address:192.168.77.11, DNS:node-1.example, email:a@b.c')).toEqual([
       { type: 'IP Address', value: '192.168.77.11' },
       { type: 'DNS', value: 'node-1.example' },
@@ -192,7 +192,7 @@ describe('loading certificate flags', () => {
     );
   });
 
-  it('identityFromCertificate on a real certificate agrees with OpenSSL\'s own IP matching', () => {
+  it("identityFromCertificate on a real certificate agrees with OpenSSL's own IP matching", () => {
     const x = new X509Certificate(readFileSync(pki.nodes['node-1'].cert));
     const id = identityFromCertificate({ subject: { CN: 'node-1' } as never, subjectaltname: x.subjectAltName!, raw: x.raw });
     expect(id.ips).toEqual(['192.168.77.11']);

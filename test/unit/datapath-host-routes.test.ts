@@ -141,10 +141,7 @@ describe('HostRoutes bookkeeping', () => {
     await hr.add(peer('10.244.3.0/24', '192.168.78.13'));
     await hr.remove(peer('10.244.2.0/24', '192.168.77.12'));
     await hr.remove(peer('10.244.3.0/24', '192.168.78.13'));
-    expect(fake.calls).toEqual([
-      'route replace 10.244.2.0/24 via 192.168.77.12 dev eth0',
-      'route del 10.244.2.0/24 via 192.168.77.12 dev eth0',
-    ]);
+    expect(fake.calls).toEqual(['route replace 10.244.2.0/24 via 192.168.77.12 dev eth0', 'route del 10.244.2.0/24 via 192.168.77.12 dev eth0']);
     expect(hr.routes()).toEqual([]);
     expect(hr.unreachable).toBe(0);
     // Removing what was never added issues nothing.
@@ -171,10 +168,7 @@ describe('HostRoutes bookkeeping', () => {
     await hr.add(peer('10.244.2.0/24', '192.168.77.12'));
     await hr.add(peer('10.244.2.0/24', '192.168.77.22'));
     await hr.remove(peer('10.244.2.0/24', '192.168.77.12'));
-    expect(fake.calls).toEqual([
-      'route replace 10.244.2.0/24 via 192.168.77.12 dev eth0',
-      'route replace 10.244.2.0/24 via 192.168.77.22 dev eth0',
-    ]);
+    expect(fake.calls).toEqual(['route replace 10.244.2.0/24 via 192.168.77.12 dev eth0', 'route replace 10.244.2.0/24 via 192.168.77.22 dev eth0']);
     expect(hr.routes()).toEqual([{ subnet: '10.244.2.0/24', via: '192.168.77.22', dev: 'eth0' }]);
   });
 
@@ -182,10 +176,7 @@ describe('HostRoutes bookkeeping', () => {
     const { hr, fake } = make();
     await hr.add(peer('10.244.2.0/24', '192.168.77.12'));
     expect(await hr.add(peer('10.244.2.0/24', '192.168.78.12'))).toBe(false);
-    expect(fake.calls).toEqual([
-      'route replace 10.244.2.0/24 via 192.168.77.12 dev eth0',
-      'route del 10.244.2.0/24 via 192.168.77.12 dev eth0',
-    ]);
+    expect(fake.calls).toEqual(['route replace 10.244.2.0/24 via 192.168.77.12 dev eth0', 'route del 10.244.2.0/24 via 192.168.77.12 dev eth0']);
     expect(hr.routes()).toEqual([]);
     expect(hr.unreachablePeers()).toEqual([{ subnet: '10.244.2.0/24', publicIp: '192.168.78.12' }]);
   });
@@ -225,10 +216,7 @@ describe('HostRoutes bookkeeping', () => {
     await hr.add(peer('10.244.4.0/24', '192.168.78.14'));
     fake.calls = [];
     await hr.removeAll();
-    expect(fake.calls.sort()).toEqual([
-      'route del 10.244.2.0/24 via 192.168.77.12 dev eth0',
-      'route del 10.244.3.0/24 via 192.168.77.13 dev eth0',
-    ]);
+    expect(fake.calls.sort()).toEqual(['route del 10.244.2.0/24 via 192.168.77.12 dev eth0', 'route del 10.244.3.0/24 via 192.168.77.13 dev eth0']);
     expect(hr.routes()).toEqual([]);
     expect(hr.unreachable).toBe(0);
   });

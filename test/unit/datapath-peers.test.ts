@@ -82,7 +82,10 @@ describe('PeerSet', () => {
     const l2 = { ...lease('10.244.2.0/24', '192.168.77.12', 'vxlan'), backendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:01' } };
     ps.apply([{ type: 'added', lease: l2 }]);
     ps.apply([{ type: 'added', lease: { ...l2, backendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:02' } } }]);
-    expect(added).toEqual([{ VNI: 1, VtepMAC: '0e:00:00:00:00:01' }, { VNI: 1, VtepMAC: '0e:00:00:00:00:02' }]);
+    expect(added).toEqual([
+      { VNI: 1, VtepMAC: '0e:00:00:00:00:01' },
+      { VNI: 1, VtepMAC: '0e:00:00:00:00:02' },
+    ]);
     expect(ps.routes.lookup(parseIpv4('10.244.2.9'))?.backendData.VtepMAC).toBe('0e:00:00:00:00:02');
   });
 
@@ -97,7 +100,7 @@ describe('PeerSet', () => {
 describe('subnet.env', () => {
   const env = { network: '10.244.0.0/16', subnet: '10.244.7.1/24', mtu: 1472, ipmasq: false };
 
-  it('is flannel\'s four variables and parses back', () => {
+  it("is flannel's four variables and parses back", () => {
     const text = formatSubnetEnv(env);
     expect(text).toBe('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n');
     expect(parseSubnetEnv(text)).toEqual(env);

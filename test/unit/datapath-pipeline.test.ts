@@ -199,14 +199,7 @@ describe('ingress', () => {
 
   it('drops inner sources outside the sender subnet and destinations outside ours', () => {
     const { pipeline, rx, tx, stats } = setup();
-    load(
-      rx,
-      [
-        buildIpv4Packet({ src: '10.244.3.7', dst: '10.244.1.5' }),
-        buildIpv4Packet({ src: '10.244.2.7', dst: '10.244.3.5' }),
-      ],
-      REMOTE_IP,
-    );
+    load(rx, [buildIpv4Packet({ src: '10.244.3.7', dst: '10.244.1.5' }), buildIpv4Packet({ src: '10.244.2.7', dst: '10.244.3.5' })], REMOTE_IP);
     pipeline.ingress(rx, tx);
     expect(tx.count).toBe(0);
     expect(stats.dropCount(Drop.SrcNotInPeerSubnet)).toBe(1);

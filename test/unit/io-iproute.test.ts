@@ -18,7 +18,7 @@ describe('iproute wrappers (read-only)', () => {
     expect(links[0].mtu).toBeGreaterThan(0);
   });
 
-  it('puts the command line and ip\'s stderr in the error', async () => {
+  it("puts the command line and ip's stderr in the error", async () => {
     const err = await ip(['link', 'show', 'dev', 'weft-nosuch0']).then(failedToFail, asError);
     expect(err).toBeInstanceOf(IpCommandError);
     expect((err as Error).message).toBe('ip link show dev weft-nosuch0: Device "weft-nosuch0" does not exist.');

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { PacketList } from '../../src/io/packet-list';
 
 describe('PacketList', () => {
-  it('owns one slab of capacity * slotSize bytes, outside Buffer\'s shared pool', () => {
+  it("owns one slab of capacity * slotSize bytes, outside Buffer's shared pool", () => {
     const l = new PacketList({ capacity: 8, slotSize: 256, headroom: 32 });
     expect(l.buf.length).toBe(8 * 256);
     // A pooled Buffer is a slice of a larger 8 KiB ArrayBuffer; allocUnsafeSlow is not.

@@ -102,12 +102,7 @@ describe('pollStart (uv_poll_t on the Node loop)', () => {
         }, 100);
       }, 100);
     `);
-    expect(r.stdout.split('\n').filter(Boolean)).toEqual([
-      'stopped:0',
-      'started:1',
-      'startAfterClose:true',
-      'closed:1',
-    ]);
+    expect(r.stdout.split('\n').filter(Boolean)).toEqual(['stopped:0', 'started:1', 'startAfterClose:true', 'closed:1']);
     // Exited on its own: a closed handle no longer holds the loop open.
     expect(r.code).toBe(0);
   });

@@ -117,7 +117,7 @@ describe('UdpSocket (recvmmsg/sendmmsg over loopback)', () => {
     expect(got.every((g, i) => g.data.readUInt32BE(0) === i)).toBe(true);
   });
 
-  it('receives from several senders with each one\'s port', async () => {
+  it("receives from several senders with each one's port", async () => {
     const r = bind();
     const senders = [bind(), bind(), bind()];
     const tx = new PacketList({ capacity: 1, slotSize: 64, headroom: 0 });
@@ -213,9 +213,7 @@ describe('UdpSocket (recvmmsg/sendmmsg over loopback)', () => {
     expect(() => native.sendBatch(a.fd, buf, offs, lens, addrs, new Uint16Array(2), n)).toThrow(RangeError);
     expect(() => native.writePackets(a.fd, buf, offs, lens, 1000)).toThrow(RangeError);
     // Wrong types.
-    expect(() => native.sendBatch(a.fd, buf, lens as never, offs, addrs, new Uint32Array(n) as never, n)).toThrow(
-      TypeError,
-    );
+    expect(() => native.sendBatch(a.fd, buf, lens as never, offs, addrs, new Uint32Array(n) as never, n)).toThrow(TypeError);
     expect(() => native.sendBatch(a.fd, 'nope' as never, offs, lens, addrs, ports, n)).toThrow(TypeError);
     expect(() => native.sendBatch(a.fd, buf, offs, lens, addrs, ports, 1.5)).toThrow(RangeError);
     expect(() => native.sendBatch(-1, buf, offs, lens, addrs, ports, n)).toThrow(RangeError);

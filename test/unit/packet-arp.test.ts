@@ -17,8 +17,7 @@ import { parseIpv4 } from '../../src/route/address';
 
 // "who has 10.244.1.0? tell 10.244.2.0", as flannel.1 on 10.244.2.0/24 (MAC 6a:3f:1d:00:9c:02)
 // sends it when it has no neighbor entry for its peer's VTEP address.
-const REQUEST_HEX =
-  '0001' + '0800' + '06' + '04' + '0001' + '6a3f1d009c02' + '0af40200' + '000000000000' + '0af40100';
+const REQUEST_HEX = '0001' + '0800' + '06' + '04' + '0001' + '6a3f1d009c02' + '0af40200' + '000000000000' + '0af40100';
 const REQUEST = Buffer.from(REQUEST_HEX, 'hex');
 
 describe('ARP request (RFC 826)', () => {
@@ -78,9 +77,7 @@ describe('ARP reply', () => {
     const out = Buffer.alloc(ARP_LEN + 4, 0xee);
     const n = writeArpReply(out, 2, OUR_MAC, OUR_IP, REQUEST, ARP_OFF_SHA, arpSenderIp(REQUEST, 0));
     expect(n).toBe(ARP_LEN);
-    expect(out.toString('hex')).toBe(
-      'eeee' + '0001' + '0800' + '06' + '04' + '0002' + '0e00c0a84d0b' + '0af40100' + '6a3f1d009c02' + '0af40200' + 'eeee',
-    );
+    expect(out.toString('hex')).toBe('eeee' + '0001' + '0800' + '06' + '04' + '0002' + '0e00c0a84d0b' + '0af40100' + '6a3f1d009c02' + '0af40200' + 'eeee');
   });
 
   it('can be written over the request itself', () => {

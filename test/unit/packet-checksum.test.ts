@@ -64,17 +64,12 @@ describe('sum16 / checksum (RFC 1071)', () => {
 
   it('equals a fold-every-step reference for random data, offsets and initial sums', () => {
     fc.assert(
-      fc.property(
-        fc.uint8Array({ maxLength: 300 }),
-        fc.nat(8),
-        fc.integer({ min: 0, max: 0x3ffff }),
-        (data, pad, initial) => {
-          const b = new Uint8Array(pad + data.length + 3).fill(0xa5);
-          b.set(data, pad);
-          expect(sum16(b, pad, data.length, initial)).toBe(refSum(data, initial));
-          expect(checksum(b, pad, data.length, initial)).toBe(~refSum(data, initial) & 0xffff);
-        },
-      ),
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(8), fc.integer({ min: 0, max: 0x3ffff }), (data, pad, initial) => {
+        const b = new Uint8Array(pad + data.length + 3).fill(0xa5);
+        b.set(data, pad);
+        expect(sum16(b, pad, data.length, initial)).toBe(refSum(data, initial));
+        expect(checksum(b, pad, data.length, initial)).toBe(~refSum(data, initial) & 0xffff);
+      }),
     );
   });
 

@@ -27,7 +27,6 @@ import { fenced } from '../support/fence';
 
 const RUNS = { numRuns: 3000 };
 
-
 // Mostly-plausible packets: a random buffer whose first byte is often 0x45 and whose length field
 // often matches, so that the fuzz gets past the first checks, plus a region inside it.
 const region = fc
@@ -173,17 +172,7 @@ describe('fuzz: buildIcmpError', () => {
           const out = parent.subarray(guard, guard + room);
           const outOff = room === 0 ? 0 : k % (room + 1);
           const before = Uint8Array.from(parent);
-          const n = buildIcmpError(
-            fenced(out, outOff, room, true),
-            outOff,
-            fenced(bytes, off, off + len),
-            off,
-            len,
-            type,
-            code,
-            0x0a000001,
-            mtu,
-          );
+          const n = buildIcmpError(fenced(out, outOff, room, true), outOff, fenced(bytes, off, off + len), off, len, type, code, 0x0a000001, mtu);
           expect(n === 0 || (n >= 48 && n <= ICMP_ERROR_MAX)).toBe(true);
           for (let i = 0; i < parent.length; i++) {
             if (i < guard + outOff || i >= guard + outOff + n) expect(parent[i]).toBe(before[i]);
@@ -281,32 +270,27 @@ describe('fuzz: mutations of a valid packet', () => {
 
   it('arbitrary mutations give a non-Ok verdict or a self-consistent packet', () => {
     fc.assert(
-      fc.property(
-        valid,
-        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 6 }),
-        fc.integer({ min: -8, max: 8 }),
-        (p, edits, dl) => {
-          for (const [i, v] of edits) p[i % p.length] = v;
-          const len = Math.max(0, Math.min(p.length, p.length + dl));
-          const v = validateIpv4(p, 0, len);
-          if (v !== Ipv4Verdict.Ok) return;
-          // Independently recheck what Ok promises.
-          const hl = (p[0] & 15) * 4;
-          const total = p.readUInt16BE(2);
-          expect(p[0] >> 4).toBe(4);
-          expect(hl >= 20 && hl <= len).toBe(true);
-          expect(total >= hl && total <= len).toBe(true);
-          let s = 0;
-          for (let i = 0; i < hl; i += 2) s += p.readUInt16BE(i);
-          while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-          expect(s).toBe(0xffff);
-          // And a forwarding step keeps it valid.
-          if (p[8] > 1) {
-            decrementTtl(p, 0);
-            expect(validateIpv4(p, 0, len)).toBe(Ipv4Verdict.Ok);
-          }
-        },
-      ),
+      fc.property(valid, fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 6 }), fc.integer({ min: -8, max: 8 }), (p, edits, dl) => {
+        for (const [i, v] of edits) p[i % p.length] = v;
+        const len = Math.max(0, Math.min(p.length, p.length + dl));
+        const v = validateIpv4(p, 0, len);
+        if (v !== Ipv4Verdict.Ok) return;
+        // Independently recheck what Ok promises.
+        const hl = (p[0] & 15) * 4;
+        const total = p.readUInt16BE(2);
+        expect(p[0] >> 4).toBe(4);
+        expect(hl >= 20 && hl <= len).toBe(true);
+        expect(total >= hl && total <= len).toBe(true);
+        let s = 0;
+        for (let i = 0; i < hl; i += 2) s += p.readUInt16BE(i);
+        while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+        expect(s).toBe(0xffff);
+        // And a forwarding step keeps it valid.
+        if (p[8] > 1) {
+          decrementTtl(p, 0);
+          expect(validateIpv4(p, 0, len)).toBe(Ipv4Verdict.Ok);
+        }
+      }),
       RUNS,
     );
   });

@@ -52,7 +52,7 @@ function toBigEndian(le: Buffer): Buffer {
   sw16(4);
   sw16(6);
   for (const o of [8, 12, 16, 20]) sw32(o);
-  for (let o = 24; o < le.length; ) {
+  for (let o = 24; o < le.length;) {
     const incl = le.readUInt32LE(o + 8);
     for (const f of [0, 4, 8, 12]) sw32(o + f);
     o += 16 + incl;
@@ -78,7 +78,14 @@ describe('pcap reader: what tcpdump writes', () => {
 
   it('reads an Ethernet capture (tcpdump -i veth, microseconds, little-endian)', () => {
     const { reader, records } = all(fixture('eth.pcap'));
-    expect(reader.header).toMatchObject({ littleEndian: true, nanosecond: false, versionMajor: 2, versionMinor: 4, linktype: LINKTYPE_ETHERNET, snaplen: 262144 });
+    expect(reader.header).toMatchObject({
+      littleEndian: true,
+      nanosecond: false,
+      versionMajor: 2,
+      versionMinor: 4,
+      linktype: LINKTYPE_ETHERNET,
+      snaplen: 262144,
+    });
     expect(records.map((r) => addrs(LINKTYPE_ETHERNET, r.data))).toEqual(EXPECTED);
     expect(records.map((r) => r.number)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(reader.stopped).toBeNull();
@@ -127,7 +134,9 @@ describe('pcap reader: files it cannot read say why in one line', () => {
   });
 
   it('refuses bad magic, a short file, an empty file, another version and an unsupported link type', () => {
-    expect(() => readPcapHeader(Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n'))).toThrow(/^not a pcap file: magic 0x47455420 \(libpcap writes 0xa1b2c3d4 or 0xa1b23c4d, in either byte order\)$/);
+    expect(() => readPcapHeader(Buffer.from('GET / HTTP/1.1\r\nHost: example\r\n\r\n'))).toThrow(
+      /^not a pcap file: magic 0x47455420 \(libpcap writes 0xa1b2c3d4 or 0xa1b23c4d, in either byte order\)$/,
+    );
     expect(() => readPcapHeader(eth.subarray(0, 10))).toThrow('not a pcap file: 10 bytes, shorter than the 24-byte file header');
     expect(() => readPcapHeader(Buffer.alloc(0))).toThrow(/shorter than the 24-byte file header/);
     const v1 = Buffer.from(eth);
@@ -135,7 +144,9 @@ describe('pcap reader: files it cannot read say why in one line', () => {
     expect(() => readPcapHeader(v1)).toThrow('pcap version 1.4 is not supported (libpcap writes 2.4)');
     const wifi = Buffer.from(eth);
     wifi.writeUInt32LE(105, 20);
-    expect(() => readPcapHeader(wifi)).toThrow(/^link-layer type 105 is not supported \(weft reads 1 Ethernet, 101 raw IP, 113 Linux cooked v1, 228 raw IPv4, 276 Linux cooked v2\)/);
+    expect(() => readPcapHeader(wifi)).toThrow(
+      /^link-layer type 105 is not supported \(weft reads 1 Ethernet, 101 raw IP, 113 Linux cooked v1, 228 raw IPv4, 276 Linux cooked v2\)/,
+    );
     const kuz = Buffer.from(eth);
     kuz.writeUInt32LE(0xa1b2cd34, 0);
     expect(() => readPcapHeader(kuz)).toThrow(/Kuznetsov/);
@@ -155,7 +166,9 @@ describe('pcap reader: files it cannot read say why in one line', () => {
     const inData = all(eth.subarray(0, last.fileOffset + 16 + 10));
     expect(inData.records).toHaveLength(whole.length - 1);
     expect(inData.reader.cutShort).toBe(true);
-    expect(inData.reader.stopped).toBe(`the file ends inside record 9 (at byte ${last.fileOffset}): ${last.data.length} bytes captured, 10 present; it was cut short`);
+    expect(inData.reader.stopped).toBe(
+      `the file ends inside record 9 (at byte ${last.fileOffset}): ${last.data.length} bytes captured, 10 present; it was cut short`,
+    );
     const inHeader = all(eth.subarray(0, last.fileOffset + 5));
     expect(inHeader.records).toHaveLength(whole.length - 1);
     expect(inHeader.reader.stopped).toBe(`the file ends 5 bytes into the header of record 9 (at byte ${last.fileOffset}); it was cut short`);
@@ -170,7 +183,9 @@ describe('pcap reader: files it cannot read say why in one line', () => {
     const { reader, records } = all(bad);
     expect(records).toHaveLength(1);
     expect(reader.cutShort).toBe(false);
-    expect(reader.stopped).toMatch(/^record 2 \(at byte \d+\) claims 2147483647 captured bytes, more than a capture with snaplen 262144 holds; the file is corrupt from here$/);
+    expect(reader.stopped).toMatch(
+      /^record 2 \(at byte \d+\) claims 2147483647 captured bytes, more than a capture with snaplen 262144 holds; the file is corrupt from here$/,
+    );
   });
 
   it('keeps the original length of a record the snaplen cut', () => {
@@ -228,11 +243,19 @@ describe('pcap writer', () => {
   it.skipIf(!HAS_TSHARK)('writes files tshark opens, raw IP decoded as IPv4 with the right times (skipped only where tshark is not installed)', () => {
     const w = new PcapWriter({ nanosecond: true });
     w.add(buildIpv4Packet({ src: '10.244.1.2', dst: '10.244.2.2', srcPort: 5000, dstPort: 53, payload: Buffer.alloc(4) }), 1_700_000_000, 123_456_789);
-    w.add(buildIpv4Packet({ src: '192.168.77.11', dst: '192.168.77.12', protocol: 4, payload: buildIpv4Packet({ src: '10.244.1.2', dst: '10.244.2.2' }) }), 1_700_000_001, 0);
+    w.add(
+      buildIpv4Packet({ src: '192.168.77.11', dst: '192.168.77.12', protocol: 4, payload: buildIpv4Packet({ src: '10.244.1.2', dst: '10.244.2.2' }) }),
+      1_700_000_001,
+      0,
+    );
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'weft-pcap-')), 'w.pcap');
     try {
       fs.writeFileSync(file, w.toBuffer());
-      const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=;', '-e', 'frame.time_epoch', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.dstport'], { encoding: 'utf8' });
+      const r = spawnSync(
+        'tshark',
+        ['-r', file, '-T', 'fields', '-E', 'separator=;', '-e', 'frame.time_epoch', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.dstport'],
+        { encoding: 'utf8' },
+      );
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout.trim().split('\n')).toEqual([
         '1700000000.123456789;10.244.1.2;10.244.2.2;53',

@@ -28,7 +28,12 @@ function rows(md: string): string[][] {
   return md
     .split('\n')
     .filter((l) => l.startsWith('|') && !/^\|[-:|]+\|$/.test(l))
-    .map((l) => l.slice(1, -1).split('|').map((c) => c.trim()));
+    .map((l) =>
+      l
+        .slice(1, -1)
+        .split('|')
+        .map((c) => c.trim()),
+    );
 }
 
 describe('micro-lpm', () => {
@@ -90,9 +95,7 @@ describe('micro-lpm', () => {
 describe('micro-encap', () => {
   it('measures the copy and every backend at every size asked', async () => {
     const rs = await measureEncap([64, 200], TINY);
-    expect(rs.map((r) => `${r.backend}@${r.size}`)).toEqual(
-      [64, 200].flatMap((s) => ['copy (reference)', ...BACKENDS].map((b) => `${b}@${s}`)),
-    );
+    expect(rs.map((r) => `${r.backend}@${r.size}`)).toEqual([64, 200].flatMap((s) => ['copy (reference)', ...BACKENDS].map((b) => `${b}@${s}`)));
     for (const r of rs) {
       expectSane(r.encap);
       if (r.backend === 'copy (reference)') expect(r.decap).toBeNull();
@@ -111,12 +114,14 @@ describe('micro-encap', () => {
   });
 
   /** The receiving backend, with decap's answer moved by `shift` bytes (for one backend only). */
-  const shifted = (only: string, shift: number) => (type: string, b: Backend): Backend => {
-    if (type !== only) return b;
-    return Object.create(b, {
-      decap: { value: (buf: Buffer, off: number, len: number, peer: never, replies: never): number => b.decap(buf, off, len, peer, replies) + shift },
-    }) as Backend;
-  };
+  const shifted =
+    (only: string, shift: number) =>
+    (type: string, b: Backend): Backend => {
+      if (type !== only) return b;
+      return Object.create(b, {
+        decap: { value: (buf: Buffer, off: number, len: number, peer: never, replies: never): number => b.decap(buf, off, len, peer, replies) + shift },
+      }) as Backend;
+    };
 
   it('refuses to time a backend whose decap does not give back what encap sent', async () => {
     // vxlan returning the offset of the inner Ethernet header's last bytes instead of the IPv4 packet.

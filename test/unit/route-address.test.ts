@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import {
-  cidrContains,
-  cidrContainsCidr,
-  cidrLast,
-  formatCidr,
-  formatIpv4,
-  maskOf,
-  parseAddrPrefix,
-  parseCidr,
-  parseIpv4,
-} from '../../src/route/address';
+import { cidrContains, cidrContainsCidr, cidrLast, formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4 } from '../../src/route/address';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 

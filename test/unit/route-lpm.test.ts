@@ -301,4 +301,3 @@ describe('RouteTable', () => {
     expect(r.lookup(0)).toBe(2);
   });
 });
-

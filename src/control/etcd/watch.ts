@@ -75,9 +75,7 @@ export class EtcdWatch implements WatchHandle {
   }
 
   private enqueue(step: () => Promise<void> | void): void {
-    this.chain = this.chain
-      .then(() => (this.done ? undefined : step()))
-      .catch((e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))));
+    this.chain = this.chain.then(() => (this.done ? undefined : step())).catch((e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))));
   }
 
   private emit(b: WatchBatch): void {

@@ -42,8 +42,7 @@ export class HostGwBackend implements Backend {
 
 /** What the kernel does with a pod's packet under host-gw, where no weft code runs. */
 export type KernelForward =
-  | { verdict: 'forward'; peer: Peer; packet: Buffer }
-  | { verdict: 'local' | 'no-route' | 'invalid' | 'ttl' | 'too-big'; peer?: Peer; why: string };
+  { verdict: 'forward'; peer: Peer; packet: Buffer } | { verdict: 'local' | 'no-route' | 'invalid' | 'ttl' | 'too-big'; peer?: Peer; why: string };
 
 /**
  * The kernel's side of host-gw for one packet: it forwards by the routes HostGwBackend installs

@@ -3,17 +3,7 @@ import { IPPROTO_RAW, RawSocket } from '../../io/raw';
 import { SplitTransport } from '../../io/split-transport';
 import type { Transport } from '../../io/transport';
 import { checksumUpdate16 } from '../../packet/checksum';
-import {
-  IPPROTO_IPIP,
-  IPV4_MIN_HEADER,
-  Ipv4Verdict,
-  ipv4Df,
-  ipv4Dst,
-  ipv4HeaderLength,
-  ipv4Protocol,
-  validateIpv4,
-  writeIpv4Header,
-} from '../../packet/ipv4';
+import { IPPROTO_IPIP, IPV4_MIN_HEADER, Ipv4Verdict, ipv4Df, ipv4Dst, ipv4HeaderLength, ipv4Protocol, validateIpv4, writeIpv4Header } from '../../packet/ipv4';
 import { ENCAP_OK, type Backend } from '../backend';
 import type { Peer } from '../peer';
 import { Drop } from '../stats';
