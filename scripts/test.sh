@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (`npm test`, and .ci/run): set up, typecheck, run every test.
+# The test command (`npm test`, and .ci/run): set up, typecheck, lint, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,6 +9,8 @@ bash scripts/setup.sh
 weft_node_use || { echo "weft test: node on PATH is $(node -v), weft needs >= $WEFT_NODE_MIN" >&2; exit 1; }
 echo "weft test: node $(node -v) ($(command -v node)), npm $(npm -v)"
 npx tsc -p tsconfig.json --noEmit
+# ESLint, the formatter check and the layering check (no cycles, no import up a layer).
+npm run lint
 report=$(mktemp -t weft-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
 set +e

@@ -5,14 +5,9 @@
 // than a startup error.
 import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4 } from '../route/address';
 
-import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendType } from '../datapath/backends';
+import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendConfig, type BackendType } from '../datapath/backends';
 
-export interface BackendConfig {
-  type: BackendType;
-  port?: number;
-  vni?: number;
-  directRouting?: boolean;
-}
+export type { BackendConfig } from '../datapath/backends';
 
 export interface NetworkConfig {
   /** e.g. "10.244.0.0/16" */

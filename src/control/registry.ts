@@ -2,6 +2,7 @@
 // in-process registry (embedded.ts), the gRPC client that talks to it (client.ts), and etcd in
 // flannel's layout (etcd/registry.ts). Nothing here names a transport, so the daemon can be
 // wired to any of them by a flag.
+import type { PeerLease } from '../datapath/peer';
 import type { NetworkConfig } from './netconfig';
 
 export type { NetworkConfig } from './netconfig';
@@ -19,14 +20,8 @@ export interface RegistryLogger {
 /** The logger a registry uses when given none. */
 export const silentLogger: RegistryLogger = { info() {}, warn() {}, error() {} };
 
-export interface Lease {
-  /** The node's subnet in CIDR form, e.g. "10.244.3.0/24". */
-  subnet: string;
-  /** The node's underlay address; peers send encapsulated traffic here. */
-  publicIp: string;
-  backendType: string;
-  /** Backend-specific attributes (e.g. vxlan's VtepMAC), opaque to the registry. */
-  backendData: Record<string, unknown>;
+/** A subnet lease: what the datapath routes by (PeerLease), and when it expires. */
+export interface Lease extends PeerLease {
   /**
    * Milliseconds since the epoch. 0 in watch batches from etcd, where knowing it costs a
    * TimeToLive round trip per lease and no watcher needs a peer's expiry (acquire, renew and

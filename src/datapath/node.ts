@@ -4,16 +4,14 @@
 // replay and wire call it with in-memory ones (offline.ts, io/memory-*.ts). Whatever the
 // daemon runs, an offline node runs too, because there is only this one way to build either.
 
-import type { Lease } from '../control/registry';
-import type { BackendConfig } from '../control/netconfig';
 import type { PacketDevice } from '../io/packet-device';
 import type { Transport } from '../io/transport';
 import { parseCidr, parseIpv4, type Cidr } from '../route/address';
 import type { Backend } from './backend';
-import { BACKENDS, DEFAULT_VNI, type BackendSpec, type BackendType } from './backends';
+import { BACKENDS, DEFAULT_VNI, type BackendConfig, type BackendSpec, type BackendType } from './backends';
 import { Datapath, DEFAULT_BATCH } from './datapath';
 import type { HostRoutes } from './host-routes';
-import type { Peer } from './peer';
+import type { Peer, PeerLease } from './peer';
 import { PeerSet } from './peers';
 import { Pipeline } from './pipeline';
 import { DatapathStats } from './stats';
@@ -31,12 +29,12 @@ export interface NodeLog {
 }
 
 export interface NodeOptions {
-  /** net-conf.json's Backend, defaults applied (control/netconfig.ts). */
+  /** net-conf.json's Backend, defaults applied (control/netconfig.ts validates it). */
   backend: BackendConfig;
   /** The cluster network (net-conf's Network). */
   network: Cidr;
   /** Our own lease: the subnet this node routes for, and the public IP it sends from. */
-  lease: Lease;
+  lease: PeerLease;
   /** MTU of the underlay interface; the tunnel carries this minus the backend's overhead. */
   underlayMtu: number;
   /**

@@ -9,8 +9,6 @@
 // doubles) and what the kernel hands a bound socket (delivery below). Everything weft decides
 // runs unchanged.
 
-import { parseNetConfig, type NetworkConfig } from '../control/netconfig';
-import type { Lease } from '../control/registry';
 import { MemoryTransport, type SentDatagram } from '../io/memory-transport';
 import { MemoryTun } from '../io/memory-tun';
 import {
@@ -30,12 +28,12 @@ import {
 import { UDP_HEADER, udpDstPort, udpLength, udpSrcPort } from '../packet/udp';
 import { formatCidr, formatIpv4, type Cidr } from '../route/address';
 import type { Backend } from './backend';
-import { BACKEND_TYPES, BACKENDS, isBackendType, type BackendType } from './backends';
+import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendConfig, type BackendType } from './backends';
 import { kernelForward, type KernelForward } from './backends/hostgw';
 import type { Datapath } from './datapath';
 import { HostRoutes } from './host-routes';
 import { assembleNode } from './node';
-import type { Peer } from './peer';
+import type { Peer, PeerLease } from './peer';
 import type { PeerSet } from './peers';
 import type { Pipeline } from './pipeline';
 import { DatapathStats, DROP_NAMES } from './stats';
@@ -84,7 +82,8 @@ export type Delivery = { payload: Uint8Array; from: number; fromPort: number } |
 
 export class OfflineNode {
   readonly type: BackendType;
-  readonly config: NetworkConfig;
+  /** The Backend the flags describe, as net-conf.json's Backend would say it. */
+  readonly backendConfig: BackendConfig;
   readonly backend: Backend;
   /** weft's datapath carries this backend's packets (every backend but host-gw, which the kernel forwards). */
   readonly tunnel: boolean;
@@ -120,24 +119,23 @@ export class OfflineNode {
     if (!Number.isInteger(this.underlayMtu) || this.underlayMtu < 576 || this.underlayMtu > 9000) {
       throw new Error(`--mtu: ${opts.underlayMtu} is not an underlay MTU in 576..9000`);
     }
-    const backendJson: Record<string, unknown> = { Type: type };
-    if (opts.vni !== undefined) backendJson.VNI = opts.vni;
-    if (opts.port !== undefined) backendJson.Port = opts.port;
-    this.config = parseNetConfig({ Network: formatCidr(topo.network), Backend: backendJson });
     const spec = BACKENDS[type];
     this.tunnel = spec.needsTun;
-    this.port = this.config.backend.port ?? spec.defaultPort;
+    // As net-conf.json's parser (control/netconfig.ts) fills in Backend: a port only for the UDP
+    // encapsulations, a VNI only for vxlan.
+    this.port = spec.defaultPort ? (opts.port ?? spec.defaultPort) : 0;
+    const vni = type === 'vxlan' ? (opts.vni ?? DEFAULT_VNI) : undefined;
+    this.backendConfig = { type, port: this.port || undefined, vni };
 
-    const lease = (n: NodeSpec): Lease => ({
+    const lease = (n: NodeSpec): PeerLease => ({
       subnet: formatCidr(n.subnet),
       publicIp: formatIpv4(n.publicIp),
       backendType: type,
-      backendData: spec.leaseData(n.publicIp, this.config.backend.vni ?? 0),
-      expiration: 0,
+      backendData: spec.leaseData(n.publicIp, vni ?? 0),
     });
     this.sock = new MemoryTransport(type === 'udp' ? 'udp' : 'raw', this.localIp, this.port, this.underlayMtu);
     const node = assembleNode({
-      backend: this.config.backend,
+      backend: this.backendConfig,
       network: this.network,
       lease: lease(topo.local),
       underlayMtu: this.underlayMtu,

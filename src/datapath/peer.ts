@@ -28,3 +28,24 @@ export interface Peer {
    */
   backendState: unknown;
 }
+
+/**
+ * What the datapath needs of a lease to route to its holder: the control plane's Lease
+ * (control/registry.ts) is one, with its expiry on top. Declared here, below the control plane,
+ * so the datapath depends on nothing above it.
+ */
+export interface PeerLease {
+  /** The node's subnet in CIDR form, e.g. "10.244.3.0/24". */
+  subnet: string;
+  /** The node's underlay address; peers send encapsulated traffic here. */
+  publicIp: string;
+  backendType: string;
+  /** Backend-specific attributes (e.g. vxlan's VtepMAC), opaque to the registry. */
+  backendData: Record<string, unknown>;
+}
+
+/** A lease appearing (granted, renewed, changed) or going away, as a watch reports it. */
+export interface PeerLeaseEvent {
+  type: 'added' | 'removed';
+  lease: PeerLease;
+}

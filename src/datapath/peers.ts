@@ -1,7 +1,6 @@
-import type { Lease, LeaseEvent } from '../control/registry';
 import { RouteTable } from '../route/route-table';
 import { formatCidr, parseCidr, parseIpv4 } from '../route/address';
-import type { Peer } from './peer';
+import type { Peer, PeerLease, PeerLeaseEvent } from './peer';
 
 export type PeerListener = (added: readonly Peer[], removed: readonly Peer[]) => void;
 
@@ -24,7 +23,7 @@ export class PeerSet {
   constructor(
     private readonly backendType: string,
     private readonly port: number,
-    private local: Lease,
+    private local: PeerLease,
     private readonly listener?: PeerListener,
     private readonly log?: { info(o: object, m: string): void; warn(o: object, m: string): void },
   ) {
@@ -32,7 +31,7 @@ export class PeerSet {
     this.commit();
   }
 
-  get localLease(): Lease {
+  get localLease(): PeerLease {
     return this.local;
   }
 
@@ -41,8 +40,8 @@ export class PeerSet {
   }
 
   /** Replace everything with a full listing (initial watch, or resync after the control plane lost our revision). */
-  applySnapshot(leases: Lease[]): void {
-    const wanted = new Map<string, Lease>();
+  applySnapshot(leases: PeerLease[]): void {
+    const wanted = new Map<string, PeerLease>();
     for (const l of leases) wanted.set(l.subnet, l);
     wanted.set(this.local.subnet, this.local);
     for (const [subnet, peer] of this.bySubnet) {
@@ -53,7 +52,7 @@ export class PeerSet {
     this.commit();
   }
 
-  apply(events: LeaseEvent[]): void {
+  apply(events: PeerLeaseEvent[]): void {
     for (const ev of events) {
       if (ev.lease.subnet === this.local.subnet) continue;
       if (ev.type === 'added') {
@@ -82,7 +81,7 @@ export class PeerSet {
     if (removed.length > 0) this.listener?.([], removed);
   }
 
-  private add(lease: Lease): void {
+  private add(lease: PeerLease): void {
     const isLocal = lease.subnet === this.local.subnet;
     if (!isLocal && lease.backendType !== this.backendType) {
       this.mismatched++;

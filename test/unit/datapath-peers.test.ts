@@ -70,7 +70,8 @@ describe('PeerSet', () => {
     const l2 = lease('10.244.2.0/24', '192.168.77.12');
     ps.apply([{ type: 'added', lease: l2 }]);
     // A renewal (same lease announced again) changes nothing.
-    ps.apply([{ type: 'added', lease: { ...l2, expiration: l2.expiration + 1000 } }]);
+    const renewed = { ...l2, expiration: l2.expiration + 1000 };
+    ps.apply([{ type: 'added', lease: renewed }]);
     ps.apply([{ type: 'removed', lease: l2 }]);
     const ip = parseIpv4('192.168.77.12');
     expect(seen).toEqual([`added ${ip} routed=false`, `removed ${ip} routed=false`]);

@@ -82,6 +82,15 @@ describe('layering check (dependency-cruiser with .dependency-cruiser.cjs)', () 
     expect(r.output).toContain('datapath-not-to-programs: src/datapath/a.ts → src/daemon/peers.ts');
   });
 
+  it('fails an import from datapath/ into control/, type-only included', async () => {
+    const r = await cruise({
+      'src/control/registry.ts': 'export interface Lease { subnet: string }\n',
+      'src/datapath/a.ts': "import { Y } from './y';\nimport type { Lease } from '../control/registry';\nexport const A = Y;\nexport type L = Lease;\n",
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.output).toContain('datapath-not-to-control: src/datapath/a.ts → src/control/registry.ts');
+  });
+
   it('fails a two-module cycle, even when one side imports only a type', async () => {
     const r = await cruise({
       'src/route/p.ts': "import { Q } from './q';\nexport interface P { q: typeof Q }\n",

@@ -105,6 +105,17 @@ export const BACKENDS = {
 /** A backend's name as net-conf.json's Backend.Type and flannel's leases spell it. */
 export type BackendType = keyof typeof BACKENDS;
 
+/** net-conf.json's Backend object, as control/netconfig.ts validates it (defaults applied there). */
+export interface BackendConfig {
+  type: BackendType;
+  /** Backend.Port (udp, vxlan); the table's defaultPort when absent. */
+  port?: number;
+  /** Backend.VNI (vxlan). */
+  vni?: number;
+  /** Backend.DirectRouting (vxlan, ipip). */
+  directRouting?: boolean;
+}
+
 export const BACKEND_TYPES = Object.keys(BACKENDS) as readonly BackendType[];
 
 export const DEFAULT_VNI = VXLAN_DEFAULT_VNI;
