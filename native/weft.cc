@@ -18,12 +18,15 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "offload.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -217,9 +220,39 @@ struct Scratch {
   }
 };
 
+// The coalescer's per-batch plan arrays and the iovecs of one super-packet write.
+struct OffloadScratch {
+  std::vector<uint32_t> head, tail, count, next;
+  std::vector<uint16_t> payload_off;
+  std::vector<weft::VnetHdr> hdr;
+  iovec iov[2 + weft::kMaxMergeSegments];
+  uint8_t vnet[weft::kVnetHdrLen];
+
+  weft::CoalescePlan Plan(size_t n) {
+    if (head.size() < n) {
+      head.resize(n);
+      tail.resize(n);
+      count.resize(n);
+      next.resize(n);
+      payload_off.resize(n);
+      hdr.resize(n);
+    }
+    weft::CoalescePlan p;
+    p.cap = n;
+    p.head = head.data();
+    p.tail = tail.data();
+    p.count = count.data();
+    p.next = next.data();
+    p.payload_off = payload_off.data();
+    p.hdr = hdr.data();
+    return p;
+  }
+};
+
 struct AddonData {
   Napi::FunctionReference poller_ctor;
   Scratch scratch;
+  OffloadScratch offload;
 };
 
 AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
@@ -227,7 +260,7 @@ AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 // ---------------------------------------------------------------------------------------------
 // TUN
 
-// tunOpen(name, multiQueue) -> { fd, name }
+// tunOpen(name, multiQueue, vnetHdr = false) -> { fd, name, offloads }
 Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) {
@@ -237,6 +270,9 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
   bool multi_queue;
   if (!ArgBool(info, 1, "multiQueue", &multi_queue)) return env.Undefined();
+  bool vnet_hdr = false;
+  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgBool(info, 2, "vnetHdr", &vnet_hdr))
+    return env.Undefined();
   // IFNAMSIZ counts the terminating NUL; the kernel rejects longer names with EINVAL, but the
   // copy into ifr_name below must not overflow first.
   if (name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
@@ -257,6 +293,9 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   // offsets line up with what the datapath parses (as wireguard-go and flannel open it).
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
   if (multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  // IFF_VNET_HDR: every read and write carries a virtio-net header in front of the packet,
+  // the channel through which TUNSETOFFLOAD's super-packets and partial checksums travel.
+  if (vnet_hdr) ifr.ifr_flags |= IFF_VNET_HDR;
   memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -264,10 +303,43 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "ioctl", "TUNSETIFF " + (name.empty() ? std::string("(any)") : name), err);
     return env.Undefined();
   }
+  unsigned offloads = 0;
+  if (vnet_hdr) {
+    // The kernel's default is also 10 (sizeof(struct virtio_net_hdr)), but a persistent device
+    // keeps whatever an earlier opener set, so say it.
+    int hdr_size = static_cast<int>(weft::kVnetHdrLen);
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_size) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, "ioctl", "TUNSETVNETHDRSZ 10", err);
+      return env.Undefined();
+    }
+    // tun_set_offload refuses (EINVAL) any bit it does not know, so a kernel before 6.2 fails
+    // the USO set as a whole; then TSO alone, then none (the header is still there, all zero
+    // except for CHECKSUM_PARTIAL, which only TUN_F_CSUM enables).
+    const unsigned tries[] = {TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+                              TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, 0};
+    bool set = false;
+    int err = 0;
+    for (unsigned t : tries) {
+      if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(t)) == 0) {
+        offloads = t;
+        set = true;
+        break;
+      }
+      err = errno;
+    }
+    if (!set) {
+      close(fd);
+      ThrowErrno(env, "ioctl", "TUNSETOFFLOAD", err);
+      return env.Undefined();
+    }
+  }
   Napi::Object out = Napi::Object::New(env);
   out.Set("fd", Napi::Number::New(env, fd));
   // The kernel fills in the name it chose (it expands "%d" templates and picks tunN for "").
   out.Set("name", Napi::String::New(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ)));
+  out.Set("offloads", Napi::Number::New(env, offloads));
   return out;
 }
 
@@ -360,6 +432,326 @@ Napi::Value WritePackets(const Napi::CallbackInfo& info) {
     // packet only: drop it and carry on with the batch.
   }
   return Napi::Number::New(env, static_cast<double>(written));
+}
+
+// ---------------------------------------------------------------------------------------------
+// TUN with IFF_VNET_HDR: segmentation offload (the byte work is in offload.cc)
+
+// Largest read a TUN with offloads hands over: a virtio-net header and a 64 KB IPv4/IPv6
+// packet (tun's GSO limit keeps IP total length within 16 bits).
+constexpr size_t kVnetReadMax = weft::kVnetHdrLen + 65535;
+
+bool ArgCounters(const Napi::CallbackInfo& info, size_t i, size_t need, double** ctr) {
+  size_t len;
+  if (!ArgTyped<napi_float64_array, double>(info, i, "counters", "Float64Array", ctr, &len))
+    return false;
+  if (len < need) {
+    ThrowRange(info.Env(), "counters has " + std::to_string(len) + " elements, needs " +
+                               std::to_string(need));
+    return false;
+  }
+  return true;
+}
+
+// Continuation state of a split cut short by the slots running out: [pending length, next
+// segment]. JS can write it, so every use re-derives the split from the buffer and only takes
+// the segment index, which Split checks against the segment count.
+bool ArgState(const Napi::CallbackInfo& info, size_t i, int32_t** state) {
+  size_t len;
+  if (!ArgTyped<napi_int32_array, int32_t>(info, i, "state", "Int32Array", state, &len))
+    return false;
+  if (len < 2) {
+    ThrowRange(info.Env(), "state needs 2 elements, has " + std::to_string(len));
+    return false;
+  }
+  return true;
+}
+
+bool ArgSlabWithDescriptors(const Napi::CallbackInfo& info, size_t first, SlabArgs* s,
+                            weft::Slab* slab) {
+  Napi::Env env = info.Env();
+  int32_t *offs, *lens;
+  size_t offs_len, lens_len;
+  if (!ArgSlab(info, first, s) ||
+      !ArgTyped<napi_int32_array>(info, first + 4, "offs", "Int32Array", &offs, &offs_len) ||
+      !ArgTyped<napi_int32_array>(info, first + 5, "lens", "Int32Array", &lens, &lens_len) ||
+      !CheckArrayLen(env, "offs", offs_len, s->max_count) ||
+      !CheckArrayLen(env, "lens", lens_len, s->max_count))
+    return false;
+  // Offsets cross back to JS as int32: the last slot must be addressable as one.
+  if (s->max_count > 0 && (s->max_count - 1) * s->slot_size + s->headroom > INT32_MAX) {
+    ThrowRange(env, "slab too large for int32 offsets");
+    return false;
+  }
+  *slab = {s->buf, s->buf_len, s->slot_size, s->headroom, s->max_count, offs, lens};
+  return true;
+}
+
+// Resumes a split cut short by the previous call. Returns packets produced; *blocked when the
+// slots ran out again.
+size_t ResumeSplit(const uint8_t* src, size_t src_cap, int32_t* state, weft::Slab* slab,
+                   double* ctr, bool* blocked) {
+  *blocked = false;
+  if (state[0] == 0) return 0;
+  int64_t pending = state[0], next = state[1];
+  state[0] = 0;
+  state[1] = 0;
+  if (pending <= 0 || static_cast<uint64_t>(pending) > src_cap || next <= 0) {
+    ctr[weft::kCtrRefusedFirst + weft::kRefuseState] += 1;
+    return 0;
+  }
+  weft::SplitResult r = weft::Split(src, static_cast<size_t>(pending),
+                                    static_cast<uint32_t>(next), slab, 0, ctr);
+  if (r.more) {
+    state[0] = static_cast<int32_t>(pending);
+    state[1] = static_cast<int32_t>(r.next);
+    *blocked = true;
+  }
+  return r.produced;
+}
+
+// tunReadVnet(fd, rbuf, buf, slotSize, headroom, maxCount, offs, lens, state, counters) -> count
+//
+// readPackets for a TUN opened with vnetHdr: each read lands in rbuf (>= 65545 bytes, owned by
+// the caller with the state, one pair per fd) and is split into ordinary packets in the slots;
+// a super-packet that does not fit the remaining slots continues at slot 0 of the next call.
+Napi::Value TunReadVnet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* rbuf;
+  size_t rbuf_len;
+  SlabArgs s;
+  weft::Slab slab;
+  int32_t* state;
+  double* ctr;
+  if (!ArgFd(info, 0, &fd) ||
+      !ArgTyped<napi_uint8_array>(info, 1, "rbuf", "Buffer or Uint8Array", &rbuf, &rbuf_len) ||
+      !ArgSlabWithDescriptors(info, 2, &s, &slab) || !ArgState(info, 8, &state) ||
+      !ArgCounters(info, 9, weft::kCtrCount, &ctr))
+    return env.Undefined();
+  if (rbuf_len < kVnetReadMax) {
+    ThrowRange(env, "rbuf must hold at least " + std::to_string(kVnetReadMax) + " bytes");
+    return env.Undefined();
+  }
+  bool blocked;
+  size_t n = ResumeSplit(rbuf, rbuf_len, state, &slab, ctr, &blocked);
+  if (blocked) return Napi::Number::New(env, static_cast<double>(n));
+  uint8_t spill;
+  iovec iov[2];
+  iov[0].iov_base = rbuf;
+  iov[0].iov_len = kVnetReadMax;
+  iov[1].iov_base = &spill;
+  iov[1].iov_len = 1;
+  while (n < s.max_count) {
+    ssize_t r = readv(fd, iov, 2);
+    if (r < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      if (n > 0) break;
+      ThrowErrno(env, "readv", "read fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    if (r == 0) break;
+    if (static_cast<size_t>(r) > kVnetReadMax) {
+      // Longer than any super-packet the granted offloads allow: report it like readPackets
+      // reports a packet too long for its slot.
+      ctr[weft::kCtrTruncatedReads] += 1;
+      ctr[weft::kCtrPacketsRead] += 1;
+      slab.offs[n] = static_cast<int32_t>(n * s.slot_size + s.headroom);
+      slab.lens[n] = -1;
+      n++;
+      continue;
+    }
+    weft::SplitResult res = weft::Split(rbuf, static_cast<size_t>(r), 0, &slab, n, ctr);
+    n += res.produced;
+    if (res.more) {
+      state[0] = static_cast<int32_t>(r);
+      state[1] = static_cast<int32_t>(res.next);
+      break;
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// gsoSplit(src, srcLen, buf, slotSize, headroom, maxCount, offs, lens, state, counters) -> count
+//
+// The split of tunReadVnet on a buffer instead of a read, for tests and fuzzing. With state
+// pending, src must be the same buffer again (state[0] must equal srcLen).
+Napi::Value GsoSplit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t* src;
+  size_t src_cap;
+  int64_t src_len;
+  SlabArgs s;
+  weft::Slab slab;
+  int32_t* state;
+  double* ctr;
+  if (!ArgTyped<napi_uint8_array>(info, 0, "src", "Buffer or Uint8Array", &src, &src_cap) ||
+      !ArgInt(info, 1, "srcLen", 0, static_cast<int64_t>(std::min<size_t>(src_cap, kVnetReadMax)),
+              &src_len) ||
+      !ArgSlabWithDescriptors(info, 2, &s, &slab) || !ArgState(info, 8, &state) ||
+      !ArgCounters(info, 9, weft::kCtrCount, &ctr))
+    return env.Undefined();
+  if (state[0] != 0) {
+    if (state[0] != src_len) {
+      state[0] = 0;
+      state[1] = 0;
+      ctr[weft::kCtrRefusedFirst + weft::kRefuseState] += 1;
+      return Napi::Number::New(env, 0);
+    }
+    bool blocked;
+    size_t n = ResumeSplit(src, static_cast<size_t>(src_len), state, &slab, ctr, &blocked);
+    return Napi::Number::New(env, static_cast<double>(n));
+  }
+  if (s.max_count == 0) return Napi::Number::New(env, 0);
+  weft::SplitResult r = weft::Split(src, static_cast<size_t>(src_len), 0, &slab, 0, ctr);
+  if (r.more) {
+    state[0] = static_cast<int32_t>(src_len);
+    state[1] = static_cast<int32_t>(r.next);
+  }
+  return Napi::Number::New(env, static_cast<double>(r.produced));
+}
+
+// The iovecs of write unit u: [virtio-net header][first packet whole][later payloads...].
+// Returns the iovec count; the header is left out when vnet is false.
+size_t UnitIovecs(OffloadScratch& sc, const weft::CoalescePlan& plan, size_t u, uint8_t* buf,
+                  const int32_t* offs, const int32_t* lens, bool vnet) {
+  size_t k = 0;
+  if (vnet) {
+    weft::EncodeVnetHdr(plan.hdr[u], sc.vnet);
+    sc.iov[k].iov_base = sc.vnet;
+    sc.iov[k].iov_len = weft::kVnetHdrLen;
+    k++;
+  }
+  uint32_t i = plan.head[u];
+  sc.iov[k].iov_base = buf + offs[i];
+  sc.iov[k].iov_len = static_cast<size_t>(lens[i]);
+  k++;
+  const size_t po = plan.payload_off[u];
+  for (uint32_t m = plan.next[i]; m != weft::kEnd; m = plan.next[m]) {
+    sc.iov[k].iov_base = buf + offs[m] + po;
+    sc.iov[k].iov_len = static_cast<size_t>(lens[m]) - po;
+    k++;
+  }
+  return k;
+}
+
+bool ArgBatch(const Napi::CallbackInfo& info, size_t first, uint8_t** buf, size_t* buf_len,
+              int32_t** offs, int32_t** lens, int64_t* count) {
+  Napi::Env env = info.Env();
+  size_t offs_len, lens_len;
+  return ArgBytes(info, first, buf, buf_len) &&
+         ArgTyped<napi_int32_array>(info, first + 1, "offs", "Int32Array", offs, &offs_len) &&
+         ArgTyped<napi_int32_array>(info, first + 2, "lens", "Int32Array", lens, &lens_len) &&
+         ArgInt(info, first + 3, "count", 0, INT32_MAX, count) &&
+         CheckArrayLen(env, "offs", offs_len, static_cast<size_t>(*count)) &&
+         CheckArrayLen(env, "lens", lens_len, static_cast<size_t>(*count)) &&
+         CheckDescriptors(env, *buf_len, *offs, *lens, static_cast<size_t>(*count));
+}
+
+// tunWrite(fd, buf, offs, lens, count, vnet, counters) -> written
+//
+// writePackets for either kind of TUN, finishing pseudo-header-only TCP/UDP checksums first.
+// With vnet (a TUN opened with vnetHdr), runs of one TCP flow go out as one GSO super-packet,
+// everything else behind an all-zero virtio-net header, each with one writev. Returns the batch
+// entries the kernel took (a merged write counts all its segments).
+Napi::Value TunWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* buf;
+  size_t buf_len;
+  int32_t *offs, *lens;
+  int64_t count;
+  bool vnet;
+  double* ctr;
+  if (!ArgFd(info, 0, &fd) || !ArgBatch(info, 1, &buf, &buf_len, &offs, &lens, &count) ||
+      !ArgBool(info, 5, "vnet", &vnet) || !ArgCounters(info, 6, weft::kCtrCount, &ctr))
+    return env.Undefined();
+  OffloadScratch& sc = Data(env)->offload;
+  weft::CoalescePlan plan = sc.Plan(static_cast<size_t>(count));
+  weft::Coalesce(buf, offs, lens, static_cast<size_t>(count), vnet, &plan, ctr);
+  size_t written = 0;
+  for (size_t u = 0; u < plan.units; u++) {
+    size_t k = UnitIovecs(sc, plan, u, buf, offs, lens, vnet);
+    ssize_t r;
+    do {
+      r = writev(fd, sc.iov, static_cast<int>(k));
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written += plan.count[u];
+      if (plan.count[u] > 1) {
+        ctr[weft::kCtrCoalescedWrites] += 1;
+        ctr[weft::kCtrSegmentsMerged] += plan.count[u];
+      } else {
+        ctr[weft::kCtrPlainWrites] += 1;
+      }
+      continue;
+    }
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK) break;
+    if (err == EBADF) {
+      if (written > 0) break;
+      ThrowErrno(env, "writev", "write fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    // As writePackets: a packet (or super-packet) the kernel refuses is dropped, and counted.
+    ctr[weft::kCtrWriteErrors] += plan.count[u];
+  }
+  return Napi::Number::New(env, static_cast<double>(written));
+}
+
+// tcpCoalesce(buf, offs, lens, count, vnet, out, outOffs, outLens, counters) -> units
+//
+// tunWrite without the fd: each write unit's bytes, exactly as writev would hand them to the
+// kernel (virtio-net header first when vnet), are copied to out, unit i at outOffs[i] with
+// outLens[i] bytes. out must hold every packet plus a header per packet; buf is patched in
+// place as tunWrite patches it.
+Napi::Value TcpCoalesce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t *buf, *out;
+  size_t buf_len, out_len, oo_len, ol_len;
+  int32_t *offs, *lens, *out_offs, *out_lens;
+  int64_t count;
+  bool vnet;
+  double* ctr;
+  if (!ArgBatch(info, 0, &buf, &buf_len, &offs, &lens, &count) ||
+      !ArgBool(info, 4, "vnet", &vnet) ||
+      !ArgTyped<napi_uint8_array>(info, 5, "out", "Buffer or Uint8Array", &out, &out_len) ||
+      !ArgTyped<napi_int32_array>(info, 6, "outOffs", "Int32Array", &out_offs, &oo_len) ||
+      !ArgTyped<napi_int32_array>(info, 7, "outLens", "Int32Array", &out_lens, &ol_len) ||
+      !CheckArrayLen(env, "outOffs", oo_len, static_cast<size_t>(count)) ||
+      !CheckArrayLen(env, "outLens", ol_len, static_cast<size_t>(count)) ||
+      !ArgCounters(info, 8, weft::kCtrCount, &ctr))
+    return env.Undefined();
+  uint64_t need = 0;
+  for (int64_t i = 0; i < count; i++)
+    if (lens[i] > 0) need += static_cast<uint64_t>(lens[i]) + (vnet ? weft::kVnetHdrLen : 0);
+  if (need > out_len || need > INT32_MAX) {
+    ThrowRange(env, "out has " + std::to_string(out_len) + " bytes, the batch may need " +
+                        std::to_string(need));
+    return env.Undefined();
+  }
+  OffloadScratch& sc = Data(env)->offload;
+  weft::CoalescePlan plan = sc.Plan(static_cast<size_t>(count));
+  weft::Coalesce(buf, offs, lens, static_cast<size_t>(count), vnet, &plan, ctr);
+  size_t pos = 0;
+  for (size_t u = 0; u < plan.units; u++) {
+    size_t k = UnitIovecs(sc, plan, u, buf, offs, lens, vnet);
+    out_offs[u] = static_cast<int32_t>(pos);
+    for (size_t j = 0; j < k; j++) {
+      memcpy(out + pos, sc.iov[j].iov_base, sc.iov[j].iov_len);
+      pos += sc.iov[j].iov_len;
+    }
+    out_lens[u] = static_cast<int32_t>(pos - static_cast<size_t>(out_offs[u]));
+    if (plan.count[u] > 1) {
+      ctr[weft::kCtrCoalescedWrites] += 1;
+      ctr[weft::kCtrSegmentsMerged] += plan.count[u];
+    } else {
+      ctr[weft::kCtrPlainWrites] += 1;
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(plan.units));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -893,6 +1285,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("localPort", Napi::Function::New(env, LocalPort, "localPort"));
   exports.Set("readPackets", Napi::Function::New(env, ReadPackets, "readPackets"));
   exports.Set("writePackets", Napi::Function::New(env, WritePackets, "writePackets"));
+  exports.Set("tunReadVnet", Napi::Function::New(env, TunReadVnet, "tunReadVnet"));
+  exports.Set("tunWrite", Napi::Function::New(env, TunWrite, "tunWrite"));
+  exports.Set("gsoSplit", Napi::Function::New(env, GsoSplit, "gsoSplit"));
+  exports.Set("tcpCoalesce", Napi::Function::New(env, TcpCoalesce, "tcpCoalesce"));
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch, "recvBatch"));
   exports.Set("sendBatch", Napi::Function::New(env, SendBatch, "sendBatch"));
   exports.Set("pollStart", Napi::Function::New(env, PollStart, "pollStart"));
