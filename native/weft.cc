@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -249,10 +250,13 @@ struct OffloadScratch {
   }
 };
 
+struct UdpScratch;
+
 struct AddonData {
   Napi::FunctionReference poller_ctor;
   Scratch scratch;
   OffloadScratch offload;
+  std::unique_ptr<UdpScratch> udp;
 };
 
 AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
@@ -780,7 +784,7 @@ bool SetBuffersOrClose(Napi::Env env, int fd, int64_t rcvbuf, int64_t sndbuf) {
   return true;
 }
 
-// udpOpen(bindAddr, port, rcvbuf, sndbuf) -> fd
+// udpOpen(bindAddr, port, rcvbuf, sndbuf, gro = false) -> fd
 Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t addr, port, rcvbuf, sndbuf;
@@ -788,6 +792,9 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
       !ArgInt(info, 1, "port", 0, 65535, &port) ||
       !ArgInt(info, 2, "rcvbuf", 0, INT32_MAX / 2, &rcvbuf) ||
       !ArgInt(info, 3, "sndbuf", 0, INT32_MAX / 2, &sndbuf))
+    return env.Undefined();
+  bool gro = false;
+  if (info.Length() > 4 && !info[4].IsUndefined() && !ArgBool(info, 4, "gro", &gro))
     return env.Undefined();
 
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -808,6 +815,18 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
                "bind " + Ipv4String(static_cast<uint32_t>(addr)) + ":" + std::to_string(port),
                err);
     return env.Undefined();
+  }
+  if (gro) {
+    // UDP_GRO: the socket accepts GRO trains (and GSO datagrams from local senders) whole,
+    // with their gso_size in a UDP_GRO control message, instead of the kernel segmenting them
+    // first (udp_unexpected_gso).
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, "setsockopt", "setsockopt UDP_GRO", err);
+      return env.Undefined();
+    }
   }
   return Napi::Number::New(env, fd);
 }
@@ -893,7 +912,300 @@ Napi::Value LocalPort(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, ntohs(sa.sin_port));
 }
 
-// recvBatch(fd, buf, slotSize, headroom, maxCount, offs, lens, addrs, ports) -> count
+// ---------------------------------------------------------------------------------------------
+// UDP segmentation offload (UDP_SEGMENT) and receive coalescing (UDP_GRO)
+
+// Cumulative counters of one socket's GSO/GRO use (layout mirrored in src/io/native.ts,
+// UDP_COUNTER).
+enum UdpCounter : int {
+  kUdpGsoMessages = 0,   // messages sent with a UDP_SEGMENT control message
+  kUdpGsoSegments,       // datagrams carried by them
+  kUdpGsoDisabled,       // 1 once the kernel refused GSO with EIO: plain datagrams from then on
+  kUdpGsoFallbacks,      // GSO messages refused and resent as plain datagrams
+  kUdpGroDatagrams,      // coalesced datagrams received (UDP_GRO control message present)
+  kUdpGroSegments,       // datagrams split out of them
+  kUdpGroTruncated,      // datagrams or segments larger than a slot (lens -1)
+  kUdpGroStateRefused,   // continuation state found inconsistent and discarded
+  kUdpCtrCount
+};
+
+// udp_send_skb refuses more than UDP_MAX_SEGMENTS (64 before 6.13, 128 since) segments in one
+// send; the older limit holds everywhere.
+constexpr size_t kUdpMaxSegments = 64;
+// The largest UDP payload over IPv4: 65535 - 20 (IP) - 8 (UDP).
+constexpr size_t kUdpMaxPayload = 65507;
+// Each coalesced datagram is received whole into a stage region first (a GRO skb is at most
+// 64 KB), then cut into slots.
+constexpr size_t kGroRegion = 65536;
+constexpr size_t kGroStateHead = 3;  // [pending datagrams, current datagram, offset in it]
+constexpr size_t kGroStatePer = 4;   // per datagram: [length or -1, gso_size, addr, port]
+
+struct alignas(cmsghdr) CmsgSpace {
+  uint8_t b[CMSG_SPACE(sizeof(int))];
+};
+
+struct UdpScratch {
+  std::vector<mmsghdr> msgs;
+  std::vector<iovec> iovs;
+  std::vector<sockaddr_in> addrs;
+  std::vector<CmsgSpace> ctrl;
+  std::vector<uint32_t> first, entries;  // per GSO message: its batch entries
+
+  void Reserve(size_t msgs_n, size_t iovs_n) {
+    if (msgs.size() < msgs_n) {
+      msgs.resize(msgs_n);
+      addrs.resize(msgs_n);
+      ctrl.resize(msgs_n);
+      first.resize(msgs_n);
+      entries.resize(msgs_n);
+    }
+    if (iovs.size() < iovs_n) iovs.resize(iovs_n);
+  }
+};
+
+UdpScratch& UdpSc(Napi::Env env);
+
+// sendBatch with gso: consecutive entries to one address and port whose lengths are equal
+// (the last may be shorter) go out as one message with a UDP_SEGMENT control message and one
+// iovec per entry; the kernel (or the receiving side's GRO-less path) cuts it into exactly
+// those datagrams (udp_send_skb, __udp_gso_segment). Returns batch entries sent.
+Napi::Value SendBatchGso(Napi::Env env, int fd, uint8_t* buf, const int32_t* offs,
+                         const int32_t* lens, const uint32_t* addrs, const uint16_t* ports,
+                         size_t count, double* ctr) {
+  UdpScratch& sc = UdpSc(env);
+  size_t sent = 0;
+  size_t next = 0;
+  size_t plain_until = 0;  // entries before this go out plain (a refused GSO message, resent)
+  bool stop = false;
+  while (!stop && next < count) {
+    const size_t left = count - next;
+    sc.Reserve(std::min(left, kMaxMsgsPerCall), std::min(left, kMaxMsgsPerCall * kUdpMaxSegments));
+    size_t n = 0, k = 0;
+    while (next < count && n < kMaxMsgsPerCall) {
+      const size_t i = next;
+      if (lens[i] <= 0) {
+        next++;
+        continue;
+      }
+      const bool plain = ctr[kUdpGsoDisabled] != 0 || i < plain_until;
+      const size_t seg = static_cast<size_t>(lens[i]);
+      size_t j = i + 1, total = seg;
+      sc.iovs[k] = {buf + offs[i], seg};
+      size_t segs = 1;
+      if (!plain && seg <= kUdpMaxPayload) {
+        while (j < count && segs < kUdpMaxSegments && lens[j] > 0 && addrs[j] == addrs[i] &&
+               ports[j] == ports[i] && static_cast<size_t>(lens[j]) <= seg &&
+               total + static_cast<size_t>(lens[j]) <= kUdpMaxPayload) {
+          sc.iovs[k + segs] = {buf + offs[j], static_cast<size_t>(lens[j])};
+          total += static_cast<size_t>(lens[j]);
+          segs++;
+          j++;
+          if (static_cast<size_t>(lens[j - 1]) < seg) break;  // a shorter one ends the run
+        }
+      }
+      sockaddr_in& sa = sc.addrs[n];
+      memset(&sa, 0, sizeof sa);
+      sa.sin_family = AF_INET;
+      sa.sin_addr.s_addr = htonl(addrs[i]);
+      sa.sin_port = htons(ports[i]);
+      msghdr& h = sc.msgs[n].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &sa;
+      h.msg_namelen = sizeof sa;
+      h.msg_iov = &sc.iovs[k];
+      h.msg_iovlen = segs;
+      if (segs > 1) {
+        h.msg_control = sc.ctrl[n].b;
+        h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+        cmsghdr* c = CMSG_FIRSTHDR(&h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gso = static_cast<uint16_t>(seg);
+        memcpy(CMSG_DATA(c), &gso, sizeof gso);
+      }
+      sc.first[n] = static_cast<uint32_t>(i);
+      sc.entries[n] = static_cast<uint32_t>(segs);
+      k += segs;
+      n++;
+      next = i + segs;
+    }
+    size_t pos = 0;
+    while (pos < n) {
+      int r = sendmmsg(fd, sc.msgs.data() + pos, static_cast<unsigned>(n - pos), MSG_DONTWAIT);
+      if (r > 0) {
+        for (size_t m = pos; m < pos + static_cast<size_t>(r); m++) {
+          sent += sc.entries[m];
+          if (sc.entries[m] > 1) {
+            ctr[kUdpGsoMessages] += 1;
+            ctr[kUdpGsoSegments] += sc.entries[m];
+          }
+        }
+        pos += static_cast<size_t>(r);
+        continue;
+      }
+      int err = r < 0 ? errno : EAGAIN;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+        stop = true;
+        break;
+      }
+      if (err == EBADF || err == ENOTSOCK) {
+        if (sent > 0) return Napi::Number::New(env, static_cast<double>(sent));
+        ThrowErrno(env, "sendmmsg", "sendmmsg fd " + std::to_string(fd), err);
+        return env.Undefined();
+      }
+      if (sc.entries[pos] > 1 && (err == EIO || err == EINVAL || err == EOPNOTSUPP)) {
+        // EIO: the route's device cannot checksum the segments (udp_send_skb wants
+        // CHECKSUM_PARTIAL), which will not change for this socket: plain datagrams from now
+        // on. EINVAL: this run cannot be segmented (a segment over the path MTU, too many
+        // segments): only this run goes plain. Either way the datagrams are resent, not lost.
+        if (err == EIO || err == EOPNOTSUPP) ctr[kUdpGsoDisabled] = 1;
+        ctr[kUdpGsoFallbacks] += 1;
+        plain_until = sc.first[pos] + sc.entries[pos];
+        next = sc.first[pos];
+        break;
+      }
+      // As sendBatch: one refused datagram (or run) is dropped, the rest go on.
+      pos++;
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(sent));
+}
+
+// Cuts the stage's pending datagrams into slots, resuming where the state says. Returns false
+// when the slots ran out (the state then says where to resume).
+bool DrainGro(const uint8_t* stage, size_t regions, int32_t* st, const SlabArgs& s,
+              int32_t* offs, int32_t* lens, uint32_t* addrs, uint16_t* ports, size_t* got,
+              double* ctr) {
+  if (st[0] == 0) return true;
+  const int64_t n = st[0], m0 = st[1], o0 = st[2];
+  bool ok = n > 0 && static_cast<uint64_t>(n) <= regions && m0 >= 0 && m0 < n && o0 >= 0;
+  for (int64_t j = m0; ok && j < n; j++) {
+    const int32_t* d = st + kGroStateHead + j * kGroStatePer;
+    ok = d[0] >= -1 && d[0] <= static_cast<int64_t>(kGroRegion) && d[1] >= 0 && d[1] <= 65535 &&
+         (j != m0 || o0 <= std::max<int32_t>(d[0], 0));
+  }
+  if (!ok) {
+    ctr[kUdpGroStateRefused] += 1;
+    st[0] = st[1] = st[2] = 0;
+    return true;
+  }
+  const size_t cap = s.slot_size - s.headroom;
+  for (int64_t j = m0; j < n; j++) {
+    const int32_t* d = st + kGroStateHead + j * kGroStatePer;
+    const int32_t len = d[0];
+    const size_t gso = d[1] > 0 ? static_cast<size_t>(d[1]) : kGroRegion;
+    size_t o = j == m0 ? static_cast<size_t>(o0) : 0;
+    const uint8_t* base = stage + static_cast<size_t>(j) * kGroRegion;
+    // A datagram cut short (-1) or empty (0) still takes exactly one slot, as in recvBatch.
+    bool once = len <= 0;
+    while (once || o < static_cast<size_t>(len)) {
+      if (*got >= s.max_count) {
+        st[1] = static_cast<int32_t>(j);
+        st[2] = static_cast<int32_t>(o);
+        return false;
+      }
+      const size_t i = (*got)++;
+      offs[i] = static_cast<int32_t>(i * s.slot_size + s.headroom);
+      addrs[i] = static_cast<uint32_t>(d[2]);
+      ports[i] = static_cast<uint16_t>(d[3]);
+      if (once) {
+        lens[i] = len;
+        break;
+      }
+      const size_t sl = std::min(gso, static_cast<size_t>(len) - o);
+      if (sl > cap) {
+        lens[i] = -1;
+        ctr[kUdpGroTruncated] += 1;
+      } else {
+        memcpy(s.buf + offs[i], base + o, sl);
+        lens[i] = static_cast<int32_t>(sl);
+      }
+      o += sl;
+    }
+  }
+  st[0] = st[1] = st[2] = 0;
+  return true;
+}
+
+// recvBatch with gro (a socket opened with UDP_GRO): each datagram, possibly a GRO train of
+// several with one gso_size (udp_gro_receive; the size arrives in a UDP_GRO control message),
+// is received whole into a 64 KB region of stage and cut back into the datagrams the sender
+// sent, one per slot, each with the sender's address and port. What does not fit the slots
+// waits in stage for the next call (state: see kGroState*).
+Napi::Value RecvBatchGro(Napi::Env env, int fd, const SlabArgs& s, int32_t* offs, int32_t* lens,
+                         uint32_t* addrs, uint16_t* ports, uint8_t* stage, size_t stage_len,
+                         int32_t* st, size_t st_len, double* ctr) {
+  const size_t regions =
+      std::min(std::min(stage_len / kGroRegion, (st_len - kGroStateHead) / kGroStatePer),
+               kMaxMsgsPerCall);
+  UdpScratch& sc = UdpSc(env);
+  sc.Reserve(regions, regions);
+  size_t got = 0;
+  if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, ctr))
+    return Napi::Number::New(env, static_cast<double>(got));
+  while (got < s.max_count) {
+    const size_t want = std::min(regions, s.max_count - got);
+    for (size_t j = 0; j < want; j++) {
+      sc.iovs[j] = {stage + j * kGroRegion, kGroRegion};
+      msghdr& h = sc.msgs[j].msg_hdr;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &sc.addrs[j];
+      h.msg_namelen = sizeof(sockaddr_in);
+      h.msg_iov = &sc.iovs[j];
+      h.msg_iovlen = 1;
+      h.msg_control = sc.ctrl[j].b;
+      h.msg_controllen = sizeof sc.ctrl[j].b;
+      sc.msgs[j].msg_len = 0;
+    }
+    int r = recvmmsg(fd, sc.msgs.data(), static_cast<unsigned>(want), MSG_DONTWAIT, nullptr);
+    if (r < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) break;
+      if (got > 0) break;
+      ThrowErrno(env, "recvmmsg", "recvmmsg fd " + std::to_string(fd), err);
+      return env.Undefined();
+    }
+    for (size_t j = 0; j < static_cast<size_t>(r); j++) {
+      msghdr& h = sc.msgs[j].msg_hdr;
+      int32_t* d = st + kGroStateHead + j * kGroStatePer;
+      int gso = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(int)))
+          memcpy(&gso, CMSG_DATA(c), sizeof gso);
+      }
+      const size_t len = sc.msgs[j].msg_len;
+      d[0] = (h.msg_flags & MSG_TRUNC) ? -1 : static_cast<int32_t>(len);
+      d[1] = gso > 0 && gso <= 65535 ? gso : 0;
+      if (d[0] > 0 && d[1] > 0 && len > static_cast<size_t>(d[1])) {
+        ctr[kUdpGroDatagrams] += 1;
+        ctr[kUdpGroSegments] += static_cast<double>((len + d[1] - 1) / d[1]);
+      }
+      const bool v4 = h.msg_namelen >= sizeof(sockaddr_in) && sc.addrs[j].sin_family == AF_INET;
+      d[2] = v4 ? static_cast<int32_t>(ntohl(sc.addrs[j].sin_addr.s_addr)) : 0;
+      d[3] = v4 ? ntohs(sc.addrs[j].sin_port) : 0;
+    }
+    st[0] = r;
+    st[1] = 0;
+    st[2] = 0;
+    if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, ctr)) break;
+    if (static_cast<size_t>(r) < want) break;
+  }
+  return Napi::Number::New(env, static_cast<double>(got));
+}
+
+UdpScratch& UdpSc(Napi::Env env) {
+  AddonData* d = Data(env);
+  if (!d->udp) d->udp = std::make_unique<UdpScratch>();
+  return *d->udp;
+}
+
+// recvBatch(fd, buf, slotSize, headroom, maxCount, offs, lens, addrs, ports
+//           [, stage, state, counters]) -> count
+// With stage/state/counters: the UDP_GRO mode of RecvBatchGro.
 Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -912,6 +1224,24 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
       !CheckArrayLen(env, "addrs", addrs_len, s.max_count) ||
       !CheckArrayLen(env, "ports", ports_len, s.max_count))
     return env.Undefined();
+  if (info.Length() > 9 && !info[9].IsUndefined()) {
+    uint8_t* stage;
+    size_t stage_len, st_len;
+    int32_t* st;
+    double* ctr;
+    if (!ArgTyped<napi_uint8_array>(info, 9, "stage", "Buffer or Uint8Array", &stage,
+                                    &stage_len) ||
+        !ArgTyped<napi_int32_array>(info, 10, "state", "Int32Array", &st, &st_len) ||
+        !ArgCounters(info, 11, kUdpCtrCount, &ctr))
+      return env.Undefined();
+    if (stage_len < kGroRegion || st_len < kGroStateHead + kGroStatePer) {
+      ThrowRange(env, "stage needs at least " + std::to_string(kGroRegion) +
+                          " bytes and state " + std::to_string(kGroStateHead + kGroStatePer) +
+                          " elements");
+      return env.Undefined();
+    }
+    return RecvBatchGro(env, fd, s, offs, lens, addrs, ports, stage, stage_len, st, st_len, ctr);
+  }
 
   Scratch& sc = Data(env)->scratch;
   const size_t cap = s.slot_size - s.headroom;
@@ -966,7 +1296,8 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(got));
 }
 
-// sendBatch(fd, buf, offs, lens, addrs, ports, count) -> sent
+// sendBatch(fd, buf, offs, lens, addrs, ports, count[, gso, counters]) -> sent
+// With gso true: SendBatchGso (counters: the socket's UDP counters, also its fallback flag).
 Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -988,6 +1319,15 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
       !CheckArrayLen(env, "ports", ports_len, count) ||
       !CheckDescriptors(env, buf_len, offs, lens, count))
     return env.Undefined();
+  if (info.Length() > 7 && !info[7].IsUndefined()) {
+    bool gso;
+    double* ctr;
+    if (!ArgBool(info, 7, "gso", &gso) || !ArgCounters(info, 8, kUdpCtrCount, &ctr))
+      return env.Undefined();
+    if (gso)
+      return SendBatchGso(env, fd, buf, offs, lens, addrs, ports, static_cast<size_t>(count),
+                          ctr);
+  }
 
   Scratch& sc = Data(env)->scratch;
   size_t sent = 0;
