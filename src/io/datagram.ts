@@ -1,5 +1,5 @@
 import { FdHandle } from './fd-handle';
-import { native } from './native';
+import { GRO_REGION, groStateLength, native, UDP_COUNTER } from './native';
 import type { PacketList } from './packet-list';
 import type { Transport } from './transport';
 
@@ -14,11 +14,39 @@ export const DEFAULT_SOCKET_BUFFER = 4 << 20;
  * each sender's address and port, sendmmsg of its entries to theirs. UdpSocket and RawSocket
  * differ only in how the socket is opened.
  */
+/** GSO/GRO use of a DatagramSocket (UdpSocket.bind's `gro`/`gso`). */
+export interface DatagramOffload {
+  /** UDP_GRO is on: receive through stage regions of this many 64 KiB. */
+  groRegions?: number;
+  /** Send runs with UDP_SEGMENT. */
+  gso?: boolean;
+}
+
 export class DatagramSocket implements Transport {
   protected readonly handle: FdHandle;
+  /** Cumulative GSO/GRO counters, UDP_COUNTER layout (all zero without offload). */
+  readonly counters: Float64Array;
+  readonly gso: boolean;
+  private readonly stage: Buffer | undefined;
+  private readonly groState: Int32Array | undefined;
 
-  protected constructor(fd: number, what: string) {
+  protected constructor(fd: number, what: string, offload: DatagramOffload = {}) {
     this.handle = new FdHandle(fd, what);
+    this.counters = new Float64Array(UDP_COUNTER.COUNT);
+    this.gso = offload.gso ?? false;
+    const regions = offload.groRegions ?? 0;
+    this.stage = regions > 0 ? Buffer.allocUnsafeSlow(regions * GRO_REGION) : undefined;
+    this.groState = regions > 0 ? new Int32Array(groStateLength(regions)) : undefined;
+  }
+
+  /** Whether UDP_GRO trains are being received and split. */
+  get gro(): boolean {
+    return this.stage !== undefined;
+  }
+
+  /** True once the kernel refused GSO for this socket (sends are plain datagrams since). */
+  get gsoDisabled(): boolean {
+    return this.counters[UDP_COUNTER.GSO_DISABLED] !== 0;
   }
 
   /** The file descriptor; -1 once closed. */
@@ -29,7 +57,9 @@ export class DatagramSocket implements Transport {
   /**
    * Receives every queued datagram (up to the list's slots) into the slab from slot 0, with the
    * sender's address and port (0 for raw sockets, whose data starts at the IPv4 header); sets
-   * list.count. A datagram larger than a slot comes back with lens[i] = -1.
+   * list.count. A datagram larger than a slot comes back with lens[i] = -1. With GRO, a
+   * coalesced train comes back as the datagrams that were sent; what does not fit the list
+   * waits for the next recv.
    */
   recv(list: PacketList): number {
     const n = native.recvBatch(
@@ -42,6 +72,9 @@ export class DatagramSocket implements Transport {
       list.lens,
       list.addrs,
       list.ports,
+      this.stage,
+      this.groState,
+      this.stage ? this.counters : undefined,
     );
     list.count = n;
     return n;
@@ -50,9 +83,23 @@ export class DatagramSocket implements Transport {
   /**
    * Sends list's first `count` entries to their addrs/ports. Returns how many the kernel took:
    * it stops early when the socket buffer or device queue is full, and skips single packets the
-   * kernel refuses (over the MTU, unreachable, malformed header).
+   * kernel refuses (over the MTU, unreachable, malformed header). With GSO, runs of equal-size
+   * datagrams to one peer go out as one UDP_SEGMENT send each (the count is still datagrams).
    */
   send(list: PacketList): number {
+    if (this.gso) {
+      return native.sendBatch(
+        this.handle.live(),
+        list.buf,
+        list.offs,
+        list.lens,
+        list.addrs,
+        list.ports,
+        list.count,
+        true,
+        this.counters,
+      );
+    }
     return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
   }
 

@@ -10,24 +10,40 @@ export interface UdpBindOptions {
   rcvbuf?: number;
   /** SO_SNDBUF in bytes (default 4 MiB); forced past net.core.wmem_max when running as root. */
   sndbuf?: number;
+  /**
+   * UDP_GRO: the kernel may hand over trains of datagrams coalesced into one; recv splits them
+   * back (through a stage of `groRegions` x 64 KiB, default 8). Off by default.
+   */
+  gro?: boolean;
+  groRegions?: number;
+  /** UDP_SEGMENT: send runs of equal-size datagrams to one peer as one message. Off by default. */
+  gso?: boolean;
 }
 
 export class UdpSocket extends DatagramSocket {
   readonly port: number;
 
-  private constructor(fd: number, port: number) {
-    super(fd, `UDP socket on port ${port}`);
+  private constructor(fd: number, port: number, opts: UdpBindOptions) {
+    super(fd, `UDP socket on port ${port}`, {
+      groRegions: opts.gro ? (opts.groRegions ?? 8) : 0,
+      gso: opts.gso ?? false,
+    });
     this.port = port;
   }
 
   /** Binds addr:port (addr a host-order uint32; 0 = any address, port 0 = ephemeral). */
   // `override`: a class's static side inherits Function.prototype.bind from its base constructor.
   static override bind(addr: number, port: number, opts: UdpBindOptions = {}): UdpSocket {
+    const regions = opts.groRegions ?? 8;
+    if (!Number.isInteger(regions) || regions < 1 || regions > 1024) {
+      throw new RangeError(`groRegions must be an integer in [1, 1024]: ${regions}`);
+    }
     const fd = native.udpOpen(
       addr,
       port,
       opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER,
       opts.sndbuf ?? DEFAULT_SOCKET_BUFFER,
+      opts.gro ?? false,
     );
     let bound: number;
     try {
@@ -36,6 +52,6 @@ export class UdpSocket extends DatagramSocket {
       native.close(fd);
       throw err;
     }
-    return new UdpSocket(fd, bound);
+    return new UdpSocket(fd, bound, opts);
   }
 }
