@@ -1055,11 +1055,13 @@ Napi::Value SendBatchGso(Napi::Env env, int fd, uint8_t* buf, const int32_t* off
         ThrowErrno(env, "sendmmsg", "sendmmsg fd " + std::to_string(fd), err);
         return env.Undefined();
       }
-      if (sc.entries[pos] > 1 && (err == EIO || err == EINVAL || err == EOPNOTSUPP)) {
-        // EIO: the route's device cannot checksum the segments (udp_send_skb wants
-        // CHECKSUM_PARTIAL), which will not change for this socket: plain datagrams from now
-        // on. EINVAL: this run cannot be segmented (a segment over the path MTU, too many
-        // segments): only this run goes plain. Either way the datagrams are resent, not lost.
+      if (sc.entries[pos] > 1 &&
+          (err == EIO || err == EINVAL || err == EMSGSIZE || err == EOPNOTSUPP)) {
+        // EIO (udp_send_skb: no checksum offload possible, e.g. an xfrm route) will not
+        // change for this socket: plain datagrams from now on. EMSGSIZE/EINVAL concern this
+        // run (a segment over the path MTU is EMSGSIZE on 6.18; too many segments, or
+        // SO_NO_CHECK, EINVAL): only this run goes plain, where IP may still fragment it.
+        // Either way the datagrams are resent, not lost.
         if (err == EIO || err == EOPNOTSUPP) ctr[kUdpGsoDisabled] = 1;
         ctr[kUdpGsoFallbacks] += 1;
         plain_until = sc.first[pos] + sc.entries[pos];

@@ -87,9 +87,10 @@ export interface NativeAddon {
    *
    * gso (counters required: UDP_COUNTER): consecutive entries to one addr:port of equal length
    * (the last of a run may be shorter; at most 64 and 65507 bytes per run) become one message
-   * with UDP_SEGMENT. A run the kernel refuses with EINVAL is resent as plain datagrams; EIO
-   * (no checksum offload on the route) also sets counters[GSO_DISABLED] = 1, after which this
-   * socket sends plain datagrams. Still returns datagrams (entries) sent.
+   * with UDP_SEGMENT. A run the kernel refuses with EMSGSIZE/EINVAL (segment over the path
+   * MTU, too many segments) is resent as plain datagrams; EIO/EOPNOTSUPP (no checksum offload
+   * on the route) also sets counters[GSO_DISABLED] = 1, after which this socket sends plain
+   * datagrams. Each such resend counts GSO_FALLBACKS. Still returns datagrams (entries) sent.
    */
   sendBatch(
     fd: number,
