@@ -229,42 +229,37 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
     // virtio_net_hdr_from_skb leaves hdr_len and gso_size zero for a non-GSO skb.
     if (h.hdr_len != 0) return refuse(kRefuseHdrLen);
     if (h.gso_size != 0) return refuse(kRefuseGsoSize);
-    size_t slot = first_slot;
-    uint8_t* dst = slab->buf + slot * slab->slot_size + slab->headroom;
-    slab->offs[slot] = static_cast<int32_t>(slot * slab->slot_size + slab->headroom);
-    r.produced = 1;
-    if (!(h.flags & kVnetFlagNeedsCsum)) {
-      if (h.csum_start != 0 || h.csum_offset != 0) return refuse(kRefuseCsumOffset);
-      // As readPackets: -1 marks a packet too large for its slot, counted as a drop upstream.
-      if (len > cap) {
-        slab->lens[slot] = -1;
-      } else {
-        memcpy(dst, pkt, len);
-        slab->lens[slot] = static_cast<int32_t>(len);
-      }
-      return r;
-    }
-    L3 l3;
-    if (!ParseL3(pkt, len, &l3)) return refuse(kRefuseIpHeader);
-    if (l3.proto != kProtoTcp && l3.proto != kProtoUdp) return refuse(kRefuseProtocol);
-    if (L4HeaderLen(l3.proto, pkt + l3.l3len, len - l3.l3len) == 0) return refuse(kRefuseL4Header);
-    if (h.csum_start != l3.l3len || h.csum_offset != CsumOffsetOf(l3.proto))
+    const size_t slot = first_slot;
+    const size_t off = slot * slab->slot_size + slab->headroom;
+    uint8_t* dst = slab->buf + off;
+    L3 l3{};
+    if (h.flags & kVnetFlagNeedsCsum) {
+      if (!ParseL3(pkt, len, &l3)) return refuse(kRefuseIpHeader);
+      if (l3.proto != kProtoTcp && l3.proto != kProtoUdp) return refuse(kRefuseProtocol);
+      if (L4HeaderLen(l3.proto, pkt + l3.l3len, len - l3.l3len) == 0)
+        return refuse(kRefuseL4Header);
+      if (h.csum_start != l3.l3len || h.csum_offset != CsumOffsetOf(l3.proto))
+        return refuse(kRefuseCsumOffset);
+    } else if (h.csum_start != 0 || h.csum_offset != 0) {
       return refuse(kRefuseCsumOffset);
+    }
+    r.produced = 1;
+    slab->offs[slot] = static_cast<int32_t>(off);
+    // As readPackets: -1 marks a packet too large for its slot, counted as a drop upstream.
     if (len > cap) {
       slab->lens[slot] = -1;
       return r;
     }
     memcpy(dst, pkt, len);
     slab->lens[slot] = static_cast<int32_t>(len);
-    // skb_checksum_help: the field holds the pseudo-header seed and is summed with the rest.
-    L3 out;
-    ParseL3(dst, len, &out);
-    uint8_t* l4 = dst + out.l3len;
-    uint8_t* field = l4 + h.csum_offset;
-    uint16_t c = static_cast<uint16_t>(~Fold(SumBytes(l4, len - out.l3len, 0)));
-    if (c == 0 && out.proto == kProtoUdp) c = 0xffff;
-    Put16(field, c);
-    ctr[kCtrCsumCompleted] += 1;
+    if (h.flags & kVnetFlagNeedsCsum) {
+      // skb_checksum_help: the field holds the pseudo-header seed and is summed with the rest.
+      uint8_t* l4 = dst + l3.l3len;
+      uint16_t c = static_cast<uint16_t>(~Fold(SumBytes(l4, len - l3.l3len, 0)));
+      if (c == 0 && l3.proto == kProtoUdp) c = 0xffff;
+      Put16(l4 + h.csum_offset, c);
+      ctr[kCtrCsumCompleted] += 1;
+    }
     return r;
   }
 
