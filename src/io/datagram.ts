@@ -103,9 +103,21 @@ export class DatagramSocket implements Transport {
     return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
   }
 
-  /** Calls cb whenever datagrams are waiting (level-triggered); a second call replaces the first. */
+  /**
+   * Calls cb whenever datagrams are waiting (level-triggered; with GRO also while a train's
+   * datagrams wait in user space, see `pending`); a second call replaces the first.
+   */
   onReadable(cb: (err?: Error) => void): void {
-    this.handle.onReadable(cb);
+    if (this.groState) this.handle.onReadable(cb, () => this.pending);
+    else this.handle.onReadable(cb);
+  }
+
+  /**
+   * Whether datagrams of a GRO train already received wait for the next recv() (the slots ran
+   * out); onReadable's callback is called again for them even though the socket is not readable.
+   */
+  get pending(): boolean {
+    return this.groState !== undefined && this.groState[0] !== 0;
   }
 
   /** Stops polling and closes the socket. Idempotent. */

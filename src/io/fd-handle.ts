@@ -8,6 +8,8 @@ import { native, type PollHandle } from './native';
 export class FdHandle {
   private fdValue: number;
   private poll: PollHandle | undefined;
+  // Bumped by every onReadable and close, so a resume queued for an older callback is dropped.
+  private generation = 0;
   /** Names the handle in the error thrown when it is used after close. */
   private readonly label: string;
 
@@ -22,16 +24,39 @@ export class FdHandle {
     return this.fdValue;
   }
 
-  /** Level-triggered readiness callback (native.pollStart); a second call replaces the first. */
-  onReadable(cb: (err?: Error) => void): void {
+  /**
+   * Level-triggered readiness callback (native.pollStart); a second call replaces the first.
+   *
+   * pending: whether data already taken from the kernel still waits in user space (a
+   * super-packet or GRO train only partly handed out because the caller's slots ran out). The
+   * fd is then not readable, so poll alone would leave it waiting for the next arrival, which a
+   * TCP sender may not send before our ACKs; after each callback that leaves something pending,
+   * the callback runs again from setImmediate.
+   */
+  onReadable(cb: (err?: Error) => void, pending?: () => boolean): void {
     const fd = this.live();
     if (this.poll) this.poll.close();
     this.poll = undefined;
-    this.poll = native.pollStart(fd, cb);
+    const gen = ++this.generation;
+    let queued = false;
+    const fire =
+      pending === undefined
+        ? cb
+        : (err?: Error): void => {
+            cb(err);
+            if (err || queued || gen !== this.generation || this.fdValue < 0 || !pending()) return;
+            queued = true;
+            setImmediate(() => {
+              queued = false;
+              if (gen === this.generation && this.fdValue >= 0 && pending()) fire();
+            });
+          };
+    this.poll = native.pollStart(fd, fire);
   }
 
   /** Stops polling and closes the fd; idempotent. */
   close(): void {
+    this.generation++;
     if (this.poll) {
       this.poll.close();
       this.poll = undefined;

@@ -157,11 +157,21 @@ export class TunDevice {
 
   /**
    * Calls cb whenever packets are waiting (level-triggered: read until read() returns 0, or cb
-   * fires again). A second call replaces the first callback. If the device goes away under the
-   * fd, cb gets the error once and is not called again.
+   * fires again; with offload also while segments of a super-packet wait, see `pending`). A
+   * second call replaces the first callback. If the device goes away under the fd, cb gets the
+   * error once and is not called again.
    */
   onReadable(cb: (err?: Error) => void): void {
-    this.handle.onReadable(cb);
+    if (this.rbuf) this.handle.onReadable(cb, () => this.pending);
+    else this.handle.onReadable(cb);
+  }
+
+  /**
+   * Whether segments of a super-packet already read wait for the next read() (the slots ran
+   * out). onReadable's callback is called again for them even though the fd is not readable.
+   */
+  get pending(): boolean {
+    return this.splitState[0] !== 0;
   }
 
   /** Stops polling and closes the fd (the interface disappears unless other queues hold it). Idempotent. */
