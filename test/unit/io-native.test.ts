@@ -32,6 +32,10 @@ describe('native addon loader', () => {
       'writePackets',
       'recvBatch',
       'sendBatch',
+      'tunReadVnet',
+      'tunWrite',
+      'gsoSplit',
+      'tcpCoalesce',
       'pollStart',
       'close',
     ] as const) {
