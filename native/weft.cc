@@ -1086,7 +1086,7 @@ bool DrainGro(const uint8_t* stage, size_t regions, int32_t* st, const SlabArgs&
   for (int64_t j = m0; ok && j < n; j++) {
     const int32_t* d = st + kGroStateHead + j * kGroStatePer;
     ok = d[0] >= -1 && d[0] <= static_cast<int64_t>(kGroRegion) && d[1] >= 0 && d[1] <= 65535 &&
-         (j != m0 || o0 <= std::max<int32_t>(d[0], 0));
+         d[3] >= 0 && d[3] <= 65535 && (j != m0 || o0 <= std::max<int32_t>(d[0], 0));
   }
   if (!ok) {
     ctr[kUdpGroStateRefused] += 1;
