@@ -158,7 +158,9 @@ struct CoalescePlan {
 void Coalesce(uint8_t* buf, const int32_t* offs, const int32_t* lens, size_t count, bool merge,
               CoalescePlan* plan, double* ctr);
 
-constexpr size_t kMaxMergeSegments = 64;  // as the kernel's GRO (MAX_GRO_SKBS/gro count)
+// Segments per super-packet: bounds a write unit's iovecs (header, first packet, 63 payloads);
+// at MSS-sized segments the 64 KB total binds long before this.
+constexpr size_t kMaxMergeSegments = 64;
 
 }  // namespace weft
 
