@@ -190,6 +190,28 @@ uint64_t PseudoSum(const uint8_t* src, const uint8_t* dst, size_t addr_len, uint
 SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* slab,
                   size_t first_slot, double* ctr) {
   SplitResult r;
+  // The caller hands over a free slot; without one there is nothing to do but ask again.
+  if (first_slot >= slab->max_count) {
+    r.more = true;
+    r.next = first_seg;
+    return r;
+  }
+  if (first_seg == 0) ctr[kCtrPacketsRead] += 1;
+  if (src_len <= kVnetHdrLen) {
+    r.refuse = kRefuseShort;
+    ctr[kCtrRefusedFirst + kRefuseShort] += 1;
+    return r;
+  }
+  VnetHdr h;
+  DecodeVnetHdr(src, &h);
+  return SplitPacket(h, src + kVnetHdrLen, src_len - kVnetHdrLen, first_seg, slab, first_slot,
+                     nullptr, 0, ctr);
+}
+
+SplitResult SplitPacket(const VnetHdr& h, const uint8_t* pkt, size_t len, uint32_t first_seg,
+                        Slab* slab, size_t first_slot, const uint8_t* prefix, size_t prefix_len,
+                        double* ctr) {
+  SplitResult r;
   auto refuse = [&](int why) {
     r.produced = 0;
     r.more = false;
@@ -198,18 +220,11 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
     ctr[kCtrRefusedFirst + why] += 1;
     return r;
   };
-  // The caller hands over a free slot; without one there is nothing to do but ask again.
   if (first_slot >= slab->max_count) {
     r.more = true;
     r.next = first_seg;
     return r;
   }
-  if (first_seg == 0) ctr[kCtrPacketsRead] += 1;
-  if (src_len <= kVnetHdrLen) return refuse(kRefuseShort);
-  VnetHdr h;
-  DecodeVnetHdr(src, &h);
-  const uint8_t* pkt = src + kVnetHdrLen;
-  const size_t len = src_len - kVnetHdrLen;
   const size_t cap = slab->slot_size - slab->headroom;
 
   // tun_put_user fills the header with virtio_net_hdr_from_skb: NEEDS_CSUM for
@@ -246,15 +261,16 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
     r.produced = 1;
     slab->offs[slot] = static_cast<int32_t>(off);
     // As readPackets: -1 marks a packet too large for its slot, counted as a drop upstream.
-    if (len > cap) {
+    if (prefix_len + len > cap) {
       slab->lens[slot] = -1;
       return r;
     }
-    memcpy(dst, pkt, len);
-    slab->lens[slot] = static_cast<int32_t>(len);
+    if (prefix_len) memcpy(dst, prefix, prefix_len);
+    memcpy(dst + prefix_len, pkt, len);
+    slab->lens[slot] = static_cast<int32_t>(prefix_len + len);
     if (h.flags & kVnetFlagNeedsCsum) {
       // skb_checksum_help: the field holds the pseudo-header seed and is summed with the rest.
-      uint8_t* l4 = dst + l3.l3len;
+      uint8_t* l4 = dst + prefix_len + l3.l3len;
       uint16_t c = static_cast<uint16_t>(~Fold(SumBytes(l4, len - l3.l3len, 0)));
       if (c == 0 && l3.proto == kProtoUdp) c = 0xffff;
       Put16(l4 + h.csum_offset, c);
@@ -283,7 +299,7 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
   // gso_size >= payload: one segment, as tcp_gso_segment leaves an skb no longer than the MSS.
   const size_t nseg = (payload + gso - 1) / gso;
   const size_t first_len = gso < payload ? gso : payload;
-  if (hlen + first_len > cap) return refuse(kRefuseSlotTooSmall);
+  if (prefix_len + hlen + first_len > cap) return refuse(kRefuseSlotTooSmall);
   if (first_seg >= nseg) return refuse(kRefuseState);
 
   if (first_seg == 0) ctr[kCtrSuperRead] += 1;
@@ -299,7 +315,8 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
     const size_t seg_off = i * gso;
     const size_t seg_len = payload - seg_off < gso ? payload - seg_off : gso;
     const size_t off = slot * slab->slot_size + slab->headroom;
-    uint8_t* d = slab->buf + off;
+    if (prefix_len) memcpy(slab->buf + off, prefix, prefix_len);
+    uint8_t* d = slab->buf + off + prefix_len;
     memcpy(d, pkt, hlen);
     memcpy(d + hlen, pkt + hlen + seg_off, seg_len);
     const size_t l4_len = l4hl + seg_len;
@@ -329,7 +346,7 @@ SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* 
     out.dst = d + (l3.dst - pkt);
     SetL4Checksum(out, l4, l4_len);
     slab->offs[slot] = static_cast<int32_t>(off);
-    slab->lens[slot] = static_cast<int32_t>(hlen + seg_len);
+    slab->lens[slot] = static_cast<int32_t>(prefix_len + hlen + seg_len);
     r.produced++;
   }
   ctr[kCtrSegmentsOut] += static_cast<double>(r.produced);

@@ -128,6 +128,14 @@ struct SplitResult {
 SplitResult Split(const uint8_t* src, size_t src_len, uint32_t first_seg, Slab* slab,
                   size_t first_slot, double* ctr);
 
+// Split for a header already decoded and a packet not behind it, each output packet led by
+// prefix_len bytes of prefix (the tunnel headers of a UDP tunnel super-datagram, which every
+// datagram cut from it repeats). Split is SplitPacket with no prefix; refusals and counters as
+// there, except that kCtrPacketsRead is Split's alone.
+SplitResult SplitPacket(const VnetHdr& h, const uint8_t* pkt, size_t len, uint32_t first_seg,
+                        Slab* slab, size_t first_slot, const uint8_t* prefix, size_t prefix_len,
+                        double* ctr);
+
 // If the IPv4 TCP or UDP packet's checksum does not verify but its field holds exactly the
 // folded pseudo-header sum (the CHECKSUM_PARTIAL seed), writes the finished checksum and
 // returns true. Everything else is left as it is.

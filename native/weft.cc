@@ -926,6 +926,9 @@ enum UdpCounter : int {
   kUdpGroSegments,       // datagrams split out of them
   kUdpGroTruncated,      // datagrams or segments larger than a slot (lens -1)
   kUdpGroStateRefused,   // continuation state found inconsistent and discarded
+  kUdpTunnelSupers,      // UDP tunnel super-datagrams received (see RecvBatchGro)
+  kUdpTunnelSegments,    // datagrams cut from them
+  kUdpTunnelRefused,     // super-datagrams whose inner packet could not be split (lens -1)
   kUdpCtrCount
 };
 
@@ -938,7 +941,8 @@ constexpr size_t kUdpMaxPayload = 65507;
 // 64 KB), then cut into slots.
 constexpr size_t kGroRegion = 65536;
 constexpr size_t kGroStateHead = 3;  // [pending datagrams, current datagram, offset in it]
-constexpr size_t kGroStatePer = 4;   // per datagram: [length or -1, gso_size, addr, port]
+// per datagram: [length or -1, gso_size, addr, port, kind (0 train, 1 tunnel super-datagram)]
+constexpr size_t kGroStatePer = 5;
 
 struct alignas(cmsghdr) CmsgSpace {
   uint8_t b[CMSG_SPACE(sizeof(int))];
@@ -1075,18 +1079,67 @@ Napi::Value SendBatchGso(Napi::Env env, int fd, uint8_t* buf, const int32_t* off
   return Napi::Number::New(env, static_cast<double>(sent));
 }
 
-// Cuts the stage's pending datagrams into slots, resuming where the state says. Returns false
-// when the slots ran out (the state then says where to resume).
+// A tunnel super-datagram: one datagram holding tunnel headers and then one inner IPv4/IPv6
+// packet larger than the tunnel carries, where a GRO train would hold gso_size-sized
+// datagrams. The kernel hands these even to sockets without UDP_GRO: a GSO skb of type
+// UDP_TUNNEL|TCPV4 from a kernel VXLAN device, carried unsegmented by a veth with TSO, is not
+// "unexpected GSO" to udp_unexpected_gso and reaches the socket whole, with no UDP_GRO control
+// message (udp_cmsg_recv reports gso_size for SKB_GSO_UDP_L4 only; both checked on 6.18). It
+// is cut as the receiving NIC would have: each datagram the tunnel headers and one inner
+// segment, of the kernel's gso_size when it said one (an inner UDP_L4 skb), else of the
+// tunnel's inner MTU (tunnelMtu) or, without that, what fits a slot.
+struct Tunnel {
+  int64_t off;  // bytes of tunnel headers before the inner packet; -1: no tunnel cutting
+  size_t mtu;   // inner MTU for segments when the kernel gave no gso_size; 0: fit a slot
+};
+
+bool IsTunnelSuper(const uint8_t* d, size_t len, size_t gso, const Tunnel& tun, size_t cap) {
+  if (tun.off < 0) return false;
+  const size_t t = static_cast<size_t>(tun.off);
+  if (len < t + 20) return false;
+  const uint8_t* ip = d + t;
+  bool whole = false;
+  if ((ip[0] >> 4) == 4) whole = static_cast<size_t>(ip[2] << 8 | ip[3]) == len - t;
+  else if ((ip[0] >> 4) == 6 && len >= t + 40)
+    whole = static_cast<size_t>(ip[4] << 8 | ip[5]) + 40 == len - t;
+  if (!whole) return false;
+  if (gso > 0) return len > gso;
+  return tun.mtu > 0 ? len - t > tun.mtu : len > cap;
+}
+
+// The segment size for cutting a tunnel super-datagram: inner headers (as far as they can be
+// read; SplitPacket checks them properly) subtracted from the inner MTU or the slot.
+size_t TunnelSegment(const uint8_t* inner, size_t inner_len, size_t prefix, const Tunnel& tun,
+                     size_t cap) {
+  const bool v6 = (inner[0] >> 4) == 6;
+  const size_t l3 = v6 ? 40 : static_cast<size_t>(inner[0] & 15) * 4;
+  const uint8_t proto = v6 ? inner[6] : inner[9];
+  size_t l4 = 8;
+  if (proto == 6) {
+    if (inner_len < l3 + 13) return 0;
+    l4 = static_cast<size_t>(inner[l3 + 12] >> 4) * 4;
+  }
+  const size_t hlen = l3 + l4;
+  const size_t room = tun.mtu > 0 ? tun.mtu : (cap > prefix ? cap - prefix : 0);
+  return room > hlen ? std::min<size_t>(room - hlen, 65535) : 0;
+}
+
+// Cuts the stage's pending datagrams into slots, resuming where the state says (for a train,
+// st[2] is the byte offset in the current datagram; for a tunnel super-datagram, the next inner
+// segment). Returns false when the slots ran out (the state then says where to resume).
 bool DrainGro(const uint8_t* stage, size_t regions, int32_t* st, const SlabArgs& s,
               int32_t* offs, int32_t* lens, uint32_t* addrs, uint16_t* ports, size_t* got,
-              double* ctr) {
+              const Tunnel& tun, double* ctr) {
+  const int64_t tunnel_off = tun.off;
   if (st[0] == 0) return true;
   const int64_t n = st[0], m0 = st[1], o0 = st[2];
   bool ok = n > 0 && static_cast<uint64_t>(n) <= regions && m0 >= 0 && m0 < n && o0 >= 0;
   for (int64_t j = m0; ok && j < n; j++) {
     const int32_t* d = st + kGroStateHead + j * kGroStatePer;
     ok = d[0] >= -1 && d[0] <= static_cast<int64_t>(kGroRegion) && d[1] >= 0 && d[1] <= 65535 &&
-         d[3] >= 0 && d[3] <= 65535 && (j != m0 || o0 <= std::max<int32_t>(d[0], 0));
+         d[3] >= 0 && d[3] <= 65535 && (d[4] == 0 || d[4] == 1) &&
+         (d[4] == 0 || (d[0] > 0 && tunnel_off >= 0 && tunnel_off + 20 <= d[0])) &&
+         (j != m0 || d[4] == 1 || o0 <= std::max<int32_t>(d[0], 0));
   }
   if (!ok) {
     ctr[kUdpGroStateRefused] += 1;
@@ -1100,6 +1153,53 @@ bool DrainGro(const uint8_t* stage, size_t regions, int32_t* st, const SlabArgs&
     const size_t gso = d[1] > 0 ? static_cast<size_t>(d[1]) : kGroRegion;
     size_t o = j == m0 ? static_cast<size_t>(o0) : 0;
     const uint8_t* base = stage + static_cast<size_t>(j) * kGroRegion;
+    if (d[4] == 1) {
+      if (*got >= s.max_count) {
+        st[1] = static_cast<int32_t>(j);
+        st[2] = static_cast<int32_t>(o);
+        return false;
+      }
+      const size_t t = static_cast<size_t>(tunnel_off);
+      const uint8_t* inner = base + t;
+      const size_t inner_len = static_cast<size_t>(len) - t;
+      // The header the receiving NIC's driver would have been handed for this skb; SplitPacket
+      // checks it against the inner headers like any other.
+      weft::VnetHdr h;
+      h.flags = weft::kVnetFlagNeedsCsum;
+      const bool v6 = (inner[0] >> 4) == 6;
+      const size_t l3 = v6 ? 40 : static_cast<size_t>(inner[0] & 15) * 4;
+      const uint8_t proto = v6 ? inner[6] : inner[9];
+      h.gso_type = proto == 17 ? weft::kGsoUdpL4 : v6 ? weft::kGsoTcpV6 : weft::kGsoTcpV4;
+      h.gso_size = static_cast<uint16_t>(d[1] > 0 ? static_cast<size_t>(d[1])
+                                                  : TunnelSegment(inner, inner_len, t, tun, cap));
+      h.csum_start = static_cast<uint16_t>(l3);
+      h.csum_offset = proto == 17 ? 6 : 16;
+      weft::Slab slab{s.buf, s.buf_len, s.slot_size, s.headroom, s.max_count, offs, lens};
+      double tctr[weft::kCtrCount] = {};
+      weft::SplitResult r = weft::SplitPacket(h, inner, inner_len, static_cast<uint32_t>(o),
+                                              &slab, *got, base, t, tctr);
+      if (r.refuse != weft::kRefuseNone) {
+        const size_t i = (*got)++;
+        offs[i] = static_cast<int32_t>(i * s.slot_size + s.headroom);
+        lens[i] = -1;
+        addrs[i] = static_cast<uint32_t>(d[2]);
+        ports[i] = static_cast<uint16_t>(d[3]);
+        ctr[kUdpTunnelRefused] += 1;
+        continue;
+      }
+      for (size_t i = *got; i < *got + r.produced; i++) {
+        addrs[i] = static_cast<uint32_t>(d[2]);
+        ports[i] = static_cast<uint16_t>(d[3]);
+      }
+      *got += r.produced;
+      ctr[kUdpTunnelSegments] += static_cast<double>(r.produced);
+      if (r.more) {
+        st[1] = static_cast<int32_t>(j);
+        st[2] = static_cast<int32_t>(r.next);
+        return false;
+      }
+      continue;
+    }
     // A datagram cut short (-1) or empty (0) still takes exactly one slot, as in recvBatch.
     bool once = len <= 0;
     while (once || o < static_cast<size_t>(len)) {
@@ -1138,14 +1238,14 @@ bool DrainGro(const uint8_t* stage, size_t regions, int32_t* st, const SlabArgs&
 // waits in stage for the next call (state: see kGroState*).
 Napi::Value RecvBatchGro(Napi::Env env, int fd, const SlabArgs& s, int32_t* offs, int32_t* lens,
                          uint32_t* addrs, uint16_t* ports, uint8_t* stage, size_t stage_len,
-                         int32_t* st, size_t st_len, double* ctr) {
+                         int32_t* st, size_t st_len, const Tunnel& tun, double* ctr) {
   const size_t regions =
       std::min(std::min(stage_len / kGroRegion, (st_len - kGroStateHead) / kGroStatePer),
                kMaxMsgsPerCall);
   UdpScratch& sc = UdpSc(env);
   sc.Reserve(regions, regions);
   size_t got = 0;
-  if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, ctr))
+  if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, tun, ctr))
     return Napi::Number::New(env, static_cast<double>(got));
   while (got < s.max_count) {
     const size_t want = std::min(regions, s.max_count - got);
@@ -1182,7 +1282,12 @@ Napi::Value RecvBatchGro(Napi::Env env, int fd, const SlabArgs& s, int32_t* offs
       const size_t len = sc.msgs[j].msg_len;
       d[0] = (h.msg_flags & MSG_TRUNC) ? -1 : static_cast<int32_t>(len);
       d[1] = gso > 0 && gso <= 65535 ? gso : 0;
-      if (d[0] > 0 && d[1] > 0 && len > static_cast<size_t>(d[1])) {
+      d[4] = 0;
+      if (d[0] > 0 && IsTunnelSuper(stage + j * kGroRegion, len, static_cast<size_t>(d[1]), tun,
+                                    s.slot_size - s.headroom)) {
+        d[4] = 1;
+        ctr[kUdpTunnelSupers] += 1;
+      } else if (d[0] > 0 && d[1] > 0 && len > static_cast<size_t>(d[1])) {
         ctr[kUdpGroDatagrams] += 1;
         ctr[kUdpGroSegments] += static_cast<double>((len + d[1] - 1) / d[1]);
       }
@@ -1193,7 +1298,7 @@ Napi::Value RecvBatchGro(Napi::Env env, int fd, const SlabArgs& s, int32_t* offs
     st[0] = r;
     st[1] = 0;
     st[2] = 0;
-    if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, ctr)) break;
+    if (!DrainGro(stage, regions, st, s, offs, lens, addrs, ports, &got, tun, ctr)) break;
     if (static_cast<size_t>(r) < want) break;
   }
   return Napi::Number::New(env, static_cast<double>(got));
@@ -1206,8 +1311,11 @@ UdpScratch& UdpSc(Napi::Env env) {
 }
 
 // recvBatch(fd, buf, slotSize, headroom, maxCount, offs, lens, addrs, ports
-//           [, stage, state, counters]) -> count
-// With stage/state/counters: the UDP_GRO mode of RecvBatchGro.
+//           [, stage, state, counters[, tunnelHeader[, tunnelMtu]]]) -> count
+// With stage/state/counters: the UDP_GRO mode of RecvBatchGro; tunnelHeader (bytes of tunnel
+// headers before the inner IP packet, e.g. 22 for VXLAN; -1 or absent: none) turns on the
+// cutting of tunnel super-datagrams (IsTunnelSuper), into inner packets of at most tunnelMtu
+// bytes when the kernel gave no segment size (0: what fits a slot).
 Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
@@ -1236,13 +1344,21 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
         !ArgTyped<napi_int32_array>(info, 10, "state", "Int32Array", &st, &st_len) ||
         !ArgCounters(info, 11, kUdpCtrCount, &ctr))
       return env.Undefined();
+    int64_t tunnel_off = -1, tunnel_mtu = 0;
+    if ((info.Length() > 12 && !info[12].IsUndefined() &&
+         !ArgInt(info, 12, "tunnelHeader", -1, 1024, &tunnel_off)) ||
+        (info.Length() > 13 && !info[13].IsUndefined() &&
+         !ArgInt(info, 13, "tunnelMtu", 0, 65535, &tunnel_mtu)))
+      return env.Undefined();
+    Tunnel tun{tunnel_off, static_cast<size_t>(tunnel_mtu)};
     if (stage_len < kGroRegion || st_len < kGroStateHead + kGroStatePer) {
       ThrowRange(env, "stage needs at least " + std::to_string(kGroRegion) +
                           " bytes and state " + std::to_string(kGroStateHead + kGroStatePer) +
                           " elements");
       return env.Undefined();
     }
-    return RecvBatchGro(env, fd, s, offs, lens, addrs, ports, stage, stage_len, st, st_len, ctr);
+    return RecvBatchGro(env, fd, s, offs, lens, addrs, ports, stage, stage_len, st, st_len, tun,
+                        ctr);
   }
 
   Scratch& sc = Data(env)->scratch;

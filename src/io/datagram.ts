@@ -20,6 +20,10 @@ export interface DatagramOffload {
   groRegions?: number;
   /** Send runs with UDP_SEGMENT. */
   gso?: boolean;
+  /** Bytes of tunnel headers before the inner IP packet, for cutting tunnel super-datagrams (recvBatch). */
+  groTunnelHeader?: number;
+  /** Inner MTU for cutting tunnel super-datagrams that came without a segment size. */
+  groTunnelMtu?: number;
 }
 
 export class DatagramSocket implements Transport {
@@ -29,6 +33,8 @@ export class DatagramSocket implements Transport {
   readonly gso: boolean;
   private readonly stage: Buffer | undefined;
   private readonly groState: Int32Array | undefined;
+  private readonly groTunnelHeader: number;
+  private readonly groTunnelMtu: number;
 
   protected constructor(fd: number, what: string, offload: DatagramOffload = {}) {
     this.handle = new FdHandle(fd, what);
@@ -37,6 +43,8 @@ export class DatagramSocket implements Transport {
     const regions = offload.groRegions ?? 0;
     this.stage = regions > 0 ? Buffer.allocUnsafeSlow(regions * GRO_REGION) : undefined;
     this.groState = regions > 0 ? new Int32Array(groStateLength(regions)) : undefined;
+    this.groTunnelHeader = offload.groTunnelHeader ?? -1;
+    this.groTunnelMtu = offload.groTunnelMtu ?? 0;
   }
 
   /** Whether UDP_GRO trains are being received and split. */
@@ -75,6 +83,8 @@ export class DatagramSocket implements Transport {
       this.stage,
       this.groState,
       this.stage ? this.counters : undefined,
+      this.stage ? this.groTunnelHeader : undefined,
+      this.stage ? this.groTunnelMtu : undefined,
     );
     list.count = n;
     return n;

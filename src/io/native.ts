@@ -64,8 +64,17 @@ export interface NativeAddon {
    * received whole into 64 KiB regions of `stage` (at least one; as many per recvmmsg as both
    * stage and state hold) and each UDP_GRO train is cut back into its datagrams, one per slot,
    * each with the sender's address and port. What does not fit the slots stays in stage and
-   * comes first on the next call: state (Int32Array of 3 + 4 * regions, zero-filled at first,
-   * one per socket with its stage) records it and is validated before use. counters: UDP_COUNTER.
+   * comes first on the next call: state (Int32Array of groStateLength(regions), zero-filled at
+   * first, one per socket with its stage) records it and is validated before use. counters:
+   * UDP_COUNTER.
+   *
+   * tunnelHeader (bytes of tunnel headers before the inner IP packet: 22 for VXLAN, 0 for
+   * flannel's udp backend; -1/absent for none): a datagram that is one inner IPv4/IPv6 packet
+   * longer than the GRO size is a tunnel super-datagram (a kernel VXLAN peer's TSO skb that a
+   * veth carried unsegmented; the kernel hands those to sockets whole, with or without
+   * UDP_GRO, and for inner TCP without a segment size) and is cut like a TUN super-packet, each
+   * datagram repeating the tunnel headers. Segments: the kernel's gso_size when it gave one,
+   * else inner packets of tunnelMtu bytes (the overlay MTU, e.g. 1450), else what fits a slot.
    */
   recvBatch(
     fd: number,
@@ -80,6 +89,8 @@ export interface NativeAddon {
     stage?: Uint8Array,
     state?: Int32Array,
     counters?: Float64Array,
+    tunnelHeader?: number,
+    tunnelMtu?: number,
   ): number;
   /**
    * sendmmsg packet i to addrs[i]:ports[i] for i < count; lens[i] <= 0 is skipped, a datagram
@@ -263,14 +274,20 @@ export const UDP_COUNTER = {
   GRO_TRUNCATED: 6,
   /** GRO continuation states found inconsistent and discarded. */
   GRO_STATE_REFUSED: 7,
+  /** Tunnel super-datagrams received (recvBatch's tunnelHeader). */
+  TUNNEL_SUPERS: 8,
+  /** Datagrams cut from them. */
+  TUNNEL_SEGMENTS: 9,
+  /** Super-datagrams whose inner packet could not be cut (lens -1). */
+  TUNNEL_REFUSED: 10,
   /** Length of the array. */
-  COUNT: 8,
+  COUNT: 11,
 } as const;
 
 /** Bytes per GRO stage region (recvBatch's GRO mode) and state elements for n regions. */
 export const GRO_REGION = 65536;
 export function groStateLength(regions: number): number {
-  return 3 + 4 * regions;
+  return 3 + 5 * regions;
 }
 
 const ADDON_RELATIVE = path.join('build', 'Release', 'weft_native.node');

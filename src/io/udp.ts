@@ -16,6 +16,19 @@ export interface UdpBindOptions {
    */
   gro?: boolean;
   groRegions?: number;
+  /**
+   * With gro: bytes of tunnel headers in front of the inner IP packet in every datagram (22 for
+   * VXLAN: 8 VXLAN + 14 Ethernet; 0 for flannel's udp backend). A kernel VXLAN peer on a veth
+   * sends TSO super-packets that arrive as one datagram; with this set they are cut into the
+   * datagrams a NIC would have delivered. Without it (default) they come back as lens -1.
+   */
+  groTunnelHeader?: number;
+  /**
+   * With groTunnelHeader: the overlay's inner MTU (e.g. 1450 for VXLAN on a 1500 underlay). An
+   * inner TCP super-packet comes without the sender's segment size, so it is cut into inner
+   * packets of at most this many bytes; 0 (default): as large as fits a slot.
+   */
+  groTunnelMtu?: number;
   /** UDP_SEGMENT: send runs of equal-size datagrams to one peer as one message. Off by default. */
   gso?: boolean;
 }
@@ -27,6 +40,8 @@ export class UdpSocket extends DatagramSocket {
     super(fd, `UDP socket on port ${port}`, {
       groRegions: opts.gro ? (opts.groRegions ?? 8) : 0,
       gso: opts.gso ?? false,
+      groTunnelHeader: opts.groTunnelHeader,
+      groTunnelMtu: opts.groTunnelMtu,
     });
     this.port = port;
   }
@@ -34,6 +49,14 @@ export class UdpSocket extends DatagramSocket {
   /** Binds addr:port (addr a host-order uint32; 0 = any address, port 0 = ephemeral). */
   // `override`: a class's static side inherits Function.prototype.bind from its base constructor.
   static override bind(addr: number, port: number, opts: UdpBindOptions = {}): UdpSocket {
+    const tunnel = opts.groTunnelHeader ?? -1;
+    if (!Number.isInteger(tunnel) || tunnel < -1 || tunnel > 1024) {
+      throw new RangeError(`groTunnelHeader must be an integer in [-1, 1024]: ${tunnel}`);
+    }
+    const mtu = opts.groTunnelMtu ?? 0;
+    if (!Number.isInteger(mtu) || mtu < 0 || mtu > 65535) {
+      throw new RangeError(`groTunnelMtu must be an integer in [0, 65535]: ${mtu}`);
+    }
     const regions = opts.groRegions ?? 8;
     if (!Number.isInteger(regions) || regions < 1 || regions > 1024) {
       throw new RangeError(`groRegions must be an integer in [1, 1024]: ${regions}`);

@@ -561,3 +561,57 @@ describe('argument checks of the offload entry points', () => {
     expect(ctr.every((c) => c === 0)).toBe(true);
   });
 });
+
+describe('recvBatch GRO mode: tunnel super-datagrams', () => {
+  it('cuts one into datagrams that each repeat the tunnel headers before a valid inner segment', async () => {
+    const { GRO_REGION, groStateLength, UDP_COUNTER } = await import('../../src/io/native');
+    // An idle loopback socket: nothing arrives, so recvBatch hands out only what the state
+    // says is pending in stage, exactly as after a recvmmsg that received it.
+    const fd = native.udpOpen(0x7f000001, 0, 0, 0, true);
+    try {
+      const stage = Buffer.alloc(GRO_REGION);
+      const prefix = Buffer.from(Array.from({ length: 22 }, (_, i) => 0xa0 + i));
+      const inner = tcpPacket({ payload: 4000, flags: TCP.ACK | TCP.PSH, tcpOptions: Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]), csum: 'seed' });
+      prefix.copy(stage, 0);
+      inner.copy(stage, 22);
+      const len = 22 + inner.length;
+      const state = new Int32Array(groStateLength(1));
+      // [pending, datagram, next segment] then [length, gso_size (none), addr, port, kind 1].
+      state.set([1, 0, 0, len, 0, 0x0a000001, 8472, 1]);
+      const slab = Buffer.alloc(3 * SLOT);
+      const offs = new Int32Array(3);
+      const lens = new Int32Array(3);
+      const addrs = new Uint32Array(3);
+      const ports = new Uint16Array(3);
+      const ctr = new Float64Array(UDP_COUNTER.COUNT);
+      const got: Buffer[] = [];
+      // Inner MTU 1450: segments of 1450 - 20 - 32 = 1398 bytes; 3 slots per call.
+      for (let call = 0; call < 3; call++) {
+        const n = native.recvBatch(fd, slab, SLOT, HEAD, 3, offs, lens, addrs, ports, stage, state, ctr, 22, 1450);
+        for (let i = 0; i < n; i++) {
+          expect([addrs[i], ports[i]]).toEqual([0x0a000001, 8472]);
+          got.push(Buffer.from(slab.subarray(offs[i], offs[i] + lens[i])));
+        }
+        if (state[0] === 0) break;
+      }
+      expect(got.map((d) => d.length)).toEqual([22 + 1450, 22 + 1450, 22 + 52 + 4000 - 2 * 1398]);
+      let payload = Buffer.alloc(0);
+      got.forEach((d, i) => {
+        expect(d.subarray(0, 22)).toEqual(prefix);
+        const seg = d.subarray(22);
+        expectValidSegment(seg);
+        expect(seg.readUInt32BE(24)).toBe(1000 + i * 1398);
+        expect(seg[33]).toBe(i === 2 ? TCP.ACK | TCP.PSH : TCP.ACK);
+        payload = Buffer.concat([payload, seg.subarray(52)]);
+      });
+      expect(payload).toEqual(inner.subarray(52));
+      expect(ctr[UDP_COUNTER.TUNNEL_SEGMENTS]).toBe(3);
+      // Without an inner MTU, segments are as large as a slot allows.
+      state.set([1, 0, 0, len, 0, 0x0a000001, 8472, 1]);
+      const n = native.recvBatch(fd, slab, SLOT, HEAD, 3, offs, lens, addrs, ports, stage, state, ctr, 22, 0);
+      expect(Array.from(lens.subarray(0, n))).toEqual([SLOT - HEAD, SLOT - HEAD, 22 + 52 + 4000 - 2 * (SLOT - HEAD - 22 - 52)]);
+    } finally {
+      native.close(fd);
+    }
+  });
+});
