@@ -106,13 +106,27 @@ void FuzzSplit(uint64_t iter) {
   weft::Slab s{slab.get(), slot * max, slot, head, max, offs.get(), lens.get()};
   double ctr[weft::kCtrCount] = {};
   uint32_t next = 0;
+  // Half the time through SplitPacket with a prefix, as tunnel super-datagrams are cut: the
+  // header decoded here, the packet behind it, a prefix of up to 64 bytes repeated per output.
+  const bool with_prefix = src.size() > weft::kVnetHdrLen && (Next() & 1);
+  const size_t prefix_len = with_prefix ? Below(65) : 0;
+  std::unique_ptr<uint8_t[]> prefix(new uint8_t[prefix_len + 1]);
+  for (size_t i = 0; i < prefix_len; i++) prefix[i] = static_cast<uint8_t>(Next());
+  weft::VnetHdr decoded;
+  if (with_prefix) weft::DecodeVnetHdr(srcbuf.get(), &decoded);
   for (int call = 0; call < 70000; call++) {
-    weft::SplitResult r = weft::Split(srcbuf.get(), src.size(), next, &s, 0, ctr);
+    weft::SplitResult r =
+        with_prefix ? weft::SplitPacket(decoded, srcbuf.get() + weft::kVnetHdrLen,
+                                        src.size() - weft::kVnetHdrLen, next, &s, 0, prefix.get(),
+                                        prefix_len, ctr)
+                    : weft::Split(srcbuf.get(), src.size(), next, &s, 0, ctr);
     if (r.produced > max) Fail("produced more than the slots", iter);
     for (size_t i = 0; i < r.produced; i++) {
       if (offs[i] != static_cast<int32_t>(i * slot + head)) Fail("slot offset", iter);
       if (lens[i] != -1 && (lens[i] <= 0 || static_cast<size_t>(lens[i]) > slot - head))
         Fail("slot length", iter);
+      if (lens[i] > 0 && prefix_len && memcmp(slab.get() + offs[i], prefix.get(), prefix_len) != 0)
+        Fail("prefix not repeated", iter);
     }
     if (r.refuse != weft::kRefuseNone && r.produced) Fail("refused and produced", iter);
     if (!r.more || max == 0) break;
