@@ -7,12 +7,15 @@
 // Layout, so later kernel features slot in beside what is here:
 //   - argument checking (Args*): everything a caller passes is bounds-checked before the first
 //     syscall, so a bad offset throws a TypeError/RangeError instead of touching memory;
-//   - scratch (Scratch): per-environment mmsghdr/iovec/sockaddr arrays, grown only when a
-//     larger batch is asked for, so the per-batch path does not allocate;
-//   - openers (tunOpen, udpOpen, rawOpen; later IFF_VNET_HDR);
-//   - batch movers (readPackets/writePackets for TUN, recvBatch/sendBatch for any AF_INET
-//     datagram or raw IP socket; later UDP_SEGMENT/UDP_GRO control messages go into the same
-//     mmsghdrs);
+//   - scratch (Scratch, OffloadScratch, UdpScratch): per-environment mmsghdr/iovec/sockaddr/
+//     plan arrays, grown only when a larger batch is asked for, so the per-batch path does not
+//     allocate;
+//   - openers (tunOpen, with IFF_VNET_HDR and TUNSETOFFLOAD when asked; udpOpen, with UDP_GRO
+//     when asked; rawOpen);
+//   - batch movers (readPackets/writePackets for TUN, tunReadVnet/tunWrite for a TUN with
+//     offloads, recvBatch/sendBatch for any AF_INET datagram or raw IP socket, with UDP_GRO
+//     and UDP_SEGMENT modes); the segmentation and coalescing byte work is in offload.cc,
+//     which gsoSplit/tcpCoalesce also expose without I/O for tests;
 //   - readiness (Poller): a uv_poll_t on Node's own loop.
 
 #include <napi.h>
