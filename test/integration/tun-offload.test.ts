@@ -527,7 +527,7 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
     fs.rmSync(compiled, { recursive: true, force: true });
   });
 
-  it('carries a TCP stream both ways through an offload TUN, and through a plain one', async () => {
+  it('carries a TCP stream both ways through an offload TUN, and through a plain one', { timeout: 60_000 }, async () => {
     const r = await runInNs(TCP_CHILD);
     if (process.env.WEFT_TEST_VERBOSE) console.log(JSON.stringify(r));
     // 6.18 grants everything asked: CSUM | TSO4 | TSO6 | USO4 | USO6.
@@ -562,7 +562,7 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
     expect(ps.partialFixed).toBeGreaterThanOrEqual(35);
   });
 
-  it('sends UDP with UDP_SEGMENT, falls back when refused, and splits UDP_GRO trains', async () => {
+  it('sends UDP with UDP_SEGMENT, falls back when refused, and splits UDP_GRO trains', { timeout: 60_000 }, async () => {
     const r = await runInNs(UDP_CHILD);
     if (process.env.WEFT_TEST_VERBOSE) console.log(JSON.stringify(r));
     const U = { GSO_MESSAGES: 0, GSO_SEGMENTS: 1, GSO_DISABLED: 2, GSO_FALLBACKS: 3, GRO_DATAGRAMS: 4, GRO_SEGMENTS: 5 };
