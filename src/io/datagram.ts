@@ -35,6 +35,8 @@ export class DatagramSocket implements Transport {
   private readonly groState: Int32Array | undefined;
   private readonly groTunnelHeader: number;
   private readonly groTunnelMtu: number;
+  // Whether a recv() produced datagrams since onReadable's callback last returned.
+  private progress = false;
 
   protected constructor(fd: number, what: string, offload: DatagramOffload = {}) {
     this.handle = new FdHandle(fd, what);
@@ -87,6 +89,7 @@ export class DatagramSocket implements Transport {
       this.stage ? this.groTunnelMtu : undefined,
     );
     list.count = n;
+    if (n > 0) this.progress = true;
     return n;
   }
 
@@ -118,8 +121,16 @@ export class DatagramSocket implements Transport {
    * datagrams wait in user space, see `pending`); a second call replaces the first.
    */
   onReadable(cb: (err?: Error) => void): void {
-    if (this.groState) this.handle.onReadable(cb, () => this.pending);
-    else this.handle.onReadable(cb);
+    if (!this.groState) {
+      this.handle.onReadable(cb);
+      return;
+    }
+    // As TunDevice: again only while something waits and the callback did take datagrams.
+    this.handle.onReadable(cb, () => {
+      const again = this.pending && this.progress;
+      this.progress = false;
+      return again;
+    });
   }
 
   /**

@@ -27,28 +27,28 @@ export class FdHandle {
   /**
    * Level-triggered readiness callback (native.pollStart); a second call replaces the first.
    *
-   * pending: whether data already taken from the kernel still waits in user space (a
-   * super-packet or GRO train only partly handed out because the caller's slots ran out). The
-   * fd is then not readable, so poll alone would leave it waiting for the next arrival, which a
-   * TCP sender may not send before our ACKs; after each callback that leaves something pending,
-   * the callback runs again from setImmediate.
+   * again: asked once after each callback whether it should run again at once. For data already
+   * taken from the kernel that still waits in user space (a super-packet or GRO train only
+   * partly handed out because the caller's slots ran out): the fd is then not readable, so poll
+   * alone would leave it waiting for the next arrival, which a TCP sender may not send before
+   * our ACKs. The callback then runs again from setImmediate.
    */
-  onReadable(cb: (err?: Error) => void, pending?: () => boolean): void {
+  onReadable(cb: (err?: Error) => void, again?: () => boolean): void {
     const fd = this.live();
     if (this.poll) this.poll.close();
     this.poll = undefined;
     const gen = ++this.generation;
     let queued = false;
     const fire =
-      pending === undefined
+      again === undefined
         ? cb
         : (err?: Error): void => {
             cb(err);
-            if (err || queued || gen !== this.generation || this.fdValue < 0 || !pending()) return;
+            if (err || queued || gen !== this.generation || this.fdValue < 0 || !again()) return;
             queued = true;
             setImmediate(() => {
               queued = false;
-              if (gen === this.generation && this.fdValue >= 0 && pending()) fire();
+              if (gen === this.generation && this.fdValue >= 0) fire();
             });
           };
     this.poll = native.pollStart(fd, fire);

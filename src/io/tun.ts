@@ -50,6 +50,8 @@ export class TunDevice {
   // One super-packet being split across reads, and where to resume (tunReadVnet).
   private readonly rbuf: Buffer | undefined;
   private readonly splitState: Int32Array;
+  // Whether a read() produced packets since onReadable's callback last returned.
+  private progress = false;
 
   private constructor(fd: number, name: string, vnetHdr: boolean, offloads: number) {
     this.name = name;
@@ -121,6 +123,7 @@ export class TunDevice {
         this.counters,
       );
       list.count = c;
+      if (c > 0) this.progress = true;
       return c;
     }
     const n = native.readPackets(
@@ -162,8 +165,17 @@ export class TunDevice {
    * error once and is not called again.
    */
   onReadable(cb: (err?: Error) => void): void {
-    if (this.rbuf) this.handle.onReadable(cb, () => this.pending);
-    else this.handle.onReadable(cb);
+    if (!this.rbuf) {
+      this.handle.onReadable(cb);
+      return;
+    }
+    // Again only while something waits and the callback did take packets: a callback that
+    // stopped reading (or has no slots) is left to the next readiness instead of spinning.
+    this.handle.onReadable(cb, () => {
+      const again = this.pending && this.progress;
+      this.progress = false;
+      return again;
+    });
   }
 
   /**

@@ -127,3 +127,42 @@ describe('UDP segmentation offload on loopback', () => {
     expect(() => bind({ gro: true, groTunnelMtu: 70000 })).toThrow(RangeError);
   });
 });
+
+describe('GRO datagrams waiting in user space', () => {
+  it('are handed out by further callbacks, and a callback that stops reading is not spun', async () => {
+    const tx = bind({ gso: true });
+    const rx = bind({ gro: true, groRegions: 1 });
+    const list = new PacketList({ capacity: 64, slotSize: 2048, headroom: 0 });
+    const sent = batch(list, Array.from({ length: 40 }, () => ({ port: rx.port, len: 1000 })));
+    const few = new PacketList({ capacity: 5, slotSize: 2048, headroom: 0 });
+    const got: Buffer[] = [];
+    let calls = 0;
+    const done = new Promise<void>((resolve) => {
+      rx.onReadable(() => {
+        calls++;
+        const n = rx.recv(few);
+        for (let i = 0; i < n; i++) got.push(Buffer.from(few.buf.subarray(few.offs[i], few.offs[i] + few.lens[i])));
+        if (got.length >= 40) resolve();
+      });
+    });
+    expect(tx.send(list)).toBe(40);
+    await Promise.race([done, new Promise((r) => setTimeout(r, 2000))]);
+    // One train, one readiness: the other 7 batches came from re-runs of the callback.
+    expect(got).toEqual(sent);
+    expect(calls).toBe(8);
+    expect(rx.pending).toBe(false);
+
+    // A callback that takes one batch and then stops reading: one more call finds it idle,
+    // and then nothing until the next arrival (no setImmediate loop).
+    let idleCalls = 0;
+    rx.onReadable(() => {
+      idleCalls++;
+      if (idleCalls === 1) rx.recv(few);
+    });
+    batch(list, Array.from({ length: 40 }, () => ({ port: rx.port, len: 1000 })));
+    tx.send(list);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(rx.pending).toBe(true);
+    expect(idleCalls).toBe(2);
+  });
+});
