@@ -194,9 +194,74 @@ async function tcpThroughTun(tun, local, far, opts) {
 }
 `;
 
+// IPv6: the socket sends to the far end only (weft coalesces IPv4 alone), so the check is
+// that TSO6 super-packets come out as valid segments carrying the stream in order.
+const TCP6_PEER = String.raw`
+const LOCAL6 = Buffer.from('fd000099000000000000000000000001', 'hex');
+const FAR6 = Buffer.from('fd000099000000000000000000000002', 'hex');
+function tcp6(buf, off, o) {
+  const opts = o.opts || Buffer.alloc(0);
+  const thl = 20 + opts.length;
+  buf.fill(0, off, off + 40 + thl);
+  buf.writeUInt32BE(0x60000000, off);
+  buf.writeUInt16BE(thl, off + 4);
+  buf[off + 6] = 6; buf[off + 7] = 64;
+  FAR6.copy(buf, off + 8); LOCAL6.copy(buf, off + 24);
+  const t = off + 40;
+  buf.writeUInt16BE(5201, t); buf.writeUInt16BE(o.dport, t + 2);
+  buf.writeUInt32BE(o.seq >>> 0, t + 4); buf.writeUInt32BE(o.ack >>> 0, t + 8);
+  buf[t + 12] = (thl / 4) << 4; buf[t + 13] = o.flags; buf.writeUInt16BE(65535, t + 14);
+  opts.copy(buf, t + 20);
+  buf.writeUInt16BE(~sum16(buf, t, thl, sum16(buf, off + 8, 32, 6 + thl)) & 0xffff, t + 16);
+  return 40 + thl;
+}
+async function tcp6ToPeer(tun, bytes) {
+  ipc('-6', 'addr', 'add', 'fd00:99::1/64', 'dev', 'wto0', 'nodad');
+  const rx = new PacketList({ capacity: 64, slotSize: 2048, headroom: 64 });
+  const tx = new PacketList({ capacity: 4, slotSize: 2048, headroom: 64 });
+  const res = { segments: 0, badCsum: 0, outOfOrder: 0, maxSegment: 0 };
+  let conn = null, received = [], receivedBytes = 0, done;
+  const finished = new Promise((r_) => { done = r_; });
+  const send = (o) => { tx.clear(); tx.push(64, tcp6(tx.buf, 64, o)); tun.write(tx); };
+  tun.onReadable(() => {
+    let n;
+    while ((n = tun.read(rx)) > 0) {
+      for (let i = 0; i < n; i++) {
+        const b = rx.buf, off = rx.offs[i], len = rx.lens[i];
+        if (len < 60 || b[off] >> 4 !== 6 || b[off + 6] !== 6 || !b.subarray(off + 24, off + 40).equals(FAR6)) continue;
+        const t = off + 40, l4 = len - 40;
+        if (sum16(b, t, l4, sum16(b, off + 8, 32, 6 + l4)) !== 0xffff) res.badCsum++;
+        const flags = b[t + 13], seq = b.readUInt32BE(t + 4), data = b.subarray(t + (b[t + 12] >> 4) * 4, off + len);
+        if (flags & 0x02) {
+          conn = { dport: b.readUInt16BE(t), rcvNxt: (seq + 1) >>> 0 };
+          send({ dport: conn.dport, seq: 0x10000000, ack: conn.rcvNxt, flags: 0x12, opts: Buffer.from([2, 4, 5, 160, 1, 3, 3, 7]) });
+          continue;
+        }
+        if (!conn || data.length === 0) continue;
+        res.segments++;
+        res.maxSegment = Math.max(res.maxSegment, data.length);
+        if (seq !== conn.rcvNxt) res.outOfOrder++;
+        else { received.push(Buffer.from(data)); receivedBytes += data.length; conn.rcvNxt = (conn.rcvNxt + data.length) >>> 0; }
+        send({ dport: conn.dport, seq: 0x10000001, ack: conn.rcvNxt, flags: 0x10 });
+        if (receivedBytes >= bytes) done();
+      }
+    }
+  });
+  const sock = net.connect({ host: 'fd00:99::2', port: 5201, localAddress: 'fd00:99::1' });
+  await new Promise((r_, j) => { sock.once('connect', r_); sock.once('error', j); });
+  const out = pattern(bytes, 5);
+  sock.write(out);
+  await Promise.race([finished, new Promise((r_) => setTimeout(r_, 10000))]);
+  res.intact = Buffer.concat(received).equals(out);
+  sock.destroy();
+  return res;
+}
+`;
+
 const TCP_CHILD = `
 ${HELPERS}
 ${TCP_PEER}
+${TCP6_PEER}
 (async () => {
   ipc('link', 'set', 'lo', 'up');
   const tun = TunDevice.open('wto0', { offload: true });
@@ -207,6 +272,8 @@ ${TCP_PEER}
   r.features = execFileSync('cat', ['/sys/class/net/wto0/mtu']).toString().trim();
   r.tcp = await tcpThroughTun(tun, '10.98.0.1', '10.98.0.2', { toPeer: 4 << 20, toSocket: 400000, rxSlots: 16 });
   r.stats = tun.stats();
+  r.tcp6 = await tcp6ToPeer(tun, 1 << 20);
+  r.stats6 = tun.stats();
   tun.close();
 
   // The same without offloads: plain reads and writes, partial checksums still finished.
@@ -575,6 +642,14 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
     expect(st.segmentsMerged).toBeGreaterThan(st.coalescedWrites * 2);
     expect(st.partialFixed).toBeGreaterThanOrEqual(140);
     expect(st.writeErrors).toBe(0);
+
+    // IPv6 (TSO6): super-packets read and cut into valid segments of at most the MSS (1440).
+    const tcp6 = r.tcp6 as Record<string, number | boolean>;
+    expect(tcp6).toMatchObject({ intact: true, badCsum: 0, outOfOrder: 0 });
+    expect(tcp6.maxSegment).toBeLessThanOrEqual(1440);
+    const st6 = r.stats6 as Record<string, number>;
+    expect(st6.superRead).toBeGreaterThan(st.superRead);
+    expect(st6.segmentsOut - st.segmentsOut).toBeGreaterThan((st6.superRead - st.superRead) * 2);
 
     expect(r.plainOffloads).toBe(0);
     const plain = r.plainTcp as Record<string, number | boolean>;
