@@ -560,6 +560,32 @@ describe('argument checks of the offload entry points', () => {
     expect(() => native.tunOpen('x', false, 1 as never)).toThrow(TypeError);
     expect(ctr.every((c) => c === 0)).toBe(true);
   });
+
+  it('throws EBADF for a closed fd instead of counting every packet as dropped', () => {
+    const ctr = new Float64Array(TUN_COUNTER.COUNT);
+    const pkts = flow(3);
+    const buf = Buffer.concat(pkts);
+    const offs = Int32Array.from([0, 1040, 2080]);
+    const lens = Int32Array.from([1040, 1040, 1040]);
+    for (const vnet of [true, false]) {
+      let err: (Error & { code?: string; syscall?: string }) | undefined;
+      try {
+        native.tunWrite(0x7ffffff0, buf, offs, lens, 3, vnet, ctr);
+      } catch (e) {
+        err = e as Error;
+      }
+      expect(err?.code).toBe('EBADF');
+      expect(err?.syscall).toBe('writev');
+    }
+    let rerr: (Error & { code?: string }) | undefined;
+    try {
+      native.tunReadVnet(0x7ffffff0, Buffer.alloc(65545), Buffer.alloc(4 * SLOT), SLOT, HEAD, 4, new Int32Array(4), new Int32Array(4), new Int32Array(2), ctr);
+    } catch (e) {
+      rerr = e as Error;
+    }
+    expect(rerr?.code).toBe('EBADF');
+    expect(ctr[TUN_COUNTER.WRITE_ERRORS]).toBe(0);
+  });
 });
 
 describe('recvBatch GRO mode: tunnel super-datagrams', () => {
