@@ -1,5 +1,5 @@
 import { FdHandle } from './fd-handle';
-import { native } from './native';
+import { GRO_REGION, groStateLength, native, UDP_COUNTER } from './native';
 import type { PacketList } from './packet-list';
 import type { Transport } from './transport';
 
@@ -14,11 +14,49 @@ export const DEFAULT_SOCKET_BUFFER = 4 << 20;
  * each sender's address and port, sendmmsg of its entries to theirs. UdpSocket and RawSocket
  * differ only in how the socket is opened.
  */
+/** GSO/GRO use of a DatagramSocket (UdpSocket.bind's `gro`/`gso`). */
+export interface DatagramOffload {
+  /** UDP_GRO is on: receive through stage regions of this many 64 KiB. */
+  groRegions?: number;
+  /** Send runs with UDP_SEGMENT. */
+  gso?: boolean;
+  /** Bytes of tunnel headers before the inner IP packet, for cutting tunnel super-datagrams (recvBatch). */
+  groTunnelHeader?: number;
+  /** Inner MTU for cutting tunnel super-datagrams that came without a segment size. */
+  groTunnelMtu?: number;
+}
+
 export class DatagramSocket implements Transport {
   protected readonly handle: FdHandle;
+  /** Cumulative GSO/GRO counters, UDP_COUNTER layout (all zero without offload). */
+  readonly counters: Float64Array;
+  readonly gso: boolean;
+  private readonly stage: Buffer | undefined;
+  private readonly groState: Int32Array | undefined;
+  private readonly groTunnelHeader: number;
+  private readonly groTunnelMtu: number;
+  // Whether a recv() produced datagrams since onReadable's callback last returned.
+  private progress = false;
 
-  protected constructor(fd: number, what: string) {
+  protected constructor(fd: number, what: string, offload: DatagramOffload = {}) {
     this.handle = new FdHandle(fd, what);
+    this.counters = new Float64Array(UDP_COUNTER.COUNT);
+    this.gso = offload.gso ?? false;
+    const regions = offload.groRegions ?? 0;
+    this.stage = regions > 0 ? Buffer.allocUnsafeSlow(regions * GRO_REGION) : undefined;
+    this.groState = regions > 0 ? new Int32Array(groStateLength(regions)) : undefined;
+    this.groTunnelHeader = offload.groTunnelHeader ?? -1;
+    this.groTunnelMtu = offload.groTunnelMtu ?? 0;
+  }
+
+  /** Whether UDP_GRO trains are being received and split. */
+  get gro(): boolean {
+    return this.stage !== undefined;
+  }
+
+  /** True once the kernel refused GSO for this socket (sends are plain datagrams since). */
+  get gsoDisabled(): boolean {
+    return this.counters[UDP_COUNTER.GSO_DISABLED] !== 0;
   }
 
   /** The file descriptor; -1 once closed. */
@@ -29,26 +67,68 @@ export class DatagramSocket implements Transport {
   /**
    * Receives every queued datagram (up to the list's slots) into the slab from slot 0, with the
    * sender's address and port (0 for raw sockets, whose data starts at the IPv4 header); sets
-   * list.count. A datagram larger than a slot comes back with lens[i] = -1.
+   * list.count. A datagram larger than a slot comes back with lens[i] = -1. With GRO, a
+   * coalesced train comes back as the datagrams that were sent; what does not fit the list
+   * waits for the next recv.
    */
   recv(list: PacketList): number {
-    const n = native.recvBatch(this.handle.live(), list.buf, list.slotSize, list.headroom, list.slots, list.offs, list.lens, list.addrs, list.ports);
+    const n = native.recvBatch(
+      this.handle.live(),
+      list.buf,
+      list.slotSize,
+      list.headroom,
+      list.slots,
+      list.offs,
+      list.lens,
+      list.addrs,
+      list.ports,
+      this.stage,
+      this.groState,
+      this.stage ? this.counters : undefined,
+      this.stage ? this.groTunnelHeader : undefined,
+      this.stage ? this.groTunnelMtu : undefined,
+    );
     list.count = n;
+    if (n > 0) this.progress = true;
     return n;
   }
 
   /**
    * Sends list's first `count` entries to their addrs/ports. Returns how many the kernel took:
    * it stops early when the socket buffer or device queue is full, and skips single packets the
-   * kernel refuses (over the MTU, unreachable, malformed header).
+   * kernel refuses (over the MTU, unreachable, malformed header). With GSO, runs of equal-size
+   * datagrams to one peer go out as one UDP_SEGMENT send each (the count is still datagrams).
    */
   send(list: PacketList): number {
+    if (this.gso) {
+      return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count, true, this.counters);
+    }
     return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
   }
 
-  /** Calls cb whenever datagrams are waiting (level-triggered); a second call replaces the first. */
+  /**
+   * Calls cb whenever datagrams are waiting (level-triggered; with GRO also while a train's
+   * datagrams wait in user space, see `pending`); a second call replaces the first.
+   */
   onReadable(cb: (err?: Error) => void): void {
-    this.handle.onReadable(cb);
+    if (!this.groState) {
+      this.handle.onReadable(cb);
+      return;
+    }
+    // As TunDevice: again only while something waits and the callback did take datagrams.
+    this.handle.onReadable(cb, () => {
+      const again = this.pending && this.progress;
+      this.progress = false;
+      return again;
+    });
+  }
+
+  /**
+   * Whether datagrams of a GRO train already received wait for the next recv() (the slots ran
+   * out); onReadable's callback is called again for them even though the socket is not readable.
+   */
+  get pending(): boolean {
+    return this.groState !== undefined && this.groState[0] !== 0;
   }
 
   /** Stops polling and closes the socket. Idempotent. */

@@ -10,6 +10,8 @@ import { native, type PollHandle } from './native';
 export class FdHandle {
   private fdValue: number;
   private poll: PollHandle | undefined;
+  // Bumped by every onReadable and close, so a resume queued for an older callback is dropped.
+  private generation = 0;
   /** Names the handle in the error thrown when it is used after close. */
   private readonly label: string;
 
@@ -24,16 +26,39 @@ export class FdHandle {
     return this.fdValue;
   }
 
-  /** Level-triggered readiness callback (native.pollStart); a second call replaces the first. */
-  onReadable(cb: (err?: Error) => void): void {
+  /**
+   * Level-triggered readiness callback (native.pollStart); a second call replaces the first.
+   *
+   * again: asked once after each callback whether it should run again at once. For data already
+   * taken from the kernel that still waits in user space (a super-packet or GRO train only
+   * partly handed out because the caller's slots ran out): the fd is then not readable, so poll
+   * alone would leave it waiting for the next arrival, which a TCP sender may not send before
+   * our ACKs. The callback then runs again from setImmediate.
+   */
+  onReadable(cb: (err?: Error) => void, again?: () => boolean): void {
     const fd = this.live();
     if (this.poll) this.poll.close();
     this.poll = undefined;
-    this.poll = native.pollStart(fd, cb);
+    const gen = ++this.generation;
+    let queued = false;
+    const fire =
+      again === undefined
+        ? cb
+        : (err?: Error): void => {
+            cb(err);
+            if (err || queued || gen !== this.generation || this.fdValue < 0 || !again()) return;
+            queued = true;
+            setImmediate(() => {
+              queued = false;
+              if (gen === this.generation && this.fdValue >= 0) fire();
+            });
+          };
+    this.poll = native.pollStart(fd, fire);
   }
 
   /** Stops polling and closes the fd; idempotent. */
   close(): void {
+    this.generation++;
     if (this.poll) {
       this.poll.close();
       this.poll = undefined;

@@ -10,20 +10,58 @@ export interface UdpBindOptions {
   rcvbuf?: number;
   /** SO_SNDBUF in bytes (default 4 MiB); forced past net.core.wmem_max when running as root. */
   sndbuf?: number;
+  /**
+   * UDP_GRO: the kernel may hand over trains of datagrams coalesced into one; recv splits them
+   * back (through a stage of `groRegions` x 64 KiB, default 8). Off by default.
+   */
+  gro?: boolean;
+  groRegions?: number;
+  /**
+   * With gro: bytes of tunnel headers in front of the inner IP packet in every datagram (22 for
+   * VXLAN: 8 VXLAN + 14 Ethernet; 0 for flannel's udp backend). A kernel VXLAN peer on a veth
+   * sends TSO super-packets that arrive as one datagram; with this set they are cut into the
+   * datagrams a NIC would have delivered. Without it (default) they come back as lens -1.
+   */
+  groTunnelHeader?: number;
+  /**
+   * With groTunnelHeader: the overlay's inner MTU (e.g. 1450 for VXLAN on a 1500 underlay). An
+   * inner TCP super-packet comes without the sender's segment size, so it is cut into inner
+   * packets of at most this many bytes; 0 (default): as large as fits a slot.
+   */
+  groTunnelMtu?: number;
+  /** UDP_SEGMENT: send runs of equal-size datagrams to one peer as one message. Off by default. */
+  gso?: boolean;
 }
 
 export class UdpSocket extends DatagramSocket {
   readonly port: number;
 
-  private constructor(fd: number, port: number) {
-    super(fd, `UDP socket on port ${port}`);
+  private constructor(fd: number, port: number, opts: UdpBindOptions) {
+    super(fd, `UDP socket on port ${port}`, {
+      groRegions: opts.gro ? (opts.groRegions ?? 8) : 0,
+      gso: opts.gso ?? false,
+      groTunnelHeader: opts.groTunnelHeader,
+      groTunnelMtu: opts.groTunnelMtu,
+    });
     this.port = port;
   }
 
   /** Binds addr:port (addr a host-order uint32; 0 = any address, port 0 = ephemeral). */
   // `override`: a class's static side inherits Function.prototype.bind from its base constructor.
   static override bind(addr: number, port: number, opts: UdpBindOptions = {}): UdpSocket {
-    const fd = native.udpOpen(addr, port, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER);
+    const tunnel = opts.groTunnelHeader ?? -1;
+    if (!Number.isInteger(tunnel) || tunnel < -1 || tunnel > 1024) {
+      throw new RangeError(`groTunnelHeader must be an integer in [-1, 1024]: ${tunnel}`);
+    }
+    const mtu = opts.groTunnelMtu ?? 0;
+    if (!Number.isInteger(mtu) || mtu < 0 || mtu > 65535) {
+      throw new RangeError(`groTunnelMtu must be an integer in [0, 65535]: ${mtu}`);
+    }
+    const regions = opts.groRegions ?? 8;
+    if (!Number.isInteger(regions) || regions < 1 || regions > 1024) {
+      throw new RangeError(`groRegions must be an integer in [1, 1024]: ${regions}`);
+    }
+    const fd = native.udpOpen(addr, port, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER, opts.gro ?? false);
     let bound: number;
     try {
       bound = native.localPort(fd);
@@ -31,6 +69,6 @@ export class UdpSocket extends DatagramSocket {
       native.close(fd);
       throw err;
     }
-    return new UdpSocket(fd, bound);
+    return new UdpSocket(fd, bound, opts);
   }
 }

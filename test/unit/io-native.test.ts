@@ -23,7 +23,22 @@ describe('native addon loader', () => {
 
   it('exposes every native entry point, and the lazy object forwards to the loaded addon', () => {
     const addon = loadNative();
-    for (const name of ['tunOpen', 'udpOpen', 'rawOpen', 'localPort', 'readPackets', 'writePackets', 'recvBatch', 'sendBatch', 'pollStart', 'close'] as const) {
+    for (const name of [
+      'tunOpen',
+      'udpOpen',
+      'rawOpen',
+      'localPort',
+      'readPackets',
+      'writePackets',
+      'recvBatch',
+      'sendBatch',
+      'tunReadVnet',
+      'tunWrite',
+      'gsoSplit',
+      'tcpCoalesce',
+      'pollStart',
+      'close',
+    ] as const) {
       expect(typeof addon[name]).toBe('function');
     }
     // Called once, the lazy object holds the addon's own functions.
