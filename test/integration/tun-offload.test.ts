@@ -470,6 +470,14 @@ function readable(tun) {
   execFileSync('python3', ['-c', "import socket;s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.setsockopt(17,103,1000);s.sendto(bytes(i%251 for i in range(3500)),('fd00:98::2',9999))"]);
   await Promise.race([got6, sleep(3000)]);
   r.v6 = { datagrams: seen6, supers: tun.stats().superRead - before6 };
+
+  // 7. A multi-queue device's queues must agree on offload (the header is the device's).
+  const q1 = TunDevice.open('wtm', { multiQueue: true, offload: true });
+  try { TunDevice.open('wtm', { multiQueue: true }); r.mixed = 'opened'; } catch (e) { r.mixed = { code: e.code, message: e.message }; }
+  const q2 = TunDevice.open('wtm', { multiQueue: true, offload: true });
+  r.sameWay = q2.offloads;
+  q1.close();
+  q2.close();
   console.log(JSON.stringify(r));
   process.exit(0);
 })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack || e), r })); process.exit(2); });
@@ -717,6 +725,9 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
     expect((r.onceTun as { calls: number }).calls).toBeGreaterThanOrEqual(3);
     expect(r.onceGro).toMatchObject({ got: 40, intact: true, pending: false });
     expect((r.onceGro as { calls: number }).calls).toBeGreaterThanOrEqual(8);
+    // 7. Mixed queues refused, same-way queues fine.
+    expect(r.mixed).toEqual({ code: 'EINVAL', message: expect.stringContaining('opened with offload') });
+    expect(r.sameWay).toBe(0x67);
     // 6. IPv6 through USO6: one super-packet, four datagrams with valid checksums.
     expect(r.v6).toEqual({
       supers: 1,
