@@ -310,6 +310,26 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "ioctl", "TUNSETIFF " + (name.empty() ? std::string("(any)") : name), err);
     return env.Undefined();
   }
+  // IFF_VNET_HDR belongs to the device, not to this fd: attaching a queue to a multi-queue
+  // device whose other queues were opened the other way leaves every queue with whatever the
+  // device has (checked on 6.18: a queue opened without it still got headers). TUNGETIFF
+  // reports the device's flags; a queue that would misread every packet is refused here.
+  ifreq got;
+  memset(&got, 0, sizeof got);
+  if (ioctl(fd, TUNGETIFF, &got) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ioctl", "TUNGETIFF " + name, err);
+    return env.Undefined();
+  }
+  if (!!(got.ifr_flags & IFF_VNET_HDR) != vnet_hdr) {
+    close(fd);
+    ThrowErrno(env, "ioctl",
+               "TUNSETIFF " + name + ": the device's other queues were opened " +
+                   (vnet_hdr ? "without" : "with") + " offload (IFF_VNET_HDR)",
+               EINVAL);
+    return env.Undefined();
+  }
   unsigned offloads = 0;
   if (vnet_hdr) {
     // The kernel's default is also 10 (sizeof(struct virtio_net_hdr)), but a persistent device

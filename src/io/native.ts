@@ -24,7 +24,8 @@ export interface NativeAddon {
    * the kernel choose). With vnetHdr: IFF_VNET_HDR, a 10-byte virtio-net header, and
    * TUNSETOFFLOAD probed with CSUM|TSO4|TSO6|USO4|USO6, then CSUM|TSO4|TSO6, then 0; `offloads`
    * is the set granted (TUN_F bits, see TUN_OFFLOAD), 0 without vnetHdr. Such an fd must be
-   * read with tunReadVnet and written with tunWrite(vnet = true).
+   * read with tunReadVnet and written with tunWrite(vnet = true). Attaching a queue whose
+   * vnetHdr differs from the device's (its other queues') throws EINVAL.
    */
   tunOpen(name: string, multiQueue: boolean, vnetHdr?: boolean): { fd: number; name: string; offloads: number };
   /**

@@ -18,7 +18,9 @@ export interface TunOpenOptions {
   /**
    * IFF_VNET_HDR with TUNSETOFFLOAD (checksum, TSO4/6, USO4/6 as the kernel grants): fewer,
    * larger reads and writes for bulk TCP. The device's reads and writes then go through the
-   * addon's split and coalesce; `offloads` says what was granted.
+   * addon's split and coalesce; `offloads` says what was granted. With multiQueue, open every
+   * queue the same way: the virtio-net header is a property of the device, not of the fd, so
+   * open throws EINVAL for a queue that disagrees with the device.
    */
   offload?: boolean;
 }

@@ -475,6 +475,14 @@ function readable(tun) {
   execFileSync('python3', ['-c', "import socket;s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);s.setsockopt(17,103,1000);s.sendto(bytes(i%251 for i in range(3500)),('fd00:98::2',9999))"]);
   await Promise.race([got6, sleep(3000)]);
   r.v6 = { datagrams: seen6, supers: tun.stats().superRead - before6 };
+
+  // 7. A multi-queue device's queues must agree on offload (the header is the device's).
+  const q1 = TunDevice.open('wtm', { multiQueue: true, offload: true });
+  try { TunDevice.open('wtm', { multiQueue: true }); r.mixed = 'opened'; } catch (e) { r.mixed = { code: e.code, message: e.message }; }
+  const q2 = TunDevice.open('wtm', { multiQueue: true, offload: true });
+  r.sameWay = q2.offloads;
+  q1.close();
+  q2.close();
   console.log(JSON.stringify(r));
   process.exit(0);
 })().catch((e) => { console.log(JSON.stringify({ error: String(e && e.stack || e), r })); process.exit(2); });
@@ -517,7 +525,7 @@ async function once(offload) {
   // reach the socket as one datagram each (with or without UDP_GRO, and without a segment
   // size), which only the tunnel cutting turns back into datagrams (inner packets of at most
   // vx0's MTU); a plain socket would see them as lens -1.
-  const sock = UdpSocket.bind(u32('192.168.77.2'), 8472, { gro: true, groTunnelHeader: 22, groTunnelMtu: 1450 });
+  const sock = UdpSocket.bind(u32('192.168.77.2'), 8472, { gro: true, groTunnelHeader: 22, groTunnelMtu: 1450, gso: true });
   const res = { seedSeen: 0, validSeen: 0, datagrams: 0, truncated: 0 };
   // Underlay -> TUN: strip VXLAN (8) and Ethernet (14), note what the inner TCP checksum holds.
   const urx = new PacketList({ capacity: 64, slotSize: 2048, headroom: 64 });
@@ -568,18 +576,36 @@ async function once(offload) {
   const want = pattern(BYTES, 9);
   const got = [];
   let gotBytes = 0;
-  const server = net.createServer((c) => { c.on('data', (d) => { got.push(d); gotBytes += d.length; }); });
+  // The server answers with BYTES of its own once the upload is complete: that direction is
+  // TSO super-packets read from our TUN, cut, and sent to K as UDP_SEGMENT runs of VXLAN
+  // datagrams, which K's kernel must take apart and decapsulate.
+  const back = pattern(BYTES, 4);
+  const server = net.createServer((c) => {
+    c.on('data', (d) => {
+      got.push(d);
+      gotBytes += d.length;
+      if (gotBytes === BYTES) c.end(back);
+    });
+    c.on('error', () => {});
+  });
   await new Promise((r_) => server.listen(5201, '10.244.2.1', r_));
   const t0 = Date.now();
   const client = require('node:child_process').spawn('ip', ['netns', 'exec', NSK, process.execPath, '-e',
-    "const p=Buffer.alloc(" + BYTES + ");for(let i=0;i<p.length;i++)p[i]=(i*31+9+(i>>8))&255;" +
-    "const s=require('net').connect({host:'10.244.2.1',port:5201,localAddress:'10.244.1.0'},()=>s.end(p));" +
-    "s.on('close',()=>process.exit(0));s.on('error',(e)=>{console.error(e);process.exit(1)});setTimeout(()=>process.exit(3),15000)"],
-    { stdio: 'ignore' });
+    "const mk=(salt)=>{const p=Buffer.alloc(" + BYTES + ");for(let i=0;i<p.length;i++)p[i]=(i*31+salt+(i>>8))&255;return p};" +
+    "const s=require('net').connect({host:'10.244.2.1',port:5201,localAddress:'10.244.1.0'},()=>s.write(mk(9)));" +
+    "const got=[];s.on('data',(d)=>got.push(d));" +
+    "s.on('end',()=>{console.log(Buffer.concat(got).equals(mk(4))?'back-intact':'back-corrupt '+Buffer.concat(got).length);process.exit(0)});" +
+    "s.on('error',(e)=>{console.log('error '+e.message);process.exit(1)});setTimeout(()=>{console.log('timeout');process.exit(3)},15000)"],
+    { stdio: ['ignore', 'pipe', 'ignore'] });
+  let clientOut = '';
+  client.stdout.on('data', (d) => (clientOut += d));
+  const clientDone = new Promise((r_) => client.once('exit', r_));
   while (gotBytes < BYTES && Date.now() - t0 < 10000) await new Promise((r_) => setTimeout(r_, 10));
   res.ms = Date.now() - t0;
   res.intact = Buffer.concat(got).equals(want);
   res.bytes = gotBytes;
+  await Promise.race([clientDone, new Promise((r_) => setTimeout(r_, 10000))]);
+  res.back = clientOut.trim();
   res.stats = tun.stats();
   res.udp = Array.from(sock.counters);
   client.kill();
@@ -706,6 +732,9 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
     expect((r.onceTun as { calls: number }).calls).toBeGreaterThanOrEqual(3);
     expect(r.onceGro).toMatchObject({ got: 40, intact: true, pending: false });
     expect((r.onceGro as { calls: number }).calls).toBeGreaterThanOrEqual(8);
+    // 7. Mixed queues refused, same-way queues fine.
+    expect(r.mixed).toEqual({ code: 'EINVAL', message: expect.stringContaining('opened with offload') });
+    expect(r.sameWay).toBe(0x67);
     // 6. IPv6 through USO6: one super-packet, four datagrams with valid checksums.
     expect(r.v6).toEqual({
       supers: 1,
@@ -738,6 +767,12 @@ describe.skipIf(process.getuid?.() !== 0)('TUN and UDP segmentation offload agai
       expect(m.stats.partialFixed, mode).toBeGreaterThanOrEqual(m.seedSeen as number);
       expect(m.stats.writeErrors, mode).toBe(0);
     }
+    // The answer (TUN super-packets cut, sent as UDP_SEGMENT runs) reached K's socket whole.
+    for (const mode of ['offload', 'plain'] as const) {
+      const m = r[mode] as { back: string; udp: number[] };
+      expect(m.back, mode).toBe('back-intact');
+    }
+    expect((r.offload as { udp: number[] }).udp[0]).toBeGreaterThan(0); // GSO_MESSAGES
     // With offload, the runs that arrived together went to the kernel as super-packets.
     expect((r.offload as { stats: Record<string, number> }).stats.coalescedWrites).toBeGreaterThan(0);
   });
