@@ -89,11 +89,11 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
       return { pids: [], device: st.nodes[0].iface, stop: none };
     }
     case 'kernel-vxlan':
-      // Both nodes become flannel.1 as flanneld sets it up, kernel to kernel, so the kernel's own
-      // checksum offload stays on. n1 is programmed again once n2's lease carries its new MAC.
-      await kernelVxlanNode(prefix, 'n1', { wireChecksums: false });
-      await kernelVxlanNode(prefix, 'n2', { wireChecksums: false });
-      await kernelVxlanNode(prefix, 'n1', { wireChecksums: false });
+      // Both nodes become flannel.1 as flanneld sets it up, kernel to kernel. n1 is programmed
+      // again once n2's lease carries its new MAC.
+      await kernelVxlanNode(prefix, 'n1');
+      await kernelVxlanNode(prefix, 'n2');
+      await kernelVxlanNode(prefix, 'n1');
       return { pids: [], device: KERNEL_VXLAN_DEVICE, stop: none };
     case 'openvpn':
       return startOpenVpn(st);

@@ -107,7 +107,6 @@ async function checkTools(tunnels: Tunnel[]): Promise<void> {
     ['iperf3', 'iperf3'],
     ['tcpdump', 'tcpdump'],
     ['ping', 'iputils-ping'],
-    ['ethtool', 'ethtool'],
   ];
   if (tunnels.includes('openvpn')) need.push(['openvpn', 'openvpn']);
   const missing: string[] = [];

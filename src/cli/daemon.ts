@@ -22,6 +22,8 @@ ${ETCD_HELP.trimEnd()}
   --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
   --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
+  --no-offload            one packet per TUN read/write and per datagram, as before offloads:
+                          no IFF_VNET_HDR/TSO on the TUN, no UDP_SEGMENT/UDP_GRO (for comparison)
   --log-level LEVEL       pino level (default info)
   --control-cafile PATH   reach --control over TLS, trusting this CA (PEM); control's certificate
                           must name the --control address (an IP SAN for an IP)
@@ -51,6 +53,7 @@ export async function run(argv: string[]): Promise<number | void> {
       'healthz-port': { type: 'string' },
       'renew-margin': { type: 'string', default: '3600' },
       'ip-masq': { type: 'boolean', default: false },
+      'no-offload': { type: 'boolean', default: false },
       'log-level': { type: 'string', default: 'info' },
       'control-cafile': { type: 'string' },
       'control-certfile': { type: 'string' },
@@ -106,6 +109,7 @@ export async function run(argv: string[]): Promise<number | void> {
     healthzPort: port('healthz-port', values['healthz-port'], 9090),
     renewMarginMs: renewMargin * 1000,
     ipMasq: values['ip-masq']!,
+    offload: !values['no-offload'],
     logger,
   });
 

@@ -29,6 +29,13 @@ export interface DaemonOptions {
   /** Renew this long before expiry (flannel renews an hour ahead); capped at half the remaining TTL. */
   renewMarginMs: number;
   ipMasq: boolean;
+  /**
+   * Kernel offloads (default on in the CLI): the TUN opened with IFF_VNET_HDR and TSO/USO, so the
+   * kernel hands over and takes back 64 KB super-packets that the addon splits and coalesces;
+   * UDP_SEGMENT/UDP_GRO on the udp backend's socket. Every routing and encapsulation decision
+   * is still made per packet in the pipeline.
+   */
+  offload: boolean;
   logger: Logger;
 }
 
@@ -116,8 +123,12 @@ export class NodeDaemon {
     this.mtu = tunnelMtu(type, underlay.mtu);
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
-      this.sock = spec.openTransport(publicIp, port);
-      this.tun = TunDevice.open(opts.tunName);
+      this.sock = spec.openTransport(publicIp, port, {
+        offload: opts.offload,
+        tunnelMtu: this.mtu,
+        onGsoDisabled: (socket) => this.log.warn({ socket }, 'the kernel refused UDP_SEGMENT on this socket; sending plain datagrams from now on'),
+      });
+      this.tun = TunDevice.open(opts.tunName, { offload: opts.offload });
       // flannel gives its device the subnet's .0 address with the Network's prefix, so the
       // kernel's connected route sends the whole Network into it while the pods' bridge
       // (holding .1/SubnetLen, more specific) keeps local traffic local.
@@ -134,7 +145,16 @@ export class NodeDaemon {
       await setSysctl(`net/ipv4/conf/${this.tun.name}/accept_local`, '1');
       await setSysctl(`net/ipv4/conf/${this.tun.name}/rp_filter`, '0');
       this.log.info(
-        { tun: this.tun.name, mtu: this.mtu, addr: tunAddr, backend: type, port, directRouting: this.config.backend.directRouting === true },
+        {
+          tun: this.tun.name,
+          mtu: this.mtu,
+          addr: tunAddr,
+          backend: type,
+          port,
+          directRouting: this.config.backend.directRouting === true,
+          // What TUNSETOFFLOAD granted (probed: CSUM|TSO4|TSO6|USO4|USO6, then without USO, then none).
+          offloads: this.tun.vnetHdr ? this.tun.offloadNames : 'off',
+        },
         'datapath up',
       );
     } else {
@@ -221,11 +241,41 @@ export class NodeDaemon {
         .filter((p) => !p.local)
         .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port, direct: p.direct })),
       counters: this.stats.toJSON(),
+      offload: this.offloadStatus(),
       backendState: this.node?.backend.status?.(),
       hostRoutes: this.node?.hostRoutes
         ? { routes: this.node.hostRoutes.routes(), unreachable: this.node.hostRoutes.unreachable, unreachablePeers: this.node.hostRoutes.unreachablePeers() }
         : undefined,
       runtime: this.runtime.snapshot(),
+    };
+  }
+
+  /**
+   * What the kernel offloads did, with the ratios that say whether they pay: segments per
+   * super-packet read from the TUN, segments per coalesced TUN write, datagrams per GSO send and
+   * per GRO receive.
+   */
+  private offloadStatus(): Record<string, unknown> | undefined {
+    if (!this.tun) return undefined;
+    const t = this.tun.stats();
+    const s = this.sock?.offloadStats?.() ?? {};
+    const per = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
+    return {
+      tun: this.tun.vnetHdr ? this.tun.offloadNames : [],
+      superPacketsRead: t.superRead,
+      segmentsPerSuperPacket: per(t.segmentsOut, t.superRead),
+      checksumsCompleted: t.csumCompleted,
+      coalescedWrites: t.coalescedWrites,
+      segmentsPerCoalescedWrite: per(t.segmentsMerged, t.coalescedWrites),
+      partialChecksumsFixed: t.partialFixed,
+      refused: Object.fromEntries(Object.entries(t.refused).filter(([, n]) => n > 0)),
+      gsoSends: s.gsoMessages ?? 0,
+      segmentsPerGsoSend: per(s.gsoSegments ?? 0, s.gsoMessages ?? 0),
+      gsoFallbacks: s.gsoFallbacks ?? 0,
+      gsoDisabled: (s.gsoDisabled ?? 0) > 0,
+      groReceives: s.groDatagrams ?? 0,
+      segmentsPerGroReceive: per(s.groSegments ?? 0, s.groDatagrams ?? 0),
+      tunnelSuperDatagramsCut: s.tunnelSupers ?? 0,
     };
   }
 

@@ -24,6 +24,12 @@ export interface DatagramOffload {
   groTunnelHeader?: number;
   /** Inner MTU for cutting tunnel super-datagrams that came without a segment size. */
   groTunnelMtu?: number;
+  /**
+   * Called once, when the kernel first refuses a GSO send on this socket for good (EIO and the
+   * like: the run was resent as plain datagrams, and so is everything after), so the owner can
+   * say so in its log rather than lose throughput silently.
+   */
+  onGsoDisabled?: () => void;
 }
 
 export class DatagramSocket implements Transport {
@@ -37,6 +43,8 @@ export class DatagramSocket implements Transport {
   private readonly groTunnelMtu: number;
   // Whether a recv() produced datagrams since onReadable's callback last returned.
   private progress = false;
+  private readonly onGsoDisabled: (() => void) | undefined;
+  private gsoDisabledSeen = false;
 
   protected constructor(fd: number, what: string, offload: DatagramOffload = {}) {
     this.handle = new FdHandle(fd, what);
@@ -47,6 +55,7 @@ export class DatagramSocket implements Transport {
     this.groState = regions > 0 ? new Int32Array(groStateLength(regions)) : undefined;
     this.groTunnelHeader = offload.groTunnelHeader ?? -1;
     this.groTunnelMtu = offload.groTunnelMtu ?? 0;
+    this.onGsoDisabled = offload.onGsoDisabled;
   }
 
   /** Whether UDP_GRO trains are being received and split. */
@@ -57,6 +66,17 @@ export class DatagramSocket implements Transport {
   /** True once the kernel refused GSO for this socket (sends are plain datagrams since). */
   get gsoDisabled(): boolean {
     return this.counters[UDP_COUNTER.GSO_DISABLED] !== 0;
+  }
+
+  /** The GSO/GRO counters by name (UDP_COUNTER), for /status; empty for a socket without offloads. */
+  offloadStats(): Record<string, number> {
+    if (!this.gso && !this.stage) return {};
+    const out: Record<string, number> = {};
+    for (const [name, i] of Object.entries(UDP_COUNTER)) {
+      if (name === 'COUNT') continue;
+      out[name.toLowerCase().replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase())] = this.counters[i];
+    }
+    return out;
   }
 
   /** The file descriptor; -1 once closed. */
@@ -101,7 +121,12 @@ export class DatagramSocket implements Transport {
    */
   send(list: PacketList): number {
     if (this.gso) {
-      return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count, true, this.counters);
+      const sent = native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count, true, this.counters);
+      if (!this.gsoDisabledSeen && this.counters[UDP_COUNTER.GSO_DISABLED] !== 0) {
+        this.gsoDisabledSeen = true;
+        this.onGsoDisabled?.();
+      }
+      return sent;
     }
     return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
   }

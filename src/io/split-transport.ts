@@ -30,6 +30,15 @@ export class SplitTransport implements Transport {
     this.receiver.onReadable(cb);
   }
 
+  /** Both sockets' offload counters, the receiver's GRO and the sender's GSO, summed by name. */
+  offloadStats(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const t of [this.receiver, this.sender]) {
+      for (const [k, v] of Object.entries(t.offloadStats?.() ?? {})) out[k] = (out[k] ?? 0) + v;
+    }
+    return out;
+  }
+
   /** Closes both; the sender is closed even if closing the receiver throws. Idempotent if both are. */
   close(): void {
     try {

@@ -14,4 +14,6 @@ export interface Transport {
   send(list: PacketList): number;
   onReadable(cb: (err?: Error) => void): void;
   close(): void;
+  /** GSO/GRO counters by name, for /status (sockets opened with offloads; absent otherwise). */
+  offloadStats?(): Record<string, number>;
 }

@@ -31,6 +31,8 @@ export interface UdpBindOptions {
   groTunnelMtu?: number;
   /** UDP_SEGMENT: send runs of equal-size datagrams to one peer as one message. Off by default. */
   gso?: boolean;
+  /** With gso: called once if the kernel refuses GSO for this socket for good (see DatagramOffload). */
+  onGsoDisabled?: () => void;
 }
 
 export class UdpSocket extends DatagramSocket {
@@ -42,6 +44,7 @@ export class UdpSocket extends DatagramSocket {
       gso: opts.gso ?? false,
       groTunnelHeader: opts.groTunnelHeader,
       groTunnelMtu: opts.groTunnelMtu,
+      onGsoDisabled: opts.onGsoDisabled,
     });
     this.port = port;
   }

@@ -40,17 +40,6 @@ export interface KernelVxlanOptions {
   vni?: number;
   /** UDP destination port; default 8472 (flannel's). */
   port?: number;
-  /**
-   * Complete checksums in software on eth0 (`ethtool -K eth0 tx off`), as a NIC does on a real
-   * wire. Default true. A veth never fills in a checksum the kernel left to "hardware"
-   * (CHECKSUM_PARTIAL): a receiving kernel trusts such a packet, but weft reads the VXLAN
-   * payload from a UDP socket, and the pod's TCP segments inside arrive with only the
-   * pseudo-header sum in their checksum field (TcpInCsumErrors in the pod, no TCP at all).
-   * flannel documents the same symptom and turns off tx-checksum-ip-generic on flannel.1;
-   * doing it on eth0 instead leaves flannel.1 exactly as flanneld creates it. Kernel-to-kernel
-   * measurements may pass false.
-   */
-  wireChecksums?: boolean;
 }
 
 export interface KernelVxlanPeer {
@@ -74,7 +63,6 @@ export interface KernelVxlanNode {
   vni: number;
   port: number;
   arp: boolean;
-  wireChecksums: boolean;
   /** The leases programmed as neighbor/FDB/route entries. */
   peers: KernelVxlanPeer[];
   /** Leases left out (another backend type, or no usable VtepMAC), with why. */
@@ -112,8 +100,6 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
   // The subnet the pods were attached from: the re-acquired lease must be the same one.
   const before = readSubnetEnv(n.subnetFile);
   await stopDaemon(prefix, node, 'SIGTERM');
-
-  if (opts.wireChecksums ?? true) await wireChecksumsOn(n.ns, n.iface);
 
   const eth = await linkInfo(n.ns, n.iface);
   const mtu = eth.mtu - VXLAN_OVERHEAD;
@@ -199,7 +185,6 @@ export async function kernelVxlanNode(lab: LabRef, node: string, opts: KernelVxl
     vni,
     port,
     arp,
-    wireChecksums: opts.wireChecksums ?? true,
     peers,
     skipped,
   };
@@ -217,8 +202,6 @@ export async function restoreWeftNode(lab: LabRef, node: string): Promise<LabNod
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   await nsRun(n.ns, ['ip', 'link', 'del', KERNEL_VXLAN_DEVICE], { timeoutMs: 10_000 });
-  // Back to the veth's defaults (kernelVxlanNode turned checksum offload off).
-  await nsRun(n.ns, ['ethtool', '-K', n.iface, 'tx', 'on'], { timeoutMs: 10_000 });
   return startDaemon(prefix, node);
 }
 
@@ -245,12 +228,6 @@ export async function kernelFdb(lab: LabRef, node: string): Promise<FdbEntry[]> 
 async function fdbOf(ns: string, dev: string): Promise<FdbEntry[]> {
   const r = await mustNsRun(ns, ['bridge', '-j', 'fdb', 'show', 'dev', dev], { timeoutMs: 10_000 });
   return JSON.parse(r.stdout || '[]') as FdbEntry[];
-}
-
-async function wireChecksumsOn(ns: string, iface: string): Promise<void> {
-  const r = await nsRun(ns, ['ethtool', '-K', iface, 'tx', 'off'], { timeoutMs: 10_000 });
-  if (r.code === 127 || /No such file/.test(r.stderr)) throw new Error('ethtool missing: scripts/setup.sh installs it (Debian package ethtool)');
-  if (r.code !== 0) throw new Error(`ethtool -K ${iface} tx off in ${ns}: ${(r.stderr || r.stdout).trim()}`);
 }
 
 function clientJs(state: LabState): string {

@@ -6,9 +6,11 @@
 // its permanent neighbor entry for n1's VTEP address and must ARP for it: weft answers, and the
 // kernel's neighbor table ends up holding weft's VtepMAC. Finally n2 goes back to weft.
 //
-// The kernel node's eth0 completes checksums in software (kernelVxlanNode's wireChecksums): a
-// veth passes the kernel's "hardware will fill it in" TCP checksums through unfilled, which a
-// real NIC never puts on a wire and which weft, reading from a socket, cannot repair.
+// The kernel node keeps its offloads on, as flanneld leaves them: a veth passes the kernel's
+// "hardware will fill it in" (CHECKSUM_PARTIAL) TCP segments through unfinished and TSO
+// super-packets unsegmented, so weft receives 64 KB VXLAN datagrams whose inner TCP checksum
+// holds only the pseudo-header sum. weft cuts them into the segments a NIC would have made and
+// delivers them with valid checksums; the pods' TcpInCsumErrors stay unchanged.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, type LabState } from '../../src/lab';
 import { kernelFdb, kernelNeighbors, kernelVxlanNode, restoreWeftNode, KERNEL_VXLAN_DEVICE } from '../../src/lab/kernel-vxlan';
@@ -132,8 +134,8 @@ describe.skipIf(process.getuid?.() !== 0)('weft vxlan ⇄ kernel VXLAN (flannel.
     const down = await iperf3Pair(prefix, 'n1/p1', 'n2/p1', { seconds: 3, reverse: true });
     expect(down.ok, down.error).toBe(true);
     expect(down.bitsPerSecond).toBeGreaterThan(0);
-    // What reached the pods through weft came from the kernel's VXLAN with complete checksums
-    // (kernelVxlanNode's wireChecksums), and weft forwarded it unchanged.
+    // What reached the pods through weft came from the kernel's VXLAN with its offloads on
+    // (partial checksums, super-packets); weft delivered every segment with a valid checksum.
     expect([await tcpCsumErrors('n1/p1'), await tcpCsumErrors('n2/p1')]).toEqual(e0);
   }, 60_000);
 

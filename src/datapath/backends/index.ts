@@ -33,6 +33,20 @@ export interface BackendParams {
   log?: { warn(o: object, m: string): void };
 }
 
+/** How the underlay sockets are opened. */
+export interface TransportOptions {
+  /**
+   * Socket offloads: UDP_SEGMENT sends and UDP_GRO receives on the backend's UDP sockets (udp;
+   * vxlan receives with GRO either way, see openVxlanTransport). Raw sockets (ipip, vxlan's
+   * send) have none.
+   */
+  offload: boolean;
+  /** The TUN MTU: the largest inner packet, for cutting a kernel peer's super-datagrams. */
+  tunnelMtu: number;
+  /** Told once if the kernel refuses GSO on a socket for good (the sends go on as plain datagrams). */
+  onGsoDisabled?: (socket: string) => void;
+}
+
 export interface BackendSpec {
   /** Underlay port the backend listens and sends on by default (0: not a UDP encapsulation). */
   readonly defaultPort: number;
@@ -50,7 +64,7 @@ export interface BackendSpec {
   leaseData(publicIp: number, vni: number): Record<string, unknown>;
   create(p: BackendParams): Backend;
   /** Opens the underlay sockets, bound to our public IP (only backends that need a TUN have any). */
-  openTransport(publicIp: number, port: number): Transport;
+  openTransport(publicIp: number, port: number, opts: TransportOptions): Transport;
 }
 
 const noLeaseData = (_publicIp: number, _vni: number): Record<string, unknown> => ({});
@@ -67,7 +81,8 @@ export const BACKENDS = {
     directRouting: false,
     leaseData: noLeaseData,
     create: () => new UdpBackend(),
-    openTransport: (publicIp, port) => UdpSocket.bind(publicIp, port),
+    openTransport: (publicIp, port, o) =>
+      UdpSocket.bind(publicIp, port, { gro: o.offload, gso: o.offload, onGsoDisabled: () => o.onGsoDisabled?.(`udp ${port}`) }),
   },
   vxlan: {
     defaultPort: VXLAN_DEFAULT_PORT,

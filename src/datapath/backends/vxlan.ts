@@ -457,9 +457,17 @@ function mix3(a: number, b: number, c: number): number {
  * through an IPPROTO_RAW socket (IP_HDRINCL, raw(7)) so the outer headers — the per-flow
  * source port above all — go out as encap wrote them. IPPROTO_RAW never receives, so nothing
  * arrives twice.
+ *
+ * The receive side always runs through UDP_GRO's staging path with the VXLAN and inner Ethernet
+ * headers declared (groTunnelHeader): a kernel VXLAN peer (flanneld's flannel.1) hands its
+ * TSO super-packets to the underlay whole, a veth or Docker bridge passes them on unsegmented,
+ * and our socket then receives one 64 KB datagram where a NIC would have delivered ~45. The
+ * addon cuts it into the inner packets the peer meant, each behind a copy of the tunnel headers,
+ * at most `tunnelMtu` bytes, with complete checksums; without it such a datagram would be
+ * truncated and dropped, and TCP from a kernel peer would stall.
  */
-export function openVxlanTransport(localPublicIp: number, port: number): Transport {
-  const receiver = UdpSocket.bind(localPublicIp, port);
+export function openVxlanTransport(localPublicIp: number, port: number, opts: { tunnelMtu: number }): Transport {
+  const receiver = UdpSocket.bind(localPublicIp, port, { gro: true, groTunnelHeader: VXLAN_HLEN + ETH_HLEN, groTunnelMtu: opts.tunnelMtu });
   try {
     // rcvbuf 0: the kernel default; the send socket never receives.
     return new SplitTransport(receiver, RawSocket.open(IPPROTO_RAW, { hdrincl: true, rcvbuf: 0 }));
