@@ -60,9 +60,23 @@ export function scalingTable(rs: readonly TunnelResult[]): string {
   return [`| TCP Gbit/s by parallel streams | ${streams.map((n) => `${n}`).join(' | ')} |`, `|---|${streams.map(() => '--:').join('|')}|`, ...rows].join('\n');
 }
 
+/** weft's rows: packets moved per system call in the 1-stream test (1.0 everywhere without offloads). */
+export function syscallTable(rs: readonly TunnelResult[]): string {
+  const weft = rs.filter((t) => t.perSyscall);
+  if (weft.length === 0) return '';
+  const f = (x: number) => x.toFixed(1);
+  return [
+    '| packets per system call, 1 stream | TUN read (sender) | TUN write (receiver) | socket message sent |',
+    '|---|--:|--:|--:|',
+    ...weft.map((t) => `| ${t.tunnel} | ${f(t.perSyscall!.tunRead)} | ${f(t.perSyscall!.tunWrite)} | ${f(t.perSyscall!.socketSend)} |`),
+  ].join('\n');
+}
+
 export function formatMarkdown(r: BenchResults): string {
   const parts = [header(r), '', mainTable(r.results)];
   const sc = scalingTable(r.results);
   if (sc) parts.push('', sc);
+  const sys = syscallTable(r.results);
+  if (sys) parts.push('', sys);
   return parts.join('\n') + '\n';
 }

@@ -8,9 +8,9 @@ import { labDown, labUp, mustReadState } from '../lab';
 import { rssBytes, run as runCmd } from '../lab/process';
 import { linkInfo } from '../lab/netns';
 import { headerOverhead, pathMtu, rtt, tcp, udp64, type TcpSample } from './measure';
-import { checkPath, checkWeftCarried, setUp, SPECS, type ActiveTunnel } from './tunnels';
+import { checkPath, checkWeftCarried, perSyscall, setUp, SPECS, syscallCounters, type ActiveTunnel } from './tunnels';
 import { stat } from './stats';
-import type { BenchOptions, BenchResults, Tunnel, TunnelResult } from './types';
+import type { BenchOptions, BenchResults, PerSyscall, Tunnel, TunnelResult } from './types';
 
 /**
  * Expected seconds of each kind of step, for the progress bar's proportions and estimate: what
@@ -84,7 +84,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
   hooks.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     step(`forming a 2-node lab (weft backend ${spec.labBackend})`);
-    await labUp({ prefix, nodes: 2, pods: 1, backend: spec.labBackend, signal: hooks.signal });
+    await labUp({ prefix, nodes: 2, pods: 1, backend: spec.labBackend, daemonArgs: spec.daemonArgs, signal: hooks.signal });
     active = await setUp(tunnel, prefix);
     hooks.advance?.(w.lab);
     aborted(hooks.signal);
@@ -112,6 +112,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     const p99: number[] = [];
     const byStreams = new Map<number, TcpSample[]>(o.streams.map((n) => [n, []]));
     const udp: number[] = [];
+    const syscalls: PerSyscall[] = [];
     let maxRss = 0;
     const sampleRss = () => {
       for (const pid of active!.pids) maxRss = Math.max(maxRss, rssBytes(pid));
@@ -128,11 +129,13 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
         aborted(hooks.signal);
         step(`${runLabel}TCP, ${n} stream${n > 1 ? 's' : ''}, ${o.seconds} s`);
         const timer = active.pids.length ? setInterval(sampleRss, 250) : undefined;
+        const before = n === 1 ? await syscallCounters(prefix, tunnel) : null;
         try {
           byStreams.get(n)!.push(await tcp(prefix, from, to, o.seconds, n, active.pids));
         } finally {
           clearInterval(timer);
         }
+        if (before) syscalls.push(perSyscall(before, (await syscallCounters(prefix, tunnel))!));
         hooks.advance?.(w.tcp);
       }
       aborted(hooks.signal);
@@ -161,6 +164,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
       hostCpuSecPerGB: perGb((s) => s.hostCpuSec),
       scaling: o.streams.map((n) => ({ streams: n, bps: stat(byStreams.get(n)!.map((s) => s.bps)) })),
       maxRssBytes: active.pids.length ? maxRss : null,
+      perSyscall: syscalls.length ? medianPerSyscall(syscalls) : null,
     };
   } finally {
     hooks.signal?.removeEventListener('abort', onAbort);
@@ -169,4 +173,12 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
     await labDown(prefix);
     hooks.advance?.(w.teardown);
   }
+}
+
+function medianPerSyscall(xs: PerSyscall[]): PerSyscall {
+  return {
+    tunRead: stat(xs.map((x) => x.tunRead)).median,
+    tunWrite: stat(xs.map((x) => x.tunWrite)).median,
+    socketSend: stat(xs.map((x) => x.socketSend)).median,
+  };
 }

@@ -8,12 +8,14 @@ import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDae
 import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
 import { isAlive, sleep, terminate } from '../lab/process';
 import type { BackendType } from '../datapath/backends';
-import type { Tunnel, TunnelKind } from './types';
+import type { PerSyscall, Tunnel, TunnelKind } from './types';
 
 export interface TunnelSpec {
   kind: TunnelKind;
   /** The weft backend the lab is formed with. */
   labBackend: BackendType;
+  /** Extra `weft daemon` flags for the lab's daemons. */
+  daemonArgs?: string[];
   description: string;
 }
 
@@ -32,6 +34,24 @@ export const SPECS: Record<Tunnel, TunnelSpec> = {
   'weft-udp': { kind: 'weft', labBackend: 'udp', description: "weft's userspace datapath, flannel's UDP encapsulation on port 8285" },
   'weft-vxlan': { kind: 'weft', labBackend: 'vxlan', description: "weft's userspace datapath, VXLAN (RFC 7348) on port 8472" },
   'weft-ipip': { kind: 'weft', labBackend: 'ipip', description: "weft's userspace datapath, IP-in-IP (RFC 2003, IP protocol 4)" },
+  'weft-udp-no-offload': {
+    kind: 'weft',
+    labBackend: 'udp',
+    daemonArgs: ['--no-offload'],
+    description: 'weft-udp with --no-offload: one packet per TUN read/write and per datagram',
+  },
+  'weft-vxlan-no-offload': {
+    kind: 'weft',
+    labBackend: 'vxlan',
+    daemonArgs: ['--no-offload'],
+    description: 'weft-vxlan with --no-offload: one packet per TUN read/write',
+  },
+  'weft-ipip-no-offload': {
+    kind: 'weft',
+    labBackend: 'ipip',
+    daemonArgs: ['--no-offload'],
+    description: 'weft-ipip with --no-offload: one packet per TUN read/write',
+  },
   openvpn: {
     kind: 'reference',
     labBackend: 'udp',
@@ -75,6 +95,9 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
     case 'weft-udp':
     case 'weft-vxlan':
     case 'weft-ipip':
+    case 'weft-udp-no-offload':
+    case 'weft-vxlan-no-offload':
+    case 'weft-ipip-no-offload':
       return { pids: daemons, device: 'weft0', stop: none };
     case 'weft-host-gw':
       return { pids: daemons, device: st.nodes[0].iface, stop: none };
@@ -191,6 +214,38 @@ export async function checkPath(prefix: string, t: ActiveTunnel, dst: string): P
 }
 
 /** After a weft tunnel was measured: the packets really went through weft's datapath (its counters moved). */
+interface SyscallCounters {
+  tunReadPackets: number;
+  tunWritePackets: number;
+  txPackets: number;
+  tunReads: number;
+  tunWrites: number;
+  socketMessagesSent: number;
+}
+
+/** The counters perSyscall is computed from: n1 sends, n2 receives. Null where weft's datapath does not carry the packets. */
+export async function syscallCounters(prefix: string, tunnel: Tunnel): Promise<{ n1: SyscallCounters; n2: SyscallCounters } | null> {
+  if (SPECS[tunnel].kind !== 'weft' || SPECS[tunnel].labBackend === 'host-gw') return null;
+  const read = async (node: string): Promise<SyscallCounters> => {
+    const s = (await daemonStatus(prefix, node)) as {
+      counters: { tunReadPackets: number; tunWritePackets: number; txPackets: number };
+      offload: { tunReads: number; tunWrites: number; socketMessagesSent: number };
+    };
+    return { ...s.counters, ...s.offload };
+  };
+  return { n1: await read('n1'), n2: await read('n2') };
+}
+
+/** Packets per system call between two syscallCounters snapshots. */
+export function perSyscall(a: { n1: SyscallCounters; n2: SyscallCounters }, b: { n1: SyscallCounters; n2: SyscallCounters }): PerSyscall {
+  const ratio = (x: number, y: number) => (y > 0 ? x / y : 0);
+  return {
+    tunRead: ratio(b.n1.tunReadPackets - a.n1.tunReadPackets, b.n1.tunReads - a.n1.tunReads),
+    tunWrite: ratio(b.n2.tunWritePackets - a.n2.tunWritePackets, b.n2.tunWrites - a.n2.tunWrites),
+    socketSend: ratio(b.n1.txPackets - a.n1.txPackets, b.n1.socketMessagesSent - a.n1.socketMessagesSent),
+  };
+}
+
 export async function checkWeftCarried(prefix: string, tunnel: Tunnel, minPackets: number): Promise<void> {
   if (SPECS[tunnel].kind !== 'weft' || tunnel === 'weft-host-gw') return;
   const c = ((await daemonStatus(prefix, 'n1')) as { counters: { txPackets: number } }).counters;

@@ -1,9 +1,28 @@
 // What `weft bench` measures and writes to results.json. Every figure that is repeated is kept
 // as its samples plus median/min/max, so a reader can see the spread, not only one number.
 
-/** The data planes weft bench knows, in the order it measures and reports them. */
-export const TUNNELS = ['kernel-host-gw', 'kernel-vxlan', 'weft-host-gw', 'weft-udp', 'weft-vxlan', 'weft-ipip', 'openvpn'] as const;
-export type Tunnel = (typeof TUNNELS)[number];
+/**
+ * Every data plane weft bench knows, in the order it measures and reports them. The three
+ * -no-offload rows are weft's with the daemons' --no-offload: one packet per TUN read and write
+ * and per socket message, as weft ran before kernel offloads; next to the rows above them they
+ * say what the offloads pay, measured in the same run.
+ */
+export const ALL_TUNNELS = [
+  'kernel-host-gw',
+  'kernel-vxlan',
+  'weft-host-gw',
+  'weft-udp',
+  'weft-vxlan',
+  'weft-ipip',
+  'weft-udp-no-offload',
+  'weft-vxlan-no-offload',
+  'weft-ipip-no-offload',
+  'openvpn',
+] as const;
+export type Tunnel = (typeof ALL_TUNNELS)[number];
+
+/** What `weft bench` measures unless told otherwise (--backends, --offload-compare): all but the -no-offload rows. */
+export const TUNNELS: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !t.endsWith('-no-offload'));
 
 /** Who moves the packets: the kernel, weft's userspace datapath, or the reference userspace tunnel. */
 export type TunnelKind = 'kernel' | 'weft' | 'reference';
@@ -52,6 +71,21 @@ export interface TunnelResult {
   scaling: ScalingPoint[];
   /** Largest resident set of the tunnel processes seen while measuring, bytes; null for the kernel's data planes. */
   maxRssBytes: number | null;
+  /** weft's batching per system call in the 1-stream TCP test (sender n1, receiver n2); null where weft's datapath does not carry the packets, absent in results from before it was measured. */
+  perSyscall?: PerSyscall | null;
+}
+
+/**
+ * Packets moved per system call (or socket message) in the 1-stream test, from the daemons'
+ * /status counters, median over the runs. Without offloads each is 1 by construction.
+ */
+export interface PerSyscall {
+  /** Packets (segments) per read() of the sender's TUN. */
+  tunRead: number;
+  /** Packets per write()/writev() into the receiver's TUN. */
+  tunWrite: number;
+  /** Datagrams per message the sender's socket sent (a UDP_SEGMENT message carries a run). */
+  socketSend: number;
 }
 
 export interface BenchOptions {

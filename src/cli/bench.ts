@@ -9,7 +9,7 @@ import { Progress } from '../bench/progress';
 import { formatMarkdown } from '../bench/report';
 import { plannedSeconds, runBench } from '../bench/run';
 import { renderOverviewSvg, renderScalingSvg, svgToPng } from '../bench/chart';
-import { TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
+import { ALL_TUNNELS, TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
 
 /** The package's own perf/results, wherever weft is run from (dist/src/cli → the package root). */
 const DEFAULT_OUT = path.resolve(__dirname, '..', '..', '..', 'perf', 'results');
@@ -25,8 +25,10 @@ p50/p99, CPU seconds per GB (tunnel processes, whole machine), header bytes per 
 capture) and the effective MTU (DF pings). Markdown on stdout; results.json, results.md,
 bench.svg and scaling.svg (and .png via rsvg-convert) in --out.
 
-  --backends LIST   data planes, comma-separated (default all): ${TUNNELS.join(', ')}
+  --backends LIST   data planes, comma-separated (default: ${TUNNELS.join(', ')});
+                    also known: ${ALL_TUNNELS.filter((t) => !TUNNELS.includes(t)).join(', ')}
                     (udp, vxlan, ipip, host-gw stand for weft-udp, weft-vxlan, ...)
+  --offload-compare the default data planes plus weft's three with --no-offload, side by side
   --runs N          repetitions of every measurement (3); figures are median (min–max)
   --seconds S       length of each throughput and packet-rate test (5)
   --streams LIST    parallel TCP streams of the scaling curve (1,2,4,8); must hold 1 and 4
@@ -48,13 +50,13 @@ export function parseTunnels(list: string): Tunnel[] {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)) {
-    const t = (TUNNELS as readonly string[]).includes(raw) ? (raw as Tunnel) : ALIASES[raw];
-    if (!t) throw new Error(`--backends: unknown "${raw}" (known: ${TUNNELS.join(', ')})`);
+    const t = (ALL_TUNNELS as readonly string[]).includes(raw) ? (raw as Tunnel) : ALIASES[raw];
+    if (!t) throw new Error(`--backends: unknown "${raw}" (known: ${ALL_TUNNELS.join(', ')})`);
     if (!out.includes(t)) out.push(t);
   }
   if (out.length === 0) throw new Error('--backends: empty list');
   // Report in the canonical order whatever order they were given in.
-  return TUNNELS.filter((t) => out.includes(t));
+  return ALL_TUNNELS.filter((t) => out.includes(t));
 }
 
 export interface ParsedBench {
@@ -73,6 +75,7 @@ export function parseBenchArgs(argv: string[]): ParsedBench | 'help' {
       streams: { type: 'string' },
       pings: { type: 'string' },
       quick: { type: 'boolean', default: false },
+      'offload-compare': { type: 'boolean', default: false },
       out: { type: 'string', default: DEFAULT_OUT },
       prefix: { type: 'string', default: DEFAULT_PREFIX },
       help: { type: 'boolean', short: 'h', default: false },
@@ -90,7 +93,7 @@ export function parseBenchArgs(argv: string[]): ParsedBench | 'help' {
   // The table's 1- and 4-stream columns come from the scaling curve's points.
   if (!streams.includes(1) || !streams.includes(4)) throw new Error(`--streams must include 1 and 4, got "${values.streams}"`);
   const options: BenchOptions = {
-    tunnels: parseTunnels(values.backends ?? TUNNELS.join(',')),
+    tunnels: parseTunnels(values.backends ?? (values['offload-compare'] ? ALL_TUNNELS : TUNNELS).join(',')),
     runs: values.runs ? posInt('runs', values.runs, 100) : quick ? 1 : 3,
     seconds: values.seconds ? posInt('seconds', values.seconds, 600) : quick ? 2 : 5,
     streams,

@@ -260,8 +260,16 @@ export class NodeDaemon {
     const t = this.tun.stats();
     const s = this.sock?.offloadStats?.() ?? {};
     const per = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
+    const c = this.stats;
+    const vnet = this.tun.vnetHdr;
     return {
-      tun: this.tun.vnetHdr ? this.tun.offloadNames : [],
+      tun: vnet ? this.tun.offloadNames : [],
+      // System calls (and socket messages) against the packets they moved: what the offloads
+      // are for. Without them every TUN read and write is one packet, and every datagram one
+      // message handed to sendmmsg.
+      tunReads: vnet ? t.packetsRead : c.tunReadPackets,
+      tunWrites: vnet ? t.coalescedWrites + t.plainWrites : c.tunWritePackets,
+      socketMessagesSent: (s.gsoMessages ?? 0) + c.txPackets - (s.gsoSegments ?? 0),
       superPacketsRead: t.superRead,
       segmentsPerSuperPacket: per(t.segmentsOut, t.superRead),
       checksumsCompleted: t.csumCompleted,
