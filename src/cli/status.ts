@@ -22,6 +22,24 @@ interface DaemonStatus {
   control?: { target: string; watching: boolean; revision: number };
   peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
+  offload?: {
+    tun: string[];
+    tunReads: number;
+    tunWrites: number;
+    socketMessagesSent: number;
+    superPacketsRead: number;
+    segmentsPerSuperPacket: number;
+    coalescedWrites: number;
+    segmentsPerCoalescedWrite: number;
+    gsoSends: number;
+    segmentsPerGsoSend: number;
+    groReceives: number;
+    segmentsPerGroReceive: number;
+    partialChecksumsFixed: number;
+    tunnelSuperDatagramsCut: number;
+    gsoDisabled: boolean;
+    refused: Record<string, number>;
+  };
 }
 
 function get(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
@@ -54,6 +72,28 @@ export function formatDaemonStatus(s: DaemonStatus): string {
   for (const [k, v] of Object.entries(c)) if (k !== 'drops') lines.push(`  ${k.padEnd(16)} ${String(v)}`);
   const drops = Object.entries(c.drops ?? {});
   lines.push(`  drops            ${drops.length === 0 ? 'none' : drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  const o = s.offload;
+  if (o) {
+    const pk = (n: unknown) => (typeof n === 'number' ? n : 0);
+    const per = (a: number, b: number) => (b > 0 ? (a / b).toFixed(1) : '–');
+    lines.push('', `offloads: ${o.tun.length ? `TUN ${o.tun.join(' ')}` : 'off (--no-offload)'}${o.gsoDisabled ? ', UDP_SEGMENT refused by the kernel' : ''}`);
+    lines.push(
+      `  TUN reads        ${o.tunReads} for ${pk(c.tunReadPackets)} packets (${per(pk(c.tunReadPackets), o.tunReads)} per read; ${o.superPacketsRead} super-packets of ${o.segmentsPerSuperPacket} segments)`,
+    );
+    lines.push(
+      `  TUN writes       ${o.tunWrites} for ${pk(c.tunWritePackets)} packets (${per(pk(c.tunWritePackets), o.tunWrites)} per write; ${o.coalescedWrites} coalesced of ${o.segmentsPerCoalescedWrite})`,
+    );
+    lines.push(
+      `  socket sends     ${o.socketMessagesSent} messages for ${pk(c.txPackets)} datagrams (${o.gsoSends} UDP_SEGMENT runs of ${o.segmentsPerGsoSend})`,
+    );
+    lines.push(`  socket receives  ${o.groReceives} UDP_GRO trains of ${o.segmentsPerGroReceive}; ${o.tunnelSuperDatagramsCut} tunnel super-datagrams cut`);
+    const refused = Object.entries(o.refused);
+    if (o.partialChecksumsFixed || refused.length) {
+      lines.push(
+        `  checksums        ${o.partialChecksumsFixed} partial finished; refused reads ${refused.length ? refused.map(([k, v]) => `${k} ${v}`).join(', ') : 'none'}`,
+      );
+    }
+  }
   return lines.join('\n') + '\n';
 }
 

@@ -1,0 +1,62 @@
+// weft status's human output: what /status says, in lines a person reads, the offload section
+// included (system calls against the packets they moved).
+import { describe, expect, it } from 'vitest';
+import { formatDaemonStatus } from '../../src/cli/status';
+
+const base = {
+  publicIp: '192.168.77.11',
+  iface: 'eth0',
+  tun: 'weft0',
+  mtu: 1472,
+  backend: 'udp',
+  network: '10.244.0.0/16',
+  ready: true,
+  lease: { subnet: '10.244.5.0/24', expiration: Date.UTC(2026, 11, 2) },
+  control: { target: '192.168.77.1:7000', watching: true, revision: 7 },
+  peers: [{ subnet: '10.244.9.0/24', publicIp: '192.168.77.12', port: 8285, direct: false }],
+  counters: { txPackets: 9000, tunReadPackets: 9000, tunWritePackets: 400, drops: { no_route: 2 } },
+};
+
+const offload = {
+  tun: ['CSUM', 'TSO4', 'TSO6'],
+  tunReads: 200,
+  tunWrites: 40,
+  socketMessagesSent: 300,
+  superPacketsRead: 196,
+  segmentsPerSuperPacket: 45.9,
+  coalescedWrites: 20,
+  segmentsPerCoalescedWrite: 19,
+  gsoSends: 290,
+  segmentsPerGsoSend: 31,
+  groReceives: 12,
+  segmentsPerGroReceive: 20,
+  partialChecksumsFixed: 3,
+  tunnelSuperDatagramsCut: 0,
+  gsoDisabled: false,
+  refused: { gsoSize: 1 },
+};
+
+describe('weft status', () => {
+  it('prints the node, lease, peers, counters and drops', () => {
+    const text = formatDaemonStatus(base);
+    expect(text).toContain('node 192.168.77.11 (eth0): ready, backend udp, network 10.244.0.0/16');
+    expect(text).toContain('lease 10.244.5.0/24, expires 2026-12-02T00:00:00.000Z');
+    expect(text).toContain('  10.244.9.0/24      via 192.168.77.12:8285');
+    expect(text).toContain('drops            no_route 2');
+    expect(text).not.toContain('offloads');
+  });
+
+  it('prints what the offloads did: packets per TUN read and write, UDP_SEGMENT runs, refusals', () => {
+    const text = formatDaemonStatus({ ...base, offload });
+    expect(text).toContain('offloads: TUN CSUM TSO4 TSO6');
+    expect(text).toContain('TUN reads        200 for 9000 packets (45.0 per read; 196 super-packets of 45.9 segments)');
+    expect(text).toContain('TUN writes       40 for 400 packets (10.0 per write; 20 coalesced of 19)');
+    expect(text).toContain('socket sends     300 messages for 9000 datagrams (290 UDP_SEGMENT runs of 31)');
+    expect(text).toContain('checksums        3 partial finished; refused reads gsoSize 1');
+  });
+
+  it('says when offloads are off and when the kernel refused UDP_SEGMENT', () => {
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, tun: [] } })).toContain('offloads: off (--no-offload)');
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, gsoDisabled: true } })).toContain('UDP_SEGMENT refused by the kernel');
+  });
+});
