@@ -70,12 +70,27 @@ export function hostTicks(): { busy: number; total: number } {
 }
 
 /** Round-trip times of `count` echo requests 10 ms apart from `from` to `dst`, milliseconds p50 and p99. */
-export async function rtt(prefix: string, from: string, dst: string, count: number): Promise<{ p50: number; p99: number }> {
+/**
+ * Idle round trips (pings 10 ms apart), and the CPU the tunnel processes spent meanwhile, as a
+ * percentage of one CPU: what busy polling (--busy-poll-us) costs is read beside what it buys.
+ */
+export async function rtt(
+  prefix: string,
+  from: string,
+  dst: string,
+  count: number,
+  tunnelPids: readonly number[] = [],
+): Promise<{ p50: number; p99: number; tunnelCpuPct: number }> {
+  const hz = await clockTicks();
+  const ticks0 = processTicks(tunnelPids);
+  const t0 = performance.now();
   const v = await labExec(prefix, from, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', dst], { timeoutMs: count * 100 + 10_000 });
   const times = [...v.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   // A few lost echoes do not spoil a latency figure; many mean the tunnel is not working.
   if (times.length < count * 0.9) throw new Error(`ping ${from} → ${dst}: ${times.length}/${count} replies`);
-  return { p50: quantile(times, 0.5), p99: quantile(times, 0.99) };
+  const wallSec = (performance.now() - t0) / 1000;
+  const tunnelCpuPct = wallSec > 0 ? ((processTicks(tunnelPids) - ticks0) / hz / wallSec) * 100 : 0;
+  return { p50: quantile(times, 0.5), p99: quantile(times, 0.99), tunnelCpuPct };
 }
 
 export interface TcpSample {

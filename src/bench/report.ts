@@ -72,11 +72,24 @@ export function syscallTable(rs: readonly TunnelResult[]): string {
   ].join('\n');
 }
 
+/** Idle RTT beside the CPU the tunnel processes spent while it was measured (what busy polling trades). */
+export function rttCpuTable(rs: readonly TunnelResult[]): string {
+  const rows = rs.filter((t) => t.rttTunnelCpuPct);
+  if (rows.length === 0) return '';
+  return [
+    '| idle RTT and its CPU | RTT p50 / p99 µs | tunnel CPU while pinging, % of a CPU |',
+    '|---|--:|--:|',
+    ...rows.map((t) => `| ${t.tunnel} | ${usec(t.rttP50Ms.median)} / ${usec(t.rttP99Ms.median)} | ${fmtStat(t.rttTunnelCpuPct!, (x) => x.toFixed(1))} |`),
+  ].join('\n');
+}
+
 export function formatMarkdown(r: BenchResults): string {
   const parts = [header(r), '', mainTable(r.results)];
   const sc = scalingTable(r.results);
   if (sc) parts.push('', sc);
   const sys = syscallTable(r.results);
   if (sys) parts.push('', sys);
+  const idle = rttCpuTable(r.results);
+  if (idle) parts.push('', idle);
   return parts.join('\n') + '\n';
 }

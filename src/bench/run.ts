@@ -110,6 +110,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
 
     const p50: number[] = [];
     const p99: number[] = [];
+    const rttCpu: number[] = [];
     const byStreams = new Map<number, TcpSample[]>(o.streams.map((n) => [n, []]));
     const udp: number[] = [];
     const syscalls: PerSyscall[] = [];
@@ -121,9 +122,10 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
       const runLabel = o.runs > 1 ? `run ${r}/${o.runs}, ` : '';
       aborted(hooks.signal);
       step(`${runLabel}RTT (${o.pings} pings)`);
-      const t = await rtt(prefix, from, dst, o.pings);
+      const t = await rtt(prefix, from, dst, o.pings, active.pids);
       p50.push(t.p50);
       p99.push(t.p99);
+      rttCpu.push(t.tunnelCpuPct);
       hooks.advance?.(w.rtt);
       for (const n of o.streams) {
         aborted(hooks.signal);
@@ -165,6 +167,7 @@ async function benchTunnel(tunnel: Tunnel, o: BenchOptions & { prefix: string },
       scaling: o.streams.map((n) => ({ streams: n, bps: stat(byStreams.get(n)!.map((s) => s.bps)) })),
       maxRssBytes: active.pids.length ? maxRss : null,
       perSyscall: syscalls.length ? medianPerSyscall(syscalls) : null,
+      rttTunnelCpuPct: active.pids.length ? stat(rttCpu) : null,
     };
   } finally {
     hooks.signal?.removeEventListener('abort', onAbort);

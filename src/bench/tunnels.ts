@@ -46,6 +46,12 @@ export const SPECS: Record<Tunnel, TunnelSpec> = {
     daemonArgs: ['--no-offload'],
     description: 'weft-vxlan with --no-offload: one packet per TUN read/write',
   },
+  'weft-udp-busy-poll': {
+    kind: 'weft',
+    labBackend: 'udp',
+    daemonArgs: ['--busy-poll-us', '50'],
+    description: 'weft-udp with --busy-poll-us 50: keeps polling for 50 µs of quiet after packets before sleeping',
+  },
   'weft-ipip-no-offload': {
     kind: 'weft',
     labBackend: 'ipip',
@@ -98,6 +104,7 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
     case 'weft-udp-no-offload':
     case 'weft-vxlan-no-offload':
     case 'weft-ipip-no-offload':
+    case 'weft-udp-busy-poll':
       return { pids: daemons, device: 'weft0', stop: none };
     case 'weft-host-gw':
       return { pids: daemons, device: st.nodes[0].iface, stop: none };

@@ -17,12 +17,14 @@ export const ALL_TUNNELS = [
   'weft-udp-no-offload',
   'weft-vxlan-no-offload',
   'weft-ipip-no-offload',
+  // weft-udp with --busy-poll-us 50: the idle RTT busy polling buys and the CPU it spins for.
+  'weft-udp-busy-poll',
   'openvpn',
 ] as const;
 export type Tunnel = (typeof ALL_TUNNELS)[number];
 
-/** What `weft bench` measures unless told otherwise (--backends, --offload-compare): all but the -no-offload rows. */
-export const TUNNELS: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !t.endsWith('-no-offload'));
+/** What `weft bench` measures unless told otherwise (--backends, --offload-compare): all but the -no-offload and -busy-poll rows. */
+export const TUNNELS: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !t.endsWith('-no-offload') && !t.endsWith('-busy-poll'));
 
 /** Who moves the packets: the kernel, weft's userspace datapath, or the reference userspace tunnel. */
 export type TunnelKind = 'kernel' | 'weft' | 'reference';
@@ -73,6 +75,8 @@ export interface TunnelResult {
   maxRssBytes: number | null;
   /** weft's batching per system call in the 1-stream TCP test (sender n1, receiver n2); null where weft's datapath does not carry the packets, absent in results from before it was measured. */
   perSyscall?: PerSyscall | null;
+  /** CPU the tunnel processes used while the idle pings ran, percent of one CPU (both nodes); null for the kernel's data planes; absent in older results. */
+  rttTunnelCpuPct?: Stat | null;
 }
 
 /**

@@ -28,7 +28,8 @@ bench.svg and scaling.svg (and .png via rsvg-convert) in --out.
   --backends LIST   data planes, comma-separated (default: ${TUNNELS.join(', ')});
                     also known: ${ALL_TUNNELS.filter((t) => !TUNNELS.includes(t)).join(', ')}
                     (udp, vxlan, ipip, host-gw stand for weft-udp, weft-vxlan, ...)
-  --offload-compare the default data planes plus weft's three with --no-offload, side by side
+  --offload-compare the default data planes plus weft's three with --no-offload and weft-udp
+                    with --busy-poll-us 50, side by side
   --runs N          repetitions of every measurement (3); figures are median (min–max)
   --seconds S       length of each throughput and packet-rate test (5)
   --streams LIST    parallel TCP streams of the scaling curve (1,2,4,8); must hold 1 and 4

@@ -24,6 +24,8 @@ ${ETCD_HELP.trimEnd()}
   --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
   --no-offload            one packet per TUN read/write and per datagram, as before offloads:
                           no IFF_VNET_HDR/TSO on the TUN, no UDP_SEGMENT/UDP_GRO (for comparison)
+  --busy-poll-us N        after packets, keep polling for N µs of quiet before sleeping: lower
+                          idle RTT for a spinning CPU (default 0: sleep when idle)
   --log-level LEVEL       pino level (default info)
   --control-cafile PATH   reach --control over TLS, trusting this CA (PEM); control's certificate
                           must name the --control address (an IP SAN for an IP)
@@ -54,6 +56,7 @@ export async function run(argv: string[]): Promise<number | void> {
       'renew-margin': { type: 'string', default: '3600' },
       'ip-masq': { type: 'boolean', default: false },
       'no-offload': { type: 'boolean', default: false },
+      'busy-poll-us': { type: 'string', default: '0' },
       'log-level': { type: 'string', default: 'info' },
       'control-cafile': { type: 'string' },
       'control-certfile': { type: 'string' },
@@ -84,6 +87,9 @@ export async function run(argv: string[]): Promise<number | void> {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) throw new Error(`--tun-name: "${tunName}" is not a valid interface name (1-15 characters)`);
   const renewMargin = Number(values['renew-margin']);
   if (!(renewMargin >= 0)) throw new Error(`--renew-margin: "${values['renew-margin']}" is not a number of seconds`);
+  const busyPoll = Number(values['busy-poll-us']);
+  if (!/^\d+$/.test(values['busy-poll-us']!) || busyPoll > 100_000)
+    throw new Error(`--busy-poll-us: "${values['busy-poll-us']}" is not a whole number of µs in 0..100000`);
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
 
@@ -110,6 +116,7 @@ export async function run(argv: string[]): Promise<number | void> {
     renewMarginMs: renewMargin * 1000,
     ipMasq: values['ip-masq']!,
     offload: !values['no-offload'],
+    busyPollUs: busyPoll,
     logger,
   });
 

@@ -36,6 +36,8 @@ export interface DaemonOptions {
    * is still made per packet in the pipeline.
    */
   offload: boolean;
+  /** --busy-poll-us: µs of quiet the datapath keeps polling after activity before it sleeps (0: never spins). */
+  busyPollUs?: number;
   logger: Logger;
 }
 
@@ -171,6 +173,7 @@ export class NodeDaemon {
       devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
       hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
       stats: this.stats,
+      busyPollUs: opts.busyPollUs,
       log: this.log,
     });
     this.node.datapath?.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));

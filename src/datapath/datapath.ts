@@ -14,6 +14,23 @@ export const DEFAULT_BATCH = 64;
  * yielding keeps the other direction (and the control plane's timers) from starving.
  */
 const ROUNDS_PER_WAKEUP = 8;
+/**
+ * With busy polling, the longest one readiness callback keeps spinning before it hands the
+ * event loop back (the control plane's timers and the gRPC watch run there), however busy the
+ * datapath stays: level-triggered readiness brings it straight back if packets are waiting.
+ */
+const BUSY_POLL_MAX_MS = 2;
+
+export interface DatapathOptions {
+  batchSize?: number;
+  /**
+   * Busy polling (`weft daemon --busy-poll-us N`): after handling packets, keep polling both
+   * descriptors for up to N µs of quiet before going back to sleep in the event loop. An idle
+   * round trip then skips the scheduler's wake-up of a sleeping process on every hop, at the
+   * price of a CPU spinning for N µs after each burst. 0 (the default): sleep when idle.
+   */
+  busyPollUs?: number;
+}
 
 /**
  * The I/O loop around the pipeline: TUN readable → read a batch → pipeline.egress → one
@@ -27,13 +44,19 @@ export class Datapath {
   private readonly sockRx: PacketList;
   private readonly toTun: PacketList;
   private running = false;
+  private readonly busyPollMs: number;
+  private spinning = false;
 
   constructor(
     private readonly tun: PacketDevice,
     private readonly sock: Transport,
     private readonly pipeline: Pipeline,
-    batchSize = DEFAULT_BATCH,
+    opts: DatapathOptions = {},
   ) {
+    const batchSize = opts.batchSize ?? DEFAULT_BATCH;
+    const us = opts.busyPollUs ?? 0;
+    if (!Number.isInteger(us) || us < 0 || us > 1_000_000) throw new RangeError(`busy-poll must be an integer number of µs in 0..1000000: ${us}`);
+    this.busyPollMs = us / 1000;
     const headroom = Math.max(DEFAULT_HEADROOM, pipeline.backend.headroom);
     this.tunRx = new PacketList({ capacity: batchSize, slotSize: SLOT_SIZE, headroom });
     this.tunTx = PacketList.view(this.tunRx);
@@ -48,8 +71,24 @@ export class Datapath {
   start(onError: (e: Error) => void): void {
     if (this.running) return;
     this.running = true;
-    this.tun.onReadable((err) => (err ? this.fail(err, onError) : this.onTunReadable()));
-    this.sock.onReadable((err) => (err ? this.fail(err, onError) : this.onSocketReadable()));
+    this.tun.onReadable((err) => (err ? this.fail(err, onError) : this.woken(this.onTunReadable())));
+    this.sock.onReadable((err) => (err ? this.fail(err, onError) : this.woken(this.onSocketReadable())));
+  }
+
+  /** After a readiness callback moved `moved` packets: with busy polling, spin until quiet. */
+  private woken(moved: number): void {
+    if (this.busyPollMs === 0 || moved === 0 || this.spinning) return;
+    this.spinning = true;
+    const start = performance.now();
+    let last = start;
+    for (;;) {
+      const now = performance.now();
+      if (now - last > this.busyPollMs || now - start > BUSY_POLL_MAX_MS || !this.running) break;
+      // One batch each way per turn, so neither direction waits on the other's burst.
+      if (this.onTunReadable(1) + this.onSocketReadable(1) > 0) last = performance.now();
+    }
+    this.spinning = false;
+    this.pipeline.stats.busyPollNs += Math.round((performance.now() - start) * 1e6);
   }
 
   private fail(err: Error, onError: (e: Error) => void): void {
@@ -61,15 +100,17 @@ export class Datapath {
     this.running = false;
   }
 
-  /** Egress: pods → TUN → peers. */
-  onTunReadable(): void {
+  /** Egress: pods → TUN → peers. Returns the packets read. */
+  onTunReadable(rounds = ROUNDS_PER_WAKEUP): number {
+    let moved = 0;
     const rx = this.tunRx;
     const tx = this.tunTx;
     const icmp = this.pipeline.icmpOut;
     const stats = this.pipeline.stats;
-    for (let round = 0; round < ROUNDS_PER_WAKEUP && this.running; round++) {
+    for (let round = 0; round < rounds && this.running; round++) {
       const n = this.tun.read(rx);
       if (n === 0) break;
+      moved += n;
       stats.tunReadBatches++;
       tx.clear();
       icmp.clear();
@@ -88,17 +129,20 @@ export class Datapath {
       }
       if (n < rx.capacity) break;
     }
+    return moved;
   }
 
-  /** Ingress: peers → socket → TUN → pods. */
-  onSocketReadable(): void {
+  /** Ingress: peers → socket → TUN → pods. Returns the datagrams received. */
+  onSocketReadable(rounds = ROUNDS_PER_WAKEUP): number {
+    let moved = 0;
     const rx = this.sockRx;
     const out = this.toTun;
     const replies = this.pipeline.replies;
     const stats = this.pipeline.stats;
-    for (let round = 0; round < ROUNDS_PER_WAKEUP && this.running; round++) {
+    for (let round = 0; round < rounds && this.running; round++) {
       const n = this.sock.recv(rx);
       if (n === 0) break;
+      moved += n;
       stats.sockRecvBatches++;
       out.clear();
       replies.clear();
@@ -111,5 +155,6 @@ export class Datapath {
       if (replies.count > 0) this.sock.send(replies);
       if (n < rx.capacity) break;
     }
+    return moved;
   }
 }

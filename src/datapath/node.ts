@@ -49,6 +49,8 @@ export interface NodeOptions {
   hostRoutes?: HostRoutes;
   stats?: DatapathStats;
   batchSize?: number;
+  /** Datapath busy polling, µs of quiet before sleeping (0: sleep when idle). */
+  busyPollUs?: number;
   /** ipip's first outer Identification (trace/replay fix it; the daemon leaves it random). */
   ipipFirstId?: number;
   log?: NodeLog;
@@ -145,7 +147,7 @@ export function assembleNode(opts: NodeOptions): Node {
       batchSize,
       tunnelMtu: mtu,
     });
-    datapath = new Datapath(opts.devices.tun, opts.devices.transport, pipeline, batchSize);
+    datapath = new Datapath(opts.devices.tun, opts.devices.transport, pipeline, { batchSize, busyPollUs: opts.busyPollUs });
   }
   return { type, backend, peers, tunnelMtu: mtu, stats, hostRoutes: routes, pipeline, datapath };
 }

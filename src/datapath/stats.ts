@@ -63,6 +63,8 @@ export class DatapathStats {
   tunReadBatches = 0;
   sockRecvBatches = 0;
   icmpSent = 0;
+  /** Nanoseconds spent busy polling (--busy-poll-us): the CPU the option costs. */
+  busyPollNs = 0;
   readonly drops = new Float64Array(DROP_NAMES.length);
 
   dropCount(reason: number): number {
@@ -85,6 +87,7 @@ export class DatapathStats {
       tunReadBatches: this.tunReadBatches,
       sockRecvBatches: this.sockRecvBatches,
       icmpSent: this.icmpSent,
+      busyPollNs: this.busyPollNs,
       drops,
     };
   }

@@ -1,0 +1,99 @@
+// Datapath busy polling (--busy-poll-us): after a readiness callback moved packets, the datapath
+// keeps polling both sides for up to N µs of quiet, so a packet that turns up meanwhile is
+// forwarded in the same turn without waiting to be woken; then it stops, never past its bound.
+import { describe, expect, it } from 'vitest';
+import { UdpBackend } from '../../src/datapath/backends/udp';
+import { Datapath } from '../../src/datapath/datapath';
+import type { Peer } from '../../src/datapath/peer';
+import { Pipeline } from '../../src/datapath/pipeline';
+import { DatapathStats } from '../../src/datapath/stats';
+import { MemoryTransport } from '../../src/io/memory-transport';
+import { MemoryTun } from '../../src/io/memory-tun';
+import type { PacketList } from '../../src/io/packet-list';
+import { buildIpv4Packet } from '../../src/packet/builder';
+import { RouteTable } from '../../src/route/route-table';
+import { parseCidr, parseIpv4 } from '../../src/route/address';
+
+const LOCAL = parseCidr('10.244.1.0/24');
+const PEER_IP = parseIpv4('192.168.77.12');
+
+/** A socket whose datagram from the peer only "arrives" on its Nth receive call. */
+class LateTransport extends MemoryTransport {
+  calls = 0;
+  constructor(private readonly arriveOn: number) {
+    super('udp', parseIpv4('192.168.77.11'), 8285, 1500);
+  }
+  override recv(list: PacketList): number {
+    this.calls++;
+    if (this.calls === this.arriveOn) {
+      const pkt = buildIpv4Packet({ src: '10.244.2.5', dst: '10.244.1.5', payload: Buffer.alloc(100) });
+      this.queue.push({ payload: pkt, addr: PEER_IP, port: 8285 });
+    }
+    return super.recv(list);
+  }
+}
+
+function datapath(busyPollUs: number, arriveOn: number) {
+  const routes = new RouteTable<Peer>();
+  const peer: Peer = { subnet: parseCidr('10.244.2.0/24'), publicIp: PEER_IP, port: 8285, backendData: {}, local: false, direct: false, backendState: null };
+  routes.update((t) => {
+    t.insert(LOCAL.addr, LOCAL.len, { ...peer, subnet: LOCAL, publicIp: parseIpv4('192.168.77.11'), local: true });
+    t.insert(peer.subnet.addr, peer.subnet.len, peer);
+  });
+  const stats = new DatapathStats();
+  const pipeline = new Pipeline({
+    backend: new UdpBackend(),
+    routes,
+    peersByAddr: new Map([[PEER_IP, peer]]),
+    network: parseCidr('10.244.0.0/16'),
+    localSubnet: LOCAL,
+    icmpSource: LOCAL.addr,
+    stats,
+    batchSize: 8,
+    tunnelMtu: 1472,
+  });
+  const tun = new MemoryTun();
+  const sock = new LateTransport(arriveOn);
+  const dp = new Datapath(tun, sock, pipeline, { batchSize: 8, busyPollUs });
+  dp.start((e) => {
+    throw e;
+  });
+  return { tun, sock, stats };
+}
+
+describe('Datapath busy polling', () => {
+  it('forwards a packet that arrives while it spins, in the same turn, and counts the time spun', () => {
+    const { tun, sock, stats } = datapath(200_000, 5);
+    tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
+    tun.ready!();
+    expect(stats.txPackets).toBe(1);
+    // The reply "arrived" on the 5th receive: only polling picked it up, nobody fired the socket's callback.
+    expect(sock.calls).toBeGreaterThanOrEqual(5);
+    expect(tun.written).toHaveLength(1);
+    expect(stats.rxPackets).toBe(1);
+    expect(stats.busyPollNs).toBeGreaterThan(0);
+  });
+
+  it('stops after its bound even when nothing comes, and not at all without the option', () => {
+    const spin = datapath(1_000, 1_000_000);
+    spin.tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
+    const t0 = performance.now();
+    spin.tun.ready!();
+    // 1 ms of quiet, never more than the 2 ms cap per callback (plus slack for a slow machine).
+    expect(performance.now() - t0).toBeLessThan(50);
+    expect(spin.stats.busyPollNs).toBeGreaterThanOrEqual(1_000_000);
+    expect(spin.sock.calls).toBeGreaterThan(1);
+
+    const idle = datapath(0, 2);
+    idle.tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
+    idle.tun.ready!();
+    expect(idle.sock.calls).toBe(0);
+    expect(idle.stats.busyPollNs).toBe(0);
+    expect(idle.stats.txPackets).toBe(1);
+  });
+
+  it('refuses a bound that is not a whole number of µs', () => {
+    expect(() => datapath(-1, 1)).toThrow(RangeError);
+    expect(() => datapath(1.5, 1)).toThrow(/busy-poll/);
+  });
+});
