@@ -807,7 +807,7 @@ bool SetBuffersOrClose(Napi::Env env, int fd, int64_t rcvbuf, int64_t sndbuf) {
   return true;
 }
 
-// udpOpen(bindAddr, port, rcvbuf, sndbuf, gro = false) -> fd
+// udpOpen(bindAddr, port, rcvbuf, sndbuf, gro = false, dfClear = false) -> fd
 Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t addr, port, rcvbuf, sndbuf;
@@ -818,6 +818,9 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
     return env.Undefined();
   bool gro = false;
   if (info.Length() > 4 && !info[4].IsUndefined() && !ArgBool(info, 4, "gro", &gro))
+    return env.Undefined();
+  bool dfClear = false;
+  if (info.Length() > 5 && !info[5].IsUndefined() && !ArgBool(info, 5, "dfClear", &dfClear))
     return env.Undefined();
 
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -838,6 +841,18 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
                "bind " + Ipv4String(static_cast<uint32_t>(addr)) + ":" + std::to_string(port),
                err);
     return env.Undefined();
+  }
+  if (dfClear) {
+    // IP_PMTUDISC_DONT: DF clear on every datagram, and a datagram over the route MTU is
+    // fragmented rather than refused: what the kernel's VXLAN device sends by default (no `df`
+    // option, vxlan_xmit_one), so weft's vxlan looks the same on the underlay.
+    int v = IP_PMTUDISC_DONT;
+    if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, "setsockopt", "setsockopt IP_MTU_DISCOVER", err);
+      return env.Undefined();
+    }
   }
   if (gro) {
     // UDP_GRO: the socket accepts GRO trains (and GSO datagrams from local senders) whole,

@@ -39,11 +39,11 @@ export const BACKENDS = BACKEND_TYPES.filter((t): t is EncapType => TABLE[t].nee
 
 /**
  * Where, in what encap() queued, the datagram a receiving node's socket returns starts: the udp
- * backend sends only the inner packet (the kernel adds IPv4+UDP), vxlan's raw socket output
- * carries outer IPv4 (20) + UDP (8) that a UDP receive socket strips, and a protocol-4 raw
- * socket returns ipip's outer IPv4 header along with the packet.
+ * and vxlan backends hand their UDP sockets only what follows the UDP header (the kernel adds
+ * and strips IPv4+UDP), and a protocol-4 raw socket returns ipip's outer IPv4 header along with
+ * the packet.
  */
-const RECV_SKIP: Record<EncapType, number> = { udp: 0, vxlan: 28, ipip: 0 };
+const RECV_SKIP: Record<EncapType, number> = { udp: 0, vxlan: 0, ipip: 0 };
 
 /** Node `self`'s backend, knowing `other` as its one peer. */
 function setup(type: EncapType, self: [number, typeof A_SUB], other: [number, typeof B_SUB]): { backend: Backend; peer: Peer } {

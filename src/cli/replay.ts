@@ -5,7 +5,8 @@
 //
 // Egress (the default) reads pod packets, as `tcpdump -i weft0` / `-i cni0` / `-i any` saw
 // them, and writes the underlay packets: for udp the kernel's IPv4 + UDP 8285 around the
-// packet, for vxlan and ipip the IP_HDRINCL packet the backend built. Ingress reads underlay
+// packet, for vxlan the kernel's IPv4 + UDP 8472 (from the send socket the flow hash picks)
+// around the VXLAN + Ethernet + packet the backend built, for ipip the IP_HDRINCL packet. Ingress reads underlay
 // packets (`tcpdump -i eth0 udp port 8472`, or a kernel flannel.1's traffic) and writes what
 // the daemon would write into weft0. Decisions:
 //   - one packet per TUN (or socket) wakeup, so every output keeps its input's timestamp;

@@ -226,8 +226,8 @@ const BACKEND_TEXT: Record<string, (node: OfflineNode) => string> = {
     `udp: adds no header of its own; the packet is the payload of a datagram from the UDP socket bound to ` +
     `${formatIpv4(n.localIp)}:${n.port}, and the kernel adds IPv4 + UDP (overhead 28)`,
   vxlan: () =>
-    "vxlan: writes outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 = 50 bytes into the slot's headroom, " +
-    'in front of the packet (no copy); UDP source port from a hash of the inner flow (RFC 7348 §5)',
+    "vxlan: writes VXLAN 8 + inner Ethernet 14 = 22 bytes into the slot's headroom, in front of the packet (no copy); " +
+    'a hash of the inner flow picks which of the send sockets (distinct UDP source ports, RFC 7348 §5) sends it, and the kernel adds IPv4 + UDP (overhead 50)',
   ipip: () => "ipip: writes one outer IPv4 header, 20 bytes, protocol 4, into the slot's headroom; DF and TOS copied from the inner header (RFC 2003 §3.1)",
 };
 
@@ -243,7 +243,12 @@ function diagram(node: OfflineNode, wire: Uint8Array, layers: Layer[]): string[]
   // What the pod's IPv4 header carries, as one box: "ICMP 64" is the ICMP header and its data.
   if (inner > cells[innerAt].bytes) cells.push({ name: l4 ? l4.name.replace(/^inner /, '') : 'payload', bytes: inner - cells[innerAt].bytes });
   const spans: Span[] = [];
-  if (innerAt > 0) {
+  if (innerAt > 0 && node.type === 'vxlan' && innerAt >= 2) {
+    // Outer IPv4 + UDP are the kernel's (the pool socket's), VXLAN + Ethernet weft's.
+    const kernel = cells[0].bytes + cells[1].bytes;
+    spans.push({ from: 0, to: 2, label: `the kernel's UDP socket: ${kernel} bytes` });
+    spans.push({ from: 2, to: innerAt, label: `weft's vxlan encap: ${outer - kernel} bytes` });
+  } else if (innerAt > 0) {
     const who = node.type === 'udp' ? `the kernel's UDP socket: ${outer} bytes` : `weft's ${node.type} encap: ${outer} bytes`;
     spans.push({ from: 0, to: innerAt, label: who });
   }
@@ -263,16 +268,23 @@ function sendLines(node: OfflineNode, d: SentDatagram): string[] {
   const to = `${formatIpv4(d.addr)}${d.port ? `:${d.port}` : ''}`;
   const ctx = { vxlanPort: node.type === 'vxlan' ? node.port : undefined, udpEncapPort: node.type === 'udp' ? node.port : undefined };
   const lines: string[] = [];
-  if (node.type === 'udp') {
+  if (node.type === 'udp' || node.type === 'vxlan') {
     const onWire = d.wire.reduce((a, w) => a + w.length, 0);
+    const through = node.type === 'udp' ? 'the UDP socket' : `the send socket its flow hash picks (source port ${d.wire[0][20] * 256 + d.wire[0][21]})`;
     lines.push(
       STEP(
         'send',
-        `${d.payload.length} bytes to ${to} through the UDP socket; the kernel adds IPv4 + UDP: ` +
+        `${d.payload.length} bytes to ${to} through ${through}; the kernel adds IPv4 + UDP: ` +
           (d.wire.length === 1 ? `${onWire} bytes on the wire` : `${d.wire.length} fragments on the wire (${d.wire.map((w) => w.length).join(' + ')} bytes)`),
       ),
     );
-    lines.push(MORE(`(outer IPv4 and UDP are the kernel's: TTL 64, DF when the datagram fits the MTU, ID left to the kernel — 0 here)`));
+    lines.push(
+      MORE(
+        node.type === 'vxlan'
+          ? `(outer IPv4 and UDP are the kernel's: TTL 64, TOS 0, DF clear (IP_PMTUDISC_DONT, as the kernel's VXLAN device), UDP checksum (the device sends 0), ID left to the kernel — 0 here)`
+          : `(outer IPv4 and UDP are the kernel's: TTL 64, DF when the datagram fits the MTU, ID left to the kernel — 0 here)`,
+      ),
+    );
   } else {
     lines.push(STEP('send', `${d.payload.length} bytes to ${to} through the IP_HDRINCL raw socket, sent as written`));
   }
@@ -381,7 +393,7 @@ function traceWeft(node: OfflineNode, pkt: Buffer, out: string[]): void {
         STEP(
           'MTU',
           `${total} > ${mtu}, DF clear: sent on — ` +
-            (node.type === 'udp'
+            (node.type !== 'ipip'
               ? 'the UDP socket fragments the outer datagram'
               : 'but the IP_HDRINCL send does not fragment: over the underlay MTU it is refused'),
         ),

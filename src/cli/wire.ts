@@ -68,15 +68,18 @@ export async function run(argv: string[]): Promise<number> {
     throw new Error(`the pipeline did not send the packet (drop: ${DROP_NAMES[r.drops[0]] ?? 'none'})`);
   }
   const d = r.sent[0];
-  const wire = d.payload;
+  // vxlan: the payload starts at the VXLAN header; show it with the kernel's IPv4 + UDP in front.
+  const wire = type === 'vxlan' ? d.wire[0] : d.payload;
   const to = `${formatIpv4(d.addr)}${d.port ? `:${d.port}` : ''}`;
   const p = (s: string) => process.stdout.write(s + '\n');
   p(`${type}: ${size}-byte ICMP echo ${values.src} → ${values.dst}, node ${values.local} → node ${values.peer}`);
   p(
-    `handed to the underlay socket: ${wire.length} bytes to ${to}` +
+    `handed to the underlay socket: ${d.payload.length} bytes to ${to}` +
       (type === 'udp'
         ? ` (the kernel's UDP socket adds IPv4 ${values.local} → ${values.peer} and UDP ${node.port} → ${node.port}: 28 bytes)`
-        : ` (sent as is: IP_HDRINCL)`),
+        : type === 'vxlan'
+          ? ` (VXLAN + Ethernet + packet; the kernel's UDP socket its flow hash picks adds IPv4 and UDP: 28 bytes, shown here, ${wire.length} bytes on the wire)`
+          : ` (sent as is: IP_HDRINCL)`),
   );
   const ctx = { vxlanPort: type === 'vxlan' ? node.port : undefined };
   for (const line of layerLines(nameLayers(decodeIpv4(wire, 0, wire.length, ctx), type === 'udp'))) p(line);

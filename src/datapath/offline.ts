@@ -30,6 +30,7 @@ import { formatCidr, formatIpv4, type Cidr } from '../route/address';
 import type { Backend } from './backend';
 import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendConfig, type BackendType } from './backends';
 import { kernelForward, type KernelForward } from './backends/hostgw';
+import { VXLAN_OFFLINE_SEND_PORTS } from './backends/vxlan';
 import type { Datapath } from './datapath';
 import { HostRoutes } from './host-routes';
 import { assembleNode } from './node';
@@ -133,7 +134,16 @@ export class OfflineNode {
       backendType: type,
       backendData: spec.leaseData(n.publicIp, vni ?? 0),
     });
-    this.sock = new MemoryTransport(type === 'udp' ? 'udp' : 'raw', this.localIp, this.port, this.underlayMtu);
+    // vxlan sends through a pool of UDP sockets (openVxlanTransport): the kernel adds outer IPv4
+    // + UDP, the source port being the port of the socket the packet's flow hash picks.
+    this.sock = new MemoryTransport(
+      type === 'ipip' ? 'raw' : 'udp',
+      this.localIp,
+      this.port,
+      this.underlayMtu,
+      type === 'vxlan' ? VXLAN_OFFLINE_SEND_PORTS : undefined,
+      type === 'vxlan',
+    );
     const node = assembleNode({
       backend: this.backendConfig,
       network: this.network,

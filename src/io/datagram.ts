@@ -120,15 +120,23 @@ export class DatagramSocket implements Transport {
    * datagrams to one peer go out as one UDP_SEGMENT send each (the count is still datagrams).
    */
   send(list: PacketList): number {
+    return this.sendDescriptors(list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
+  }
+
+  /**
+   * send() on bare descriptor arrays over `buf`: for a UdpSocketPool, which partitions one batch
+   * into per-socket descriptor arrays it allocated once.
+   */
+  sendDescriptors(buf: Buffer, offs: Int32Array, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array, count: number): number {
     if (this.gso) {
-      const sent = native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count, true, this.counters);
+      const sent = native.sendBatch(this.handle.live(), buf, offs, lens, addrs, ports, count, true, this.counters);
       if (!this.gsoDisabledSeen && this.counters[UDP_COUNTER.GSO_DISABLED] !== 0) {
         this.gsoDisabledSeen = true;
         this.onGsoDisabled?.();
       }
       return sent;
     }
-    return native.sendBatch(this.handle.live(), list.buf, list.offs, list.lens, list.addrs, list.ports, list.count);
+    return native.sendBatch(this.handle.live(), buf, offs, lens, addrs, ports, count);
   }
 
   /**

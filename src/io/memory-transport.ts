@@ -1,4 +1,4 @@
-// The in-memory double of the underlay sockets (UdpSocket, RawSocket, SplitTransport), beside
+// The in-memory double of the underlay sockets (UdpSocket, UdpSocketPool, RawSocket, SplitTransport), beside
 // the Transport interface they implement. What it simulates, and only that, is the kernel's
 // side of the socket: what a UDP socket puts in front of a datagram (and how it fragments one),
 // what an IP_HDRINCL send refuses, and what recvmmsg fills in.
@@ -13,7 +13,7 @@ const KERNEL_DEFAULT_TTL = 64;
 
 /** One datagram handed to the underlay socket, and what the kernel puts on the wire for it. */
 export interface SentDatagram {
-  /** The bytes weft passed to send: for udp the inner packet, for vxlan/ipip a whole outer IPv4 packet. */
+  /** The bytes weft passed to send: for udp the inner packet, for vxlan VXLAN + Ethernet + inner packet, for ipip a whole outer IPv4 packet. */
   payload: Buffer;
   addr: number;
   port: number;
@@ -35,11 +35,18 @@ export class MemoryTransport implements Transport {
   ready: ((err?: Error) => void) | null = null;
 
   constructor(
-    /** 'udp': a UDP socket bound to localIp:port (udp backend). 'raw': an IP_HDRINCL send (vxlan, ipip). */
+    /** 'udp': a UDP socket bound to localIp:port (udp, vxlan). 'raw': an IP_HDRINCL send (ipip). */
     private readonly kind: 'udp' | 'raw',
     private readonly localIp: number,
     private readonly port: number,
     private readonly mtu: number,
+    /**
+     * For 'udp': a pool of send sockets (UdpSocketPool) at these source ports, packet i sent from
+     * lanePorts[lanes[i] % length]; without it every packet leaves from `port`.
+     */
+    private readonly lanePorts?: readonly number[],
+    /** For 'udp': the socket sends with DF clear (IP_PMTUDISC_DONT, UdpBindOptions.dfClear). */
+    private readonly dfClear = false,
   ) {}
 
   recv(list: PacketList): number {
@@ -81,7 +88,8 @@ export class MemoryTransport implements Transport {
         }
         d.wire.push(payload);
       } else {
-        d.wire.push(...udpSocketFrames(payload, this.localIp, this.port, d.addr, d.port, this.mtu));
+        const sport = this.lanePorts ? this.lanePorts[list.lanes[i] % this.lanePorts.length] : this.port;
+        d.wire.push(...udpSocketFrames(payload, this.localIp, sport, d.addr, d.port, this.mtu, this.dfClear));
       }
       this.sent.push(d);
       accepted++;
@@ -99,15 +107,16 @@ export class MemoryTransport implements Transport {
 /**
  * What an unconnected Linux UDP socket (IP_PMTUDISC_WANT, the default) puts on the wire for
  * one datagram: IPv4 (TTL 64, TOS 0) + UDP with its checksum, DF set when it fits the MTU;
- * a larger datagram is fragmented locally, without DF (__ip_make_skb / ip_fragment). The
- * kernel picks the Identification; these frames carry 0.
+ * a larger datagram is fragmented locally, without DF (__ip_make_skb / ip_fragment). With
+ * dfClear (IP_PMTUDISC_DONT) DF is never set. The kernel picks the Identification; these
+ * frames carry 0.
  */
-export function udpSocketFrames(payload: Uint8Array, src: number, sport: number, dst: number, dport: number, mtu: number): Buffer[] {
+export function udpSocketFrames(payload: Uint8Array, src: number, sport: number, dst: number, dport: number, mtu: number, dfClear = false): Buffer[] {
   const udpLen = UDP_HEADER + payload.length;
   const total = IPV4_MIN_HEADER + udpLen;
   const whole = Buffer.alloc(total);
   const fits = total <= mtu;
-  writeIpv4Header(whole, 0, src, dst, IPPROTO_UDP, KERNEL_DEFAULT_TTL, total, 0, fits);
+  writeIpv4Header(whole, 0, src, dst, IPPROTO_UDP, KERNEL_DEFAULT_TTL, total, 0, fits && !dfClear);
   writeUdpHeader(whole, IPV4_MIN_HEADER, sport, dport, udpLen);
   whole.set(payload, IPV4_MIN_HEADER + UDP_HEADER);
   const ck = udpChecksum(whole, IPV4_MIN_HEADER, udpLen, src, dst);

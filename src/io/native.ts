@@ -33,7 +33,7 @@ export interface NativeAddon {
    * SO_RCVBUF/SO_SNDBUF set to the given sizes (forced past the sysctl caps when root; 0 keeps
    * the kernel default). gro: UDP_GRO on, so the socket must be read with recvBatch's GRO mode.
    */
-  udpOpen(bindAddr: number, port: number, rcvbuf: number, sndbuf: number, gro?: boolean): number;
+  udpOpen(bindAddr: number, port: number, rcvbuf: number, sndbuf: number, gro?: boolean, dfClear?: boolean): number;
   /** socket(AF_INET, SOCK_RAW, protocol), non-blocking; IP_HDRINCL when asked; bound to bindAddr when non-zero. */
   rawOpen(protocol: number, hdrincl: boolean, bindAddr: number, rcvbuf: number, sndbuf: number): number;
   /** The local port a socket is bound to. */

@@ -33,6 +33,11 @@ export class PacketList {
   readonly addrs: Uint32Array;
   /** Peer UDP port of packet i. */
   readonly ports: Uint16Array;
+  /**
+   * Send-side lane of packet i: which socket of a pool sends it (vxlan's flow hash, see
+   * UdpSocketPool). 0 unless a backend sets it; ignored by single sockets.
+   */
+  readonly lanes: Uint16Array;
   /** Number of valid descriptors. */
   count: number;
 
@@ -59,6 +64,7 @@ export class PacketList {
     this.lens = new Int32Array(opts.capacity);
     this.addrs = new Uint32Array(opts.capacity);
     this.ports = new Uint16Array(opts.capacity);
+    this.lanes = new Uint16Array(opts.capacity);
     this.count = 0;
   }
 
@@ -80,13 +86,14 @@ export class PacketList {
   }
 
   /** Appends a descriptor; false when the list is full. Offsets are checked by the native call. */
-  push(off: number, len: number, addr = 0, port = 0): boolean {
+  push(off: number, len: number, addr = 0, port = 0, lane = 0): boolean {
     const i = this.count;
     if (i >= this.capacity) return false;
     this.offs[i] = off;
     this.lens[i] = len;
     this.addrs[i] = addr;
     this.ports[i] = port;
+    this.lanes[i] = lane;
     this.count = i + 1;
     return true;
   }

@@ -1,6 +1,6 @@
 // A raw IPv4 socket (raw(7)) moving whole batches with recvmmsg/sendmmsg: the underlay of the
-// ipip backend both ways, and the send half of vxlan (which writes its own outer IPv4 + UDP
-// headers). What a batch holds differs from UdpSocket's:
+// ipip backend both ways (vxlan sent through one until it moved to a UdpSocketPool, which can
+// use UDP_SEGMENT). What a batch holds differs from UdpSocket's:
 //   - received datagrams start at their IPv4 header (the kernel keeps it for raw sockets), and
 //     addrs[i] is the sender with ports[i] = 0;
 //   - on a socket opened with hdrincl (or protocol IPPROTO_RAW, which implies it), each entry

@@ -1,6 +1,6 @@
 // One Transport made of two sockets: what arrives on one, what leaves through the other.
-// vxlan receives on a UDP socket bound to 8472 and sends through an IPPROTO_RAW socket (its own
-// outer IPv4 + UDP headers); ipip receives on a protocol-4 raw socket and sends through an
+// vxlan receives on a UDP socket bound to 8472 and sends through a UdpSocketPool (one UDP socket
+// per flow-hash lane, for RFC 7348 §5 source-port entropy); ipip receives on a protocol-4 raw socket and sends through an
 // IPPROTO_RAW one. Sending on the receiving socket is not an option for ipip: a protocol-4
 // IP_HDRINCL socket would also be handed every incoming IPIP packet, so the send-only socket is
 // the protocol the kernel never delivers (IPPROTO_RAW, raw(7)).

@@ -2,8 +2,8 @@ import type { PacketList } from './packet-list';
 
 /**
  * Where a backend's packets meet the underlay: a batch in, a batch out, and a readiness
- * callback. UdpSocket is one; vxlan pairs a UDP socket (receive on 8472) with a raw
- * IP_HDRINCL socket (send, so the outer headers, source port included, are ours); ipip uses
+ * callback. UdpSocket is one; vxlan pairs a UDP socket (receive on 8472) with a UdpSocketPool
+ * (send: one socket, hence one source port, per inner-flow hash, RFC 7348 §5); ipip uses
  * raw IP sockets both ways. MemoryTransport (memory-transport.ts) is the in-memory double that
  * weft trace/replay/wire and tests use.
  */

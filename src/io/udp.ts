@@ -29,6 +29,12 @@ export interface UdpBindOptions {
    * packets of at most this many bytes; 0 (default): as large as fits a slot.
    */
   groTunnelMtu?: number;
+  /**
+   * IP_MTU_DISCOVER = IP_PMTUDISC_DONT: send with DF clear, fragmenting datagrams over the route
+   * MTU, as the kernel's VXLAN device does (vxlan's send pool). Off by default (IP_PMTUDISC_WANT:
+   * DF set on what fits).
+   */
+  dfClear?: boolean;
   /** UDP_SEGMENT: send runs of equal-size datagrams to one peer as one message. Off by default. */
   gso?: boolean;
   /** With gso: called once if the kernel refuses GSO for this socket for good (see DatagramOffload). */
@@ -64,7 +70,7 @@ export class UdpSocket extends DatagramSocket {
     if (!Number.isInteger(regions) || regions < 1 || regions > 1024) {
       throw new RangeError(`groRegions must be an integer in [1, 1024]: ${regions}`);
     }
-    const fd = native.udpOpen(addr, port, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER, opts.gro ?? false);
+    const fd = native.udpOpen(addr, port, opts.rcvbuf ?? DEFAULT_SOCKET_BUFFER, opts.sndbuf ?? DEFAULT_SOCKET_BUFFER, opts.gro ?? false, opts.dfClear ?? false);
     let bound: number;
     try {
       bound = native.localPort(fd);

@@ -2,10 +2,12 @@
 // pods on every other node, TCP flows, and tshark (a decoder nobody here wrote) reads RFC 7348
 // on the underlay bridge: UDP to port 8472 between the nodes' public IPs, VNI 1, an inner
 // Ethernet frame between the nodes' VTEP MACs as their leases publish them, around the pods'
-// own IPv4 packet, and UDP source ports that differ between flows (RFC 7348 §5, ECMP entropy).
+// own IPv4 packet, and UDP source ports that differ between flows (RFC 7348 §5, ECMP entropy:
+// one of the send pool's sockets per flow).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
-import { vtepMacFor, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/datapath/backends/vxlan';
+import { flowSrcPort, vtepMacFor, VXLAN_SEND_SOCKETS, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/datapath/backends/vxlan';
+import { buildIpv4Packet } from '../../src/packet/builder';
 import { formatMac } from '../../src/packet/ethernet';
 import { parseIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
@@ -165,13 +167,16 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
       // Inner MACs: sender's and receiver's VtepMAC, as their leases publish them.
       expect(iEthSrc).toBe(mac.get(oSrc));
       expect(iEthDst).toBe(mac.get(oDst));
-      // Outer: node addresses, TTL 64, DF clear (the kernel's VXLAN default), valid checksums
-      // on the outer header weft wrote and on the inner one it forwarded.
+      // Outer: node addresses, TTL 64, DF clear (the kernel's VXLAN default: the send sockets
+      // use IP_PMTUDISC_DONT), valid checksums on the outer header the kernel wrote and on the
+      // inner one weft forwarded.
       expect(ttl.split(',')[0]).toBe('64');
       expect(df.split(',')[0]).toBe('0');
       expect(csum).toBe('1,1');
       expect(dport).toBe('8472');
-      expect(Number(udpCsum)).toBe(0);
+      // The send sockets compute a UDP checksum (the kernel's VXLAN device sends 0; both are
+      // valid, RFC 7348 §5; SO_NO_CHECK would rule out UDP_SEGMENT).
+      expect(Number(udpCsum)).not.toBe(0);
       const port = Number(sport);
       expect(port).toBeGreaterThanOrEqual(VXLAN_SRC_PORT_MIN);
       expect(port).toBeLessThan(VXLAN_SRC_PORT_MAX);
@@ -181,14 +186,25 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
       );
       expect(flow, `unexpected frame ${oSrc}>${oDst} ${iSrc}>${iDst}`).toBeDefined();
       expect(icmpType).toBe(oSrc === flow![2] ? '8' : '0');
-      const key = `${flow![0]}>${flow![1]}`;
+      // Per flow and sending node: each node's pool has its own (kernel-picked) ports.
+      const key = `${flow![0]}>${flow![1]}@${oSrc}`;
       if (!portsByFlow.has(key)) portsByFlow.set(key, new Set());
       portsByFlow.get(key)!.add(port);
     }
-    // Same flow, one source port (both directions: the hash orders the endpoints); different flows, different ports.
-    expect(portsByFlow.size).toBe(3);
-    const perFlow = [...portsByFlow.values()].map((s) => [...s]);
-    for (const s of perFlow) expect(s.length).toBe(1);
-    expect(new Set(perFlow.map((s) => s[0])).size).toBe(3);
+    // Same flow, one source port per sending node (the hash orders the endpoints, so both
+    // directions pick the same lane of their node's pool); on one node, flows whose hashes pick
+    // different sockets leave from different ports, and flows that pick the same one share it.
+    expect(portsByFlow.size).toBe(6);
+    const perFlow = [...portsByFlow.entries()].map(([k, ports]) => {
+      const [ft, sender] = k.split('@');
+      const [f, t] = ft.split('>');
+      const pkt = buildIpv4Packet({ src: podIp(f), dst: podIp(t), protocol: 1 });
+      return { sender, socket: flowSrcPort(pkt, 0, pkt.length) % VXLAN_SEND_SOCKETS, ports: [...ports] };
+    });
+    for (const x of perFlow) expect(x.ports.length).toBe(1);
+    for (const x of perFlow) {
+      for (const y of perFlow) if (x.sender === y.sender) expect(x.ports[0] === y.ports[0]).toBe(x.socket === y.socket);
+    }
+    expect(new Set(perFlow.map((x) => x.socket)).size, 'the three flows should hash to more than one socket').toBeGreaterThan(1);
   }, 60_000);
 });

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { VXLAN_ARP_REPLY_LEN, VxlanBackend, vtepMacFor } from '../../src/datapath/backends/vxlan';
+import { VXLAN_ARP_REPLY_LEN, VxlanBackend, flowSrcPort, vtepMacFor } from '../../src/datapath/backends/vxlan';
 import { Drop } from '../../src/datapath/stats';
 import { ENCAP_OK } from '../../src/datapath/backend';
 import type { Peer } from '../../src/datapath/peer';
@@ -110,17 +110,21 @@ describe('vxlan backend fuzz', () => {
     }
   });
 
-  it('encap: no throw, reads only the headroom and the packet, writes only the 50 bytes in front of it', () => {
+  it('encap: no throw, reads only the headroom and the packet, writes only the 22 bytes (VXLAN + Ethernet) in front of it', () => {
     const { backend, peer } = setup();
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 20, maxLength: 100 }), fc.nat({ max: 20 }), (pkt, extra) => {
-        const off = 50 + extra;
+        const off = 22 + extra;
         const buf = Buffer.alloc(off + pkt.length + 10);
         buf.set(pkt, off);
         const tx = new PacketList({ capacity: 2, slotSize: 256, headroom: 0 });
-        expect(backend.encap(fence(buf, off - 50, off + pkt.length, off - 50, off) as Buffer, off, pkt.length, peer, tx)).toBe(ENCAP_OK);
-        expect(tx.offs[0]).toBe(off - 50);
-        expect(tx.lens[0]).toBe(pkt.length + 50);
+        expect(backend.encap(fence(buf, off - 22, off + pkt.length, off - 22, off) as Buffer, off, pkt.length, peer, tx)).toBe(ENCAP_OK);
+        expect(tx.offs[0]).toBe(off - 22);
+        expect(tx.lens[0]).toBe(pkt.length + 22);
+        // The lane is the flow hash, in udp_flow_src_port's range.
+        expect(tx.lanes[0]).toBe(flowSrcPort(pkt, 0, pkt.length));
+        expect(tx.lanes[0]).toBeGreaterThanOrEqual(32768);
+        expect(tx.lanes[0]).toBeLessThan(60999);
         expect(Buffer.from(buf.subarray(off)).subarray(0, pkt.length).equals(Buffer.from(pkt))).toBe(true);
       }),
       { numRuns: 3000 },

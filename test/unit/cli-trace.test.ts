@@ -44,17 +44,18 @@ describe('weft trace: a packet to a pod on another node', () => {
       /^ +neighbor 10\.244\.2\.0 → 0e:00:c0:a8:4d:0c, fdb 0e:00:c0:a8:4d:0c → 192\.168\.77\.12 \(flannel\.1's ip neigh, bridge fdb\)$/,
       /^TTL +63 > 1: forwarded as a router forwards, TTL 62/,
       /^MTU +84 ≤ tunnel MTU 1450 \(underlay 1500 − vxlan 50\): fits$/,
-      /^backend +vxlan: writes outer IPv4 20 \+ UDP 8 \+ VXLAN 8 \+ inner Ethernet 14 = 50 bytes/,
-      /^send +134 bytes to 192\.168\.77\.12:8472 through the IP_HDRINCL raw socket, sent as written$/,
-      /^ +outer IPv4 +IPv4 192\.168\.77\.11 → 192\.168\.77\.12, proto 17, TTL 64, len 134, id 0x0001, DF 0, TOS 0x00, checksum 0x5efe$/,
-      /^ +45 00 00 86 00 01 00 00 40 11 5e fe c0 a8 4d 0b c0 a8 4d 0c$/,
-      /^ +UDP +\d+ → 8472, len 114, checksum 0x0000$/,
+      /^backend +vxlan: writes VXLAN 8 \+ inner Ethernet 14 = 22 bytes/,
+      /^send +106 bytes to 192\.168\.77\.12:8472 through the send socket its flow hash picks \(source port 327\d\d\); the kernel adds IPv4 \+ UDP: 134 bytes on the wire$/,
+      /outer IPv4 and UDP are the kernel's: .*DF clear \(IP_PMTUDISC_DONT, as the kernel's VXLAN device\), UDP checksum \(the device sends 0\)/,
+      /^ +outer IPv4 +IPv4 192\.168\.77\.11 → 192\.168\.77\.12, proto 17, TTL 64, len 134, id 0x0000, DF 0, TOS 0x00, checksum 0x5eff$/,
+      /^ +45 00 00 86 00 00 00 00 40 11 5e ff c0 a8 4d 0b c0 a8 4d 0c$/,
+      /^ +UDP +327\d\d → 8472, len 114, checksum 0x(?!0000)[0-9a-f]{4}$/,
       /^ +VXLAN +flags 0x08 \(I\), VNI 1$/,
       /^ +inner Ethernet +0e:00:c0:a8:4d:0b → 0e:00:c0:a8:4d:0c, type 0x0800$/,
       /^ +inner IPv4 +IPv4 10\.244\.1\.2 → 10\.244\.2\.2, proto 1, TTL 62, len 84, id 0x1c46, DF 1/,
       /^ +inner ICMP +type 8 \(echo request\), id 119, seq 1/,
-      /^│ outer IPv4 20 │ UDP 8 │ VXLAN 8 │ inner Ethernet 14 │ +inner IPv4 20 +│ +ICMP 64 +│$/,
-      /◀─+ weft's vxlan encap: 50 bytes ─+▶ ◀─+ the pod's packet: 84 bytes ─+▶/,
+      /^│ +outer IPv4 20 +│ +UDP 8 +│ +VXLAN 8 +│ +inner Ethernet 14 +│ +inner IPv4 20 +│ +ICMP 64 +│$/,
+      /◀─+ the kernel's UDP socket: 28 bytes ─+▶ ◀─+ weft's vxlan encap: 22 bytes ─+▶ ◀─+ the pod's packet: 84 bytes ─+▶/,
       /^counters +txPackets 1, txBytes 84, tunReadPackets 1, tunReadBatches 1$/,
     ]);
   });
@@ -153,7 +154,7 @@ describe('weft trace: where the pipeline stops, and what it answers', () => {
     }
   });
 
-  it('without DF and too large: the UDP socket fragments, the raw socket refuses (EMSGSIZE → send_failed)', () => {
+  it('without DF and too large: the UDP sockets (udp, vxlan) fragment, the raw socket (ipip) refuses (EMSGSIZE → send_failed)', () => {
     const udp = traceText(['--backend', 'udp', '--size', '1488', '--proto', 'udp']);
     expect(udp).toMatch(
       /^send +1488 bytes to 192\.168\.77\.12:8285 through the UDP socket; the kernel adds IPv4 \+ UDP: 2 fragments on the wire \(1500 \+ 36 bytes\)$/m,
@@ -161,8 +162,14 @@ describe('weft trace: where the pipeline stops, and what it answers', () => {
     expect(udp).toMatch(/^ +outer IPv4 +IPv4 .* len 1500, id 0x0000, DF 0, fragment offset 0, MF 1/m);
     const vxlan = traceText(['--backend', 'vxlan', '--size', '1488']);
     inOrder(vxlan, [
+      /DF clear: sent on — the UDP socket fragments the outer datagram/,
+      /^send +1510 bytes to 192\.168\.77\.12:8472 through the send socket .*: 2 fragments on the wire \(1500 \+ 58 bytes\)$/,
+    ]);
+    expect(vxlan).toMatch(/^ +outer IPv4 +IPv4 .* len 1500, id 0x0000, DF 0, fragment offset 0, MF 1/m);
+    const ipip = traceText(['--backend', 'ipip', '--size', '1488']);
+    inOrder(ipip, [
       /DF clear: sent on — but the IP_HDRINCL send does not fragment/,
-      /^send +1538 bytes to 192\.168\.77\.12: refused by the raw socket.*\(EMSGSIZE\)$/,
+      /^send +1508 bytes to 192\.168\.77\.12: refused by the raw socket.*\(EMSGSIZE\)$/,
       /^verdict +dropped: send_failed$/,
     ]);
   });
@@ -183,7 +190,7 @@ describe('weft trace: topology and captured packets', () => {
   it('--local-ip naming a default node makes it this node; --peer replaces the peers', () => {
     const two = traceText(['--local-ip', '192.168.77.12', '--dst', '10.244.1.2', '--src', '10.244.2.2']);
     expect(two).toMatch(/^weft trace: vxlan, node 192\.168\.77\.12 \(lease 10\.244\.2\.0\/24/m);
-    expect(two).toMatch(/^send +134 bytes to 192\.168\.77\.11:8472/m);
+    expect(two).toMatch(/^send +106 bytes to 192\.168\.77\.11:8472/m);
     const custom = traceText([
       '--local-subnet',
       '10.244.8.0/24',

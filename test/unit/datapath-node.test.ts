@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Lease } from '../../src/control/registry';
 import { BACKEND_TYPES, BACKENDS } from '../../src/datapath/backends';
+import { VXLAN_OFFLINE_SEND_PORTS } from '../../src/datapath/backends/vxlan';
 import { HostGwBackend } from '../../src/datapath/backends/hostgw';
 import { HostRoutes } from '../../src/datapath/host-routes';
 import { assembleNode, tunnelMtu, usesHostRoutes } from '../../src/datapath/node';
@@ -87,7 +88,7 @@ describe('assembleNode', () => {
       network: NETWORK,
       lease: lease('10.244.1.0/24', '192.168.77.11', 'vxlan', BACKENDS.vxlan.leaseData(parseIpv4('192.168.77.11'), 1)),
       underlayMtu: 1500,
-      devices: { tun: new MemoryTun(), transport: new MemoryTransport('raw', parseIpv4('192.168.77.11'), 8472, 1500) },
+      devices: { tun: new MemoryTun(), transport: new MemoryTransport('udp', parseIpv4('192.168.77.11'), 8472, 1500, VXLAN_OFFLINE_SEND_PORTS, true) },
       hostRoutes: routes,
     });
     expect(node.hostRoutes).toBe(routes);

@@ -37,8 +37,8 @@ export interface BackendParams {
 export interface TransportOptions {
   /**
    * Socket offloads: UDP_SEGMENT sends and UDP_GRO receives on the backend's UDP sockets (udp;
-   * vxlan receives with GRO either way, see openVxlanTransport). Raw sockets (ipip, vxlan's
-   * send) have none.
+   * vxlan's send pool uses UDP_SEGMENT, its receive socket GRO either way, see
+   * openVxlanTransport). Raw sockets (ipip) have none.
    */
   offload: boolean;
   /** The TUN MTU: the largest inner packet, for cutting a kernel peer's super-datagrams. */

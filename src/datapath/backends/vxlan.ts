@@ -1,8 +1,8 @@
 import type { PacketList } from '../../io/packet-list';
-import { IPPROTO_RAW, RawSocket } from '../../io/raw';
 import { SplitTransport } from '../../io/split-transport';
 import type { Transport } from '../../io/transport';
 import { UdpSocket } from '../../io/udp';
+import { UdpSocketPool } from '../../io/udp-pool';
 import { formatIpv4 } from '../../route/address';
 import { ARP_LEN, arpSenderIp, arpTargetIp, isArpRequest, writeArpReply, ARP_OFF_SHA } from '../../packet/arp';
 import {
@@ -18,7 +18,7 @@ import {
   writeEthernetHeader,
 } from '../../packet/ethernet';
 import { IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER } from '../../packet/ipv4';
-import { UDP_HEADER, writeUdpHeader } from '../../packet/udp';
+import { UDP_HEADER } from '../../packet/udp';
 import { VXLAN_HLEN, VXLAN_VNI_MAX, vxlanIFlag, vxlanVni, writeVxlanHeader } from '../../packet/vxlan';
 import { ENCAP_OK, type Backend } from '../backend';
 import type { Peer } from '../peer';
@@ -31,16 +31,32 @@ export const VXLAN_DEFAULT_VNI = 1;
 
 /** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): what a 1500-byte underlay leaves 1450 for. */
 export const VXLAN_OVERHEAD = IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN + ETH_HLEN;
-/** An answer to an ARP request: outer headers + Ethernet + ARP, 78 bytes (no padding to 60: a tunnel is not a wire). */
-export const VXLAN_ARP_REPLY_LEN = IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN + ETH_HLEN + ARP_LEN;
-
-// Outer IPv4 TTL: the kernel's VXLAN device without `ttl` uses the route's hop limit, i.e.
-// net.ipv4.ip_default_ttl (64).
-const OUTER_TTL = 64;
+/**
+ * What encap writes in front of the inner packet: VXLAN (8) + inner Ethernet (14). The outer
+ * IPv4 and UDP headers are the kernel's (the send sockets are UDP sockets, openVxlanTransport).
+ */
+export const VXLAN_ENCAP_HEADER = VXLAN_HLEN + ETH_HLEN;
+/**
+ * An answer to an ARP request as handed to the send socket: VXLAN + Ethernet + ARP, 50 bytes
+ * (78 on the wire with the kernel's IPv4 + UDP; no padding to 60: a tunnel is not a wire).
+ */
+export const VXLAN_ARP_REPLY_LEN = VXLAN_HLEN + ETH_HLEN + ARP_LEN;
+/**
+ * Send sockets in the pool: how many distinct outer source ports carry the flow entropy. The
+ * kernel's VXLAN device has ~28k (one per flow hash); 16 is enough for an underlay's ECMP to
+ * spread flows over its paths, and keeps a batch's per-socket sends few.
+ */
+export const VXLAN_SEND_SOCKETS = 16;
 // Source ports as Linux's udp_flow_src_port picks them when the device has no `srcport` range:
 // the namespace's ip_local_port_range, 32768–60999 by default (the result is < max).
 export const VXLAN_SRC_PORT_MIN = 32768;
 export const VXLAN_SRC_PORT_MAX = 60999;
+/**
+ * The pool's source ports in the offline node (weft trace/replay/wire): the kernel picks the
+ * real ones (ephemeral, from ip_local_port_range); offline they are fixed so that the same
+ * input gives the same bytes.
+ */
+export const VXLAN_OFFLINE_SEND_PORTS: readonly number[] = Array.from({ length: VXLAN_SEND_SOCKETS }, (_, i) => VXLAN_SRC_PORT_MIN + i);
 const IPPROTO_DCCP = 33;
 const IPPROTO_SCTP = 132;
 const IPPROTO_UDPLITE = 136;
@@ -80,8 +96,6 @@ export class VxlanPeerState {
     readonly eth: Buffer,
     /** Underlay destination from the FDB entry for the peer's VTEP MAC. */
     readonly dst: number,
-    /** One's-complement sum of the outer IPv4 header words that never change for this peer. */
-    readonly ipSum: number,
   ) {}
 }
 
@@ -112,15 +126,18 @@ interface FdbEntry {
  * node programs, for each peer, a neighbor entry (peer VTEP IP → VTEP MAC) and a forwarding
  * entry (VTEP MAC → peer's public IP). weft keeps the same two tables in memory.
  *
- * The outer IPv4 and UDP headers are ours, written into the headroom and sent through an
- * IP_HDRINCL raw socket (openVxlanTransport): a UDP socket would give every packet the same
- * source port, and RFC 7348 §5 wants the source port to carry a hash of the inner flow so
- * that ECMP in the underlay spreads flows.
+ * encap writes the VXLAN header and the inner Ethernet header (22 bytes) into the headroom and
+ * sets the packet's lane to the inner-flow hash (flowSrcPort); the kernel adds the outer IPv4
+ * and UDP headers, the lane choosing which of a pool of UDP sockets (distinct source ports)
+ * sends it (openVxlanTransport). RFC 7348 §5 wants the source port to carry a hash of the inner
+ * flow so that ECMP in the underlay spreads flows; one flow's packets share a socket, so its
+ * equal-size segments go out as one UDP_SEGMENT send. mtuOverhead stays 50: the outer headers
+ * are still on the wire, only their writer moved.
  */
 export class VxlanBackend implements Backend {
   readonly type = 'vxlan' as const;
   readonly mtuOverhead = VXLAN_OVERHEAD;
-  readonly headroom = VXLAN_OVERHEAD;
+  readonly headroom = VXLAN_ENCAP_HEADER;
   readonly vni: number;
   readonly port: number;
   readonly vtepMac: Buffer;
@@ -137,8 +154,6 @@ export class VxlanBackend implements Backend {
   private readonly log?: { warn(o: object, m: string): void };
   private readonly neigh = new Map<number, NeighborEntry>();
   private readonly fdbTable = new Map<string, FdbEntry>();
-  /** Outer IPv4 Identification: DF is clear, so RFC 6864 §4.1 wants IDs that differ; a counter, as the kernel's ip_select_ident. */
-  private ipId = 0;
 
   constructor(opts: VxlanBackendOptions) {
     if (!Number.isInteger(opts.vni) || opts.vni < 0 || opts.vni > VXLAN_VNI_MAX) {
@@ -244,7 +259,7 @@ export class VxlanBackend implements Backend {
     if (!f) return null;
     const eth = Buffer.alloc(ETH_HLEN);
     writeEthernetHeader(eth, 0, n.mac, this.vtepMac, ETHERTYPE_IPV4);
-    return new VxlanPeerState(n.mac, eth, f.dst, outerSum(this.localPublicIp, f.dst));
+    return new VxlanPeerState(n.mac, eth, f.dst);
   }
 
   encap(buf: Buffer, off: number, len: number, peer: Peer, tx: PacketList): number {
@@ -253,19 +268,21 @@ export class VxlanBackend implements Backend {
       this.noNeighbor++;
       return Drop.NoNeighbor;
     }
-    const o = off - VXLAN_OVERHEAD;
+    const o = off - VXLAN_ENCAP_HEADER;
     if (o < 0) return Drop.SendFailed;
-    const sport = flowSrcPort(buf, off, len);
-    // RFC 6040 §4.1 (normal mode), as the kernel's ip_tunnel_ecn_encap: the outer header
-    // copies the inner ECN field, except that CE is sent as ECT(0).
-    const ecn = buf[off + 1] & 3;
-    const tos = ecn === 3 ? 2 : ecn;
-    const id = (this.ipId = (this.ipId + 1) & 0xffff);
-    writeOuter(buf, o, st.ipSum, tos, len + VXLAN_OVERHEAD, id, this.localPublicIp, st.dst, sport, this.port, this.vni);
-    const e = o + IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN;
+    // The lane picks the send socket, hence the outer source port (RFC 7348 §5 entropy).
+    const lane = flowSrcPort(buf, off, len);
+    // Outer TOS/ECN: the send socket's TOS, 0 (not-ECT) for every packet. Before, the outer
+    // copied the inner ECN (RFC 6040 §4.1 normal mode, as the kernel's ip_tunnel_ecn_encap);
+    // doing so through a socket needs an IP_TOS cmsg per packet, which would break GSO runs.
+    // A not-ECT outer is RFC 6040's compatibility mode (§4.2): always safe, and the decapsulator
+    // leaves the inner ECN as it was; congestion marks in the underlay are dropped (not
+    // forwarded as CE), so ECN-capable inner flows see loss there instead.
+    writeVxlanHeader(buf, o, this.vni);
+    const e = o + VXLAN_HLEN;
     const eth = st.eth;
     for (let i = 0; i < ETH_HLEN; i++) buf[e + i] = eth[i];
-    return tx.push(o, len + VXLAN_OVERHEAD, st.dst, this.port) ? ENCAP_OK : Drop.SendFailed;
+    return tx.push(o, len + VXLAN_ENCAP_HEADER, st.dst, this.port, lane) ? ENCAP_OK : Drop.SendFailed;
   }
 
   decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number {
@@ -307,10 +324,9 @@ export class VxlanBackend implements Backend {
     // The reply goes to the VXLAN port, not to the request's source port: a kernel VTEP picks
     // source ports by flow hash and listens only on its dstport (RFC 7348 §5).
     const dst = peer.publicIp;
-    const sport = portFromHash(mix3(this.localVtepIp, requesterIp, ETHERTYPE_ARP));
-    const id = (this.ipId = (this.ipId + 1) & 0xffff);
-    writeOuter(out, slot, outerSum(this.localPublicIp, dst), 0, VXLAN_ARP_REPLY_LEN, id, this.localPublicIp, dst, sport, this.port, this.vni);
-    const re = slot + IPV4_MIN_HEADER + UDP_HEADER + VXLAN_HLEN;
+    const lane = portFromHash(mix3(this.localVtepIp, requesterIp, ETHERTYPE_ARP));
+    writeVxlanHeader(out, slot, this.vni);
+    const re = slot + VXLAN_HLEN;
     // Ethernet destination: the requester's hardware address from the ARP body, as arp_send does.
     for (let i = 0; i < 6; i++) {
       out[re + i] = buf[a + ARP_OFF_SHA + i];
@@ -319,65 +335,10 @@ export class VxlanBackend implements Backend {
     out[re + 12] = ETHERTYPE_ARP >>> 8;
     out[re + 13] = ETHERTYPE_ARP & 0xff;
     writeArpReply(out, re + ETH_HLEN, this.vtepMac, this.localVtepIp, buf, a + ARP_OFF_SHA, requesterIp);
-    replies.push(slot, VXLAN_ARP_REPLY_LEN, dst, this.port);
+    replies.push(slot, VXLAN_ARP_REPLY_LEN, dst, this.port, lane);
     this.arpReplies++;
     return -Drop.Consumed;
   }
-}
-
-/** Sum of the outer IPv4 header's constant words: version/IHL, TTL/protocol, source, destination. */
-function outerSum(src: number, dst: number): number {
-  return 0x4500 + ((OUTER_TTL << 8) | IPPROTO_UDP) + (src >>> 16) + (src & 0xffff) + (dst >>> 16) + (dst & 0xffff);
-}
-
-/**
- * Outer IPv4 (no options, DF clear as the kernel's VXLAN device sends by default), UDP and VXLAN
- * header at buf[o]. The UDP checksum is 0, which RFC 7348 §5 allows over IPv4 ("SHOULD be
- * transmitted as zero"); a kernel VTEP accepts it whether or not it checksums its own packets
- * (its udp_csum is on by default, and flanneld leaves it so). `base` is outerSum(src, dst);
- * only TOS, length and ID vary per packet.
- */
-function writeOuter(
-  buf: Uint8Array,
-  o: number,
-  base: number,
-  tos: number,
-  total: number,
-  id: number,
-  src: number,
-  dst: number,
-  sport: number,
-  dport: number,
-  vni: number,
-): void {
-  let sum = base + tos + total + id;
-  sum = (sum & 0xffff) + (sum >>> 16);
-  sum = (sum & 0xffff) + (sum >>> 16);
-  const hc = ~sum & 0xffff;
-  buf[o] = 0x45;
-  buf[o + 1] = tos;
-  buf[o + 2] = total >>> 8;
-  buf[o + 3] = total & 0xff;
-  buf[o + 4] = id >>> 8;
-  buf[o + 5] = id & 0xff;
-  buf[o + 6] = 0;
-  buf[o + 7] = 0;
-  buf[o + 8] = OUTER_TTL;
-  buf[o + 9] = IPPROTO_UDP;
-  buf[o + 10] = hc >>> 8;
-  buf[o + 11] = hc & 0xff;
-  buf[o + 12] = src >>> 24;
-  buf[o + 13] = (src >>> 16) & 0xff;
-  buf[o + 14] = (src >>> 8) & 0xff;
-  buf[o + 15] = src & 0xff;
-  buf[o + 16] = dst >>> 24;
-  buf[o + 17] = (dst >>> 16) & 0xff;
-  buf[o + 18] = (dst >>> 8) & 0xff;
-  buf[o + 19] = dst & 0xff;
-  const u = o + IPV4_MIN_HEADER;
-  // UDP checksum 0: allowed for IPv4 (RFC 7348 §5).
-  writeUdpHeader(buf, u, sport, dport, total - IPV4_MIN_HEADER, 0);
-  writeVxlanHeader(buf, u + UDP_HEADER, vni);
 }
 
 /** Protocols whose first 4 bytes are source and destination port, which Linux's flow dissector hashes. */
@@ -453,10 +414,27 @@ function mix3(a: number, b: number, c: number): number {
 
 /**
  * The vxlan underlay: receive on a UDP socket bound to our public IP and the VXLAN port (the
- * kernel strips outer IPv4 and UDP, and checks the UDP checksum when there is one), send
- * through an IPPROTO_RAW socket (IP_HDRINCL, raw(7)) so the outer headers — the per-flow
- * source port above all — go out as encap wrote them. IPPROTO_RAW never receives, so nothing
- * arrives twice.
+ * kernel strips outer IPv4 and UDP, and checks the UDP checksum when there is one); send
+ * through a pool of VXLAN_SEND_SOCKETS UDP sockets bound to our public IP at ports the kernel
+ * picks (UdpSocketPool), each packet through the socket its lane (flow hash) names. With
+ * `offload`, the pool sends runs with UDP_SEGMENT.
+ *
+ * What the kernel puts on the wire for these sockets, against its own VXLAN device (vxlan_xmit
+ * with flanneld's defaults):
+ *   - UDP checksum: computed (a socket's default). The VXLAN device over IPv4 sends 0
+ *     (udpcsum off); both are valid (RFC 7348 §5), and every receiver, kernel or weft, accepts
+ *     either. SO_NO_CHECK would match the device, but the kernel refuses UDP_SEGMENT sends on
+ *     such a socket (udp_send_skb: EINVAL), and the checksum costs little with GSO (per
+ *     segment, offloaded where the device can) while covering the inner Ethernet header, which
+ *     no other checksum does. Before this, weft sent 0.
+ *   - DF: clear, as the VXLAN device (no `df` option) and weft's raw socket before: the pool
+ *     sockets set IP_MTU_DISCOVER = IP_PMTUDISC_DONT (dfClear). So an outer packet over the
+ *     route MTU is fragmented by the socket, as the device does; the raw IP_HDRINCL socket used
+ *     before refused it (EMSGSIZE).
+ *   - TTL 64 (ip_default_ttl) either way; TOS 0 (see encap); Identification the kernel's
+ *     (ip_select_ident, as the device's; weft counted its own before).
+ *   - Source port: one of the pool's ports, by flow; the VXLAN device hashes each flow to one
+ *     of ~28k ports in the same range, weft before to one of ~28k as well.
  *
  * The receive side always runs through UDP_GRO's staging path with the VXLAN and inner Ethernet
  * headers declared (groTunnelHeader): a kernel VXLAN peer (flanneld's flannel.1) hands its
@@ -466,11 +444,20 @@ function mix3(a: number, b: number, c: number): number {
  * at most `tunnelMtu` bytes, with complete checksums; without it such a datagram would be
  * truncated and dropped, and TCP from a kernel peer would stall.
  */
-export function openVxlanTransport(localPublicIp: number, port: number, opts: { tunnelMtu: number }): Transport {
-  const receiver = UdpSocket.bind(localPublicIp, port, { gro: true, groTunnelHeader: VXLAN_HLEN + ETH_HLEN, groTunnelMtu: opts.tunnelMtu });
+export function openVxlanTransport(
+  localPublicIp: number,
+  port: number,
+  opts: { tunnelMtu: number; offload?: boolean; onGsoDisabled?: (socket: string) => void },
+): Transport {
+  const receiver = UdpSocket.bind(localPublicIp, port, { gro: true, groTunnelHeader: VXLAN_ENCAP_HEADER, groTunnelMtu: opts.tunnelMtu });
   try {
-    // rcvbuf 0: the kernel default; the send socket never receives.
-    return new SplitTransport(receiver, RawSocket.open(IPPROTO_RAW, { hdrincl: true, rcvbuf: 0 }));
+    const offload = opts.offload ?? false;
+    const sender = UdpSocketPool.open(localPublicIp, VXLAN_SEND_SOCKETS, {
+      dfClear: true,
+      gso: offload,
+      onGsoDisabled: () => opts.onGsoDisabled?.(`vxlan ${port} send pool`),
+    });
+    return new SplitTransport(receiver, sender);
   } catch (err) {
     receiver.close();
     throw err;
