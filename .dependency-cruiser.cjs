@@ -72,6 +72,15 @@ module.exports = {
       to: { path: '^(test|perf)/' },
     },
     {
+      name: 'perf-not-to-test',
+      severity: 'error',
+      comment:
+        'perf/ is compiled into the compose image (tsconfig.build.json) and test/ is not copied there, so a ' +
+        'benchmark that imports test support breaks the image build. Shared oracles live in perf/support/.',
+      from: { path: '^perf/' },
+      to: { path: '^test/' },
+    },
+    {
       name: 'not-to-unresolvable',
       severity: 'error',
       comment: 'An import that resolves to nothing: a typo or a module that was moved or deleted.',

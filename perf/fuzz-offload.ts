@@ -12,7 +12,7 @@
 import fc from 'fast-check';
 import { parseArgs } from 'node:util';
 import { native, TUN_COUNTER, TUN_REFUSE } from '../src/io/native';
-import { ipCsumOk, l4CsumOk, superPacket, TCP, tcpPacket, udpPacket, vnetHdr } from '../test/support/offload';
+import { ipCsumOk, l4CsumOk, superPacket, TCP, tcpPacket, udpPacket, vnetHdr } from './support/offload';
 
 const GUARD = 0xcc;
 const GUARD_LEN = 64;

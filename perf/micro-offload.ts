@@ -6,7 +6,7 @@
 //   npx tsc -p tsconfig.build.json && node dist/perf/micro-offload.js [--ms 1000]
 import { parseArgs } from 'node:util';
 import { native, TUN_COUNTER } from '../src/io/native';
-import { superPacket, tcpPacket } from '../test/support/offload';
+import { superPacket, tcpPacket } from './support/offload';
 
 function time(ms: number, fn: () => number): { perOp: number; bytesPerSec: number } {
   let ops = 0;

@@ -33,14 +33,14 @@ const CLEAN: Record<string, string> = {
 let trees = 0;
 
 /** Writes CLEAN with `changes` applied into a fresh directory and runs depcruise there as `npm run lint` does. */
-async function cruise(changes: Record<string, string>): Promise<{ code: number; output: string }> {
+async function cruise(changes: Record<string, string>, roots = ['src']): Promise<{ code: number; output: string }> {
   const dir = join(tmp, `tree-${++trees}`);
   for (const [file, text] of Object.entries({ ...CLEAN, ...changes })) {
     mkdirSync(dirname(join(dir, file)), { recursive: true });
     writeFileSync(join(dir, file), text);
   }
   return new Promise((resolve, reject) => {
-    execFile(DEPCRUISE, ['src', '--config', CONFIG, '--output-type', 'err'], { cwd: dir, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(DEPCRUISE, [...roots, '--config', CONFIG, '--output-type', 'err'], { cwd: dir, timeout: 30_000 }, (err, stdout, stderr) => {
       if (err && typeof err.code !== 'number') return reject(new Error(`depcruise did not run: ${err.message}`, { cause: err }));
       resolve({ code: err ? (err.code as number) : 0, output: stdout + stderr });
     });
@@ -109,6 +109,18 @@ describe('layering check (dependency-cruiser with .dependency-cruiser.cjs)', () 
     });
     expect(r.code).not.toBe(0);
     expect(r.output).toContain('src-not-to-test-or-perf: src/daemon/b.ts → test/support/fake.ts');
+  });
+
+  it('fails an import from perf/ into test/ (perf/ is built into the compose image, test/ is not)', async () => {
+    const r = await cruise(
+      {
+        'test/support/fake.ts': 'export const FAKE = 3;\n',
+        'perf/micro.ts': "import { FAKE } from '../test/support/fake';\nexport const M = FAKE;\n",
+      },
+      ['src', 'perf'],
+    );
+    expect(r.code).not.toBe(0);
+    expect(r.output).toContain('perf-not-to-test: perf/micro.ts → test/support/fake.ts');
   });
 });
 

@@ -27,7 +27,7 @@ describe('UDP GRO continuation state fuzz', () => {
       for (let i = 0; i < stage.length; i++) stage[i] = i & 0xff;
       // Region 0 a VXLAN-sized prefix and an inner TCP super-packet, region 1 the same with UDP:
       // states naming their exact lengths reach the tunnel cutting with real headers.
-      const { tcpPacket, udpPacket } = await import('../support/offload');
+      const { tcpPacket, udpPacket } = await import('../../perf/support/offload');
       const inner0 = tcpPacket({ payload: 5000, csum: 'seed' });
       const inner1 = udpPacket({ payload: 3000, csum: 'seed' });
       inner0.copy(stage, 22);

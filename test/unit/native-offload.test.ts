@@ -1,10 +1,10 @@
 // The offload core through its pure entry points (gsoSplit, tcpCoalesce): hand-made virtio-net
 // headers and packets, every resulting field checked against an independent checksum
-// (test/support/offload.ts).
+// (perf/support/offload.ts).
 
 import { describe, expect, it } from 'vitest';
 import { native, TUN_COUNTER, TUN_REFUSE } from '../../src/io/native';
-import { ipCsumOk, l3Len, l4CsumOk, pseudo, readVnet, superPacket, TCP, tcpPacket, udpPacket, VNET, vnetHdr } from '../support/offload';
+import { ipCsumOk, l3Len, l4CsumOk, pseudo, readVnet, superPacket, TCP, tcpPacket, udpPacket, VNET, vnetHdr } from '../../perf/support/offload';
 
 const SLOT = 2048;
 const HEAD = 64;
