@@ -1,5 +1,6 @@
 import type { PacketDevice } from '../io/packet-device';
 import { PacketList } from '../io/packet-list';
+import { yieldCpu } from '../io/sched';
 import type { Transport } from '../io/transport';
 import type { Pipeline } from './pipeline';
 import { Drop } from './stats';
@@ -30,6 +31,11 @@ export interface DatapathOptions {
    * price of a CPU spinning for N µs after each burst. 0 (the default): sleep when idle.
    */
   busyPollUs?: number;
+  /**
+   * What busy polling calls between empty polls: sched_yield(2) by default (io/sched.ts).
+   * Tests pass their own to count calls without giving the CPU away.
+   */
+  yieldCpu?: () => void;
 }
 
 /**
@@ -46,6 +52,7 @@ export class Datapath {
   private running = false;
   private readonly busyPollMs: number;
   private spinning = false;
+  private readonly yieldCpu: () => void;
 
   constructor(
     private readonly tun: PacketDevice,
@@ -57,6 +64,7 @@ export class Datapath {
     const us = opts.busyPollUs ?? 0;
     if (!Number.isInteger(us) || us < 0 || us > 1_000_000) throw new RangeError(`busy-poll must be an integer number of µs in 0..1000000: ${us}`);
     this.busyPollMs = us / 1000;
+    this.yieldCpu = opts.yieldCpu ?? yieldCpu;
     const headroom = Math.max(DEFAULT_HEADROOM, pipeline.backend.headroom);
     this.tunRx = new PacketList({ capacity: batchSize, slotSize: SLOT_SIZE, headroom });
     this.tunTx = PacketList.view(this.tunRx);
@@ -86,6 +94,10 @@ export class Datapath {
       if (now - last > this.busyPollMs || now - start > BUSY_POLL_MAX_MS || !this.running) break;
       // One batch each way per turn, so neither direction waits on the other's burst.
       if (this.onTunReadable(1) + this.onSocketReadable(1) > 0) last = performance.now();
+      // Nothing moved: step aside for whatever was woken on this CPU (the pod that just got
+      // its packet, ksoftirqd, the other node's daemon on a small box) instead of spinning
+      // through it until the scheduler's tick preempts us.
+      else this.yieldCpu();
     }
     this.spinning = false;
     this.pipeline.stats.busyPollNs += Math.round((performance.now() - start) * 1e6);

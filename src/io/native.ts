@@ -176,6 +176,8 @@ export interface NativeAddon {
    */
   pollStart(fd: number, onReadable: (err?: Error) => void): PollHandle;
   close(fd: number): void;
+  /** sched_yield(2): lets a task woken on this CPU run before the caller polls again. */
+  schedYield(): void;
 }
 
 /** TUN_F_* bits of tunOpen's `offloads` (include/uapi/linux/if_tun.h). */
@@ -319,7 +321,12 @@ const METHODS = [
   'tcpCoalesce',
   'pollStart',
   'close',
+  'schedYield',
 ] as const satisfies readonly (keyof NativeAddon)[];
+// Every method of NativeAddon must be listed above, or `native.x` is undefined for the one left
+// out: this fails to compile when one is missing.
+const METHODS_COMPLETE: Exclude<keyof NativeAddon, (typeof METHODS)[number]> extends never ? true : never = true;
+void METHODS_COMPLETE;
 
 function lazyNative(): NativeAddon {
   const target = {} as Record<string, unknown>;

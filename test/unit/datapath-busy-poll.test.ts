@@ -54,16 +54,19 @@ function datapath(busyPollUs: number, arriveOn: number) {
   });
   const tun = new MemoryTun();
   const sock = new LateTransport(arriveOn);
-  const dp = new Datapath(tun, sock, pipeline, { batchSize: 8, busyPollUs });
+  // Counted, not sched_yield(2): on a loaded machine a real yield can give the CPU away for a
+  // whole slice, and these cases are about what is polled, not about the scheduler.
+  const yields = { n: 0 };
+  const dp = new Datapath(tun, sock, pipeline, { batchSize: 8, busyPollUs, yieldCpu: () => yields.n++ });
   dp.start((e) => {
     throw e;
   });
-  return { tun, sock, stats };
+  return { tun, sock, stats, yields };
 }
 
 describe('Datapath busy polling', () => {
   it('forwards a packet that arrives while it spins, in the same turn, and counts the time spun', () => {
-    const { tun, sock, stats } = datapath(200_000, 5);
+    const { tun, sock, stats, yields } = datapath(200_000, 5);
     tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
     tun.ready!();
     expect(stats.txPackets).toBe(1);
@@ -72,6 +75,8 @@ describe('Datapath busy polling', () => {
     expect(tun.written).toHaveLength(1);
     expect(stats.rxPackets).toBe(1);
     expect(stats.busyPollNs).toBeGreaterThan(0);
+    // Between the empty polls before it, the CPU was offered to whatever else was woken.
+    expect(yields.n).toBeGreaterThanOrEqual(4);
   });
 
   it('stops after its bound even when nothing comes, and not at all without the option', () => {
@@ -83,6 +88,8 @@ describe('Datapath busy polling', () => {
     expect(performance.now() - t0).toBeLessThan(50);
     expect(spin.stats.busyPollNs).toBeGreaterThanOrEqual(1_000_000);
     expect(spin.sock.calls).toBeGreaterThan(1);
+    // Every empty poll yielded; the one that moved the first packet was the readiness callback's.
+    expect(spin.yields.n).toBe(spin.sock.calls);
 
     const idle = datapath(0, 2);
     idle.tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
@@ -90,6 +97,7 @@ describe('Datapath busy polling', () => {
     expect(idle.sock.calls).toBe(0);
     expect(idle.stats.busyPollNs).toBe(0);
     expect(idle.stats.txPackets).toBe(1);
+    expect(idle.yields.n).toBe(0);
   });
 
   it('refuses a bound that is not a whole number of µs', () => {
