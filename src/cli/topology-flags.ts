@@ -122,7 +122,8 @@ export interface TopologyValues {
   mtu?: string;
 }
 
-export function nodeFromFlags(backend: string, v: TopologyValues): OfflineNode {
+/** tunOffload: the TUN as the daemon opens it with offloads (weft trace --super). */
+export function nodeFromFlags(backend: string, v: TopologyValues, tunOffload = false): OfflineNode {
   const topology = resolveTopology({ network: v.network, localSubnet: v['local-subnet'], localIp: v['local-ip'], peers: v.peer });
   return new OfflineNode({
     backend,
@@ -130,5 +131,6 @@ export function nodeFromFlags(backend: string, v: TopologyValues): OfflineNode {
     vni: intFlag('vni', v.vni, 0, 0xffffff),
     port: intFlag('port', v.port, 1, 65535),
     underlayMtu: intFlag('mtu', v.mtu, 576, 9000),
+    tunOffload,
   });
 }

@@ -65,6 +65,12 @@ export interface OfflineNodeOptions {
   /** Backend.Port (udp, vxlan). */
   port?: number;
   underlayMtu?: number;
+  /**
+   * The TUN as the daemon opens it with offloads (IFF_VNET_HDR, TSO granted): what the kernel
+   * hands over is a virtio-net header and a packet, possibly a GSO super-packet, split by the
+   * addon's own code; what the datapath writes is coalesced as tunWrite coalesces it (MemoryTun).
+   */
+  tunOffload?: boolean;
 }
 
 export interface StepOutcome {
@@ -102,8 +108,9 @@ export class OfflineNode {
   /** Undefined for host-gw, whose packets the kernel forwards (kernelForward). */
   readonly pipeline: Pipeline | undefined;
   readonly datapath: Datapath | undefined;
-  private readonly tun = new MemoryTun();
+  private readonly tun: MemoryTun;
   private readonly sock: MemoryTransport;
+  private readonly opts: OfflineNodeOptions;
 
   constructor(opts: OfflineNodeOptions) {
     if (!isBackendType(opts.backend)) {
@@ -111,6 +118,8 @@ export class OfflineNode {
     }
     const type = opts.backend;
     const topo = opts.topology;
+    this.opts = opts;
+    this.tun = new MemoryTun(opts.tunOffload ?? false);
     this.type = type;
     this.topology = topo;
     this.network = topo.network;
@@ -193,11 +202,33 @@ export class OfflineNode {
     return this.step(() => this.tun.ready!());
   }
 
+  /** TUN_COUNTER's counters of the in-memory TUN (super-packets split, segments merged; with tunOffload). */
+  get tunCounters(): Float64Array {
+    return this.tun.counters;
+  }
+
+  /**
+   * The same cluster seen from the node at `publicIp` (one of our peers): same backend,
+   * Network and options, that node local and the others (this one included) its peers. What
+   * this node sends, that one receives (delivery, ingress).
+   */
+  nodeAt(publicIp: number): OfflineNode {
+    const all = [this.topology.local, ...this.topology.peers];
+    const local = all.find((n) => n.publicIp === publicIp);
+    if (!local) throw new Error(`no node at ${formatIpv4(publicIp)} in this topology`);
+    return new OfflineNode({ ...this.opts, topology: { network: this.network, local, peers: all.filter((n) => n !== local) } });
+  }
+
+  /** Datagrams that arrive together (one receive batch, as recvmmsg or a GRO train hands them over). */
+  ingressBatch(datagrams: readonly { payload: Uint8Array; from: number; fromPort: number }[]): StepOutcome {
+    if (!this.datapath) throw new Error('host-gw has no weft datapath: the kernel delivers by its own routes');
+    for (const d of datagrams) this.sock.queue.push({ payload: d.payload, addr: d.from, port: d.fromPort });
+    return this.step(() => this.sock.ready!());
+  }
+
   /** One datagram as the backend's socket receives it (see delivery()); the Datapath's socket-readable handler runs. */
   ingress(payload: Uint8Array, from: number, fromPort: number): StepOutcome {
-    if (!this.datapath) throw new Error('host-gw has no weft datapath: the kernel delivers by its own routes');
-    this.sock.queue.push({ payload, addr: from, port: fromPort });
-    return this.step(() => this.sock.ready!());
+    return this.ingressBatch([{ payload, from, fromPort }]);
   }
 
   private step(fire: () => void): StepOutcome {

@@ -223,6 +223,53 @@ describe('weft trace: topology and captured packets', () => {
   });
 });
 
+describe('weft trace --super: a TSO super-packet split, sent in runs, and merged on the other node', () => {
+  it('vxlan: 14520 bytes → 11 segments of MSS 1410 with IDs and sequence numbers counting up, one GSO run, one merged write carrying the same bytes', () => {
+    const t = traceText(['--super', '14520']);
+    inOrder(t, [
+      /^packet: 14520-byte TCP PSH\|ACK super-packet 10\.244\.1\.2:40000 → 10\.244\.2\.2:80/,
+      /^read .*virtio-net header \(NEEDS_CSUM, gso_type TCPV4, hdr_len 40, gso_size 1410, csum_start 20, csum_offset 16\)/,
+      /^split .*cuts it into 11 packets/,
+      /^ +1 +1450 +0x1c46 +1 +ACK +ok$/,
+      /^ +2 +1450 +0x1c47 +1411 +ACK +ok$/,
+      /^ +11 +420 +0x1c50 +14101 +PSH\|ACK +ok$/,
+      /^pipeline .*LPM 10\.244\.2\.2 → 10\.244\.2\.0\/24 at 192\.168\.77\.12/,
+      /^send +11 datagrams \(1472 bytes, the last 442\) to 192\.168\.77\.12:8472 from source port \d+ .*one run .*UDP_SEGMENT 1472/,
+      /^ {2}VXLAN +flags 0x08 \(I\), VNI 1/,
+      /^receive +node 192\.168\.77\.12: the 11 datagrams/,
+      /^merge .*finds 11 segments .*one unit: 1 super-packet, 0 plain/,
+      /virtio-net header NEEDS_CSUM, gso_type TCPV4, hdr_len 40, gso_size 1410, .*a 14520-byte packet, IP ID 0x1c46, seq 1, PSH\|ACK, TCP checksum field the pseudo-header sum \(yes/,
+      /its 14480 payload bytes are the 14480 the sending pod wrote/,
+      /^counters +sender superPacketsRead 1, segmentsPerRead 11, txPackets 11; receiver rxPackets 11, coalescedWrites 1, segmentsMerged 11/,
+    ]);
+    expect(t).not.toMatch(/BAD|NOT|disagree/);
+  });
+
+  it('udp sends one GSO run too; ipip cannot segment on its raw socket and says so; both merge on the other side', () => {
+    const u = traceText(['--super', '3000', '--backend', 'udp']);
+    expect(u).toMatch(/^send +3 datagrams \(1472 bytes, the last 136\) to 192\.168\.77\.12:8285 .*one run/m);
+    expect(u).toMatch(/one unit: 1 super-packet, 0 plain/);
+    const i = traceText(['--super', '3000', '--backend', 'ipip']);
+    expect(i).toMatch(/^send +3 packets \(1500 bytes, the last 140\) to 192\.168\.77\.12 in one sendmmsg batch: ipip's IP_HDRINCL raw socket cannot segment/m);
+    expect(i).toMatch(/gso_size 1440, .*a 3000-byte packet/);
+    expect(i).toMatch(/payload bytes are the 2960 the sending pod wrote/);
+  });
+
+  it('a super-packet larger than a batch: 65535 bytes is 47 segments, all merged back into one write', () => {
+    const t = traceText(['--super', '65535']);
+    expect(t).toMatch(/cuts it into 47 packets/);
+    expect(t).toMatch(/segmentsMerged 47/);
+    expect(t).toMatch(/a 65535-byte packet/);
+  });
+
+  it('refuses what is not a super-packet, and host-gw', () => {
+    expect(() => rawTrace(['--super', '1450'])).toThrow('--super: 1450 bytes fit the tunnel MTU 1450; a super-packet is larger (up to 65535)');
+    expect(() => rawTrace(['--super', '70000'])).toThrow('--super: "70000" is not a whole number in 1..65535');
+    expect(() => rawTrace(['--super', '3000', '--backend', 'host-gw'])).toThrow(/host-gw has no TUN/);
+    expect(() => rawTrace(['--super', '3000', '--proto', 'icmp'])).toThrow(/super-packets here are TCP/);
+  });
+});
+
 describe('weft trace: errors are one line, exit 1', () => {
   afterEach(() => {
     vi.restoreAllMocks();
