@@ -21,6 +21,8 @@ const ROUNDS_PER_WAKEUP = 8;
  * datapath stays: level-triggered readiness brings it straight back if packets are waiting.
  */
 const BUSY_POLL_MAX_MS = 2;
+/** The largest `busyPollUs`: a quiet period longer than the spin's own limit would change nothing. */
+export const BUSY_POLL_MAX_US = BUSY_POLL_MAX_MS * 1000;
 
 export interface DatapathOptions {
   batchSize?: number;
@@ -62,7 +64,8 @@ export class Datapath {
   ) {
     const batchSize = opts.batchSize ?? DEFAULT_BATCH;
     const us = opts.busyPollUs ?? 0;
-    if (!Number.isInteger(us) || us < 0 || us > 1_000_000) throw new RangeError(`busy-poll must be an integer number of µs in 0..1000000: ${us}`);
+    if (!Number.isInteger(us) || us < 0 || us > BUSY_POLL_MAX_US)
+      throw new RangeError(`busy-poll must be an integer number of µs in 0..${BUSY_POLL_MAX_US}: ${us}`);
     this.busyPollMs = us / 1000;
     this.yieldCpu = opts.yieldCpu ?? yieldCpu;
     const headroom = Math.max(DEFAULT_HEADROOM, pipeline.backend.headroom);

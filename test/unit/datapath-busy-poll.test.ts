@@ -3,7 +3,7 @@
 // forwarded in the same turn without waiting to be woken; then it stops, never past its bound.
 import { describe, expect, it } from 'vitest';
 import { UdpBackend } from '../../src/datapath/backends/udp';
-import { Datapath } from '../../src/datapath/datapath';
+import { BUSY_POLL_MAX_US, Datapath } from '../../src/datapath/datapath';
 import type { Peer } from '../../src/datapath/peer';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats } from '../../src/datapath/stats';
@@ -66,7 +66,7 @@ function datapath(busyPollUs: number, arriveOn: number) {
 
 describe('Datapath busy polling', () => {
   it('forwards a packet that arrives while it spins, in the same turn, and counts the time spun', () => {
-    const { tun, sock, stats, yields } = datapath(200_000, 5);
+    const { tun, sock, stats, yields } = datapath(BUSY_POLL_MAX_US, 5);
     tun.queue.push(buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.5', payload: Buffer.alloc(100) }));
     tun.ready!();
     expect(stats.txPackets).toBe(1);
@@ -100,8 +100,9 @@ describe('Datapath busy polling', () => {
     expect(idle.yields.n).toBe(0);
   });
 
-  it('refuses a bound that is not a whole number of µs', () => {
+  it('refuses a bound that is not a whole number of µs, or beyond the 2 ms a spin may last', () => {
     expect(() => datapath(-1, 1)).toThrow(RangeError);
+    expect(() => datapath(BUSY_POLL_MAX_US + 1, 1)).toThrow(/0\.\.2000/);
     expect(() => datapath(1.5, 1)).toThrow(/busy-poll/);
   });
 });
