@@ -959,7 +959,7 @@ Napi::Value LocalPort(const Napi::CallbackInfo& info) {
 enum UdpCounter : int {
   kUdpGsoMessages = 0,   // messages sent with a UDP_SEGMENT control message
   kUdpGsoSegments,       // datagrams carried by them
-  kUdpGsoDisabled,       // 1 once the kernel refused GSO with EIO: plain datagrams from then on
+  kUdpGsoDisabled,       // 1 once the kernel refused GSO for good (EIO, EOPNOTSUPP): plain datagrams from then on
   kUdpGsoFallbacks,      // GSO messages refused and resent as plain datagrams
   kUdpGroDatagrams,      // coalesced datagrams received (UDP_GRO control message present)
   kUdpGroSegments,       // datagrams split out of them

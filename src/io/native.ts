@@ -249,7 +249,7 @@ export const UDP_COUNTER = {
   GSO_MESSAGES: 0,
   /** Datagrams carried by them. */
   GSO_SEGMENTS: 1,
-  /** 1 once the kernel refused GSO with EIO; the socket then sends plain datagrams. */
+  /** 1 once the kernel refused GSO for good (EIO or EOPNOTSUPP); the socket then sends plain datagrams. */
   GSO_DISABLED: 2,
   /** GSO runs refused and resent as plain datagrams. */
   GSO_FALLBACKS: 3,
