@@ -23,6 +23,7 @@ interface DaemonStatus {
   peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   offload?: {
+    enabled?: boolean;
     tun: string[];
     tunReads: number;
     tunWrites: number;
@@ -36,6 +37,10 @@ interface DaemonStatus {
     groReceives: number;
     segmentsPerGroReceive: number;
     partialChecksumsFixed: number;
+    checksumsCompleted?: number;
+    gsoFallbacks?: number;
+    truncatedReads?: number;
+    tunWriteErrors?: number;
     tunnelSuperDatagramsCut: number;
     gsoDisabled: boolean;
     refused: Record<string, number>;
@@ -76,7 +81,10 @@ export function formatDaemonStatus(s: DaemonStatus): string {
   if (o) {
     const pk = (n: unknown) => (typeof n === 'number' ? n : 0);
     const per = (a: number, b: number) => (b > 0 ? (a / b).toFixed(1) : '–');
-    lines.push('', `offloads: ${o.tun.length ? `TUN ${o.tun.join(' ')}` : 'off (--no-offload)'}${o.gsoDisabled ? ', UDP_SEGMENT refused by the kernel' : ''}`);
+    // An older status (no `enabled`) had offloads on exactly when something was granted.
+    const enabled = o.enabled ?? o.tun.length > 0;
+    const head = !enabled ? 'off (--no-offload)' : o.tun.length ? `TUN ${o.tun.join(' ')}` : 'on, but the kernel granted no TUN offload';
+    lines.push('', `offloads: ${head}${o.gsoDisabled ? ', UDP_SEGMENT refused by the kernel' : ''}`);
     lines.push(
       `  TUN reads        ${o.tunReads} for ${pk(c.tunReadPackets)} packets (${per(pk(c.tunReadPackets), o.tunReads)} per read; ${o.superPacketsRead} super-packets of ${o.segmentsPerSuperPacket} segments)`,
     );
@@ -84,15 +92,16 @@ export function formatDaemonStatus(s: DaemonStatus): string {
       `  TUN writes       ${o.tunWrites} for ${pk(c.tunWritePackets)} packets (${per(pk(c.tunWritePackets), o.tunWrites)} per write; ${o.coalescedWrites} coalesced of ${o.segmentsPerCoalescedWrite})`,
     );
     lines.push(
-      `  socket sends     ${o.socketMessagesSent} messages for ${pk(c.txPackets)} datagrams (${o.gsoSends} UDP_SEGMENT runs of ${o.segmentsPerGsoSend})`,
+      `  socket sends     ${o.socketMessagesSent} messages for ${pk(c.txPackets)} datagrams (${o.gsoSends} UDP_SEGMENT runs of ${o.segmentsPerGsoSend}; ${pk(o.gsoFallbacks)} runs resent plain)`,
     );
     lines.push(`  socket receives  ${o.groReceives} UDP_GRO trains of ${o.segmentsPerGroReceive}; ${o.tunnelSuperDatagramsCut} tunnel super-datagrams cut`);
     const refused = Object.entries(o.refused);
-    if (o.partialChecksumsFixed || refused.length) {
+    if (o.partialChecksumsFixed || o.checksumsCompleted || refused.length) {
       lines.push(
-        `  checksums        ${o.partialChecksumsFixed} partial finished; refused reads ${refused.length ? refused.map(([k, v]) => `${k} ${v}`).join(', ') : 'none'}`,
+        `  checksums        ${o.partialChecksumsFixed} partial finished on write, ${pk(o.checksumsCompleted)} completed on read; refused reads ${refused.length ? refused.map(([k, v]) => `${k} ${v}`).join(', ') : 'none'}`,
       );
     }
+    if (pk(o.truncatedReads) || pk(o.tunWriteErrors)) lines.push(`  TUN errors       ${pk(o.truncatedReads)} reads cut short by a slot, ${pk(o.tunWriteErrors)} writes refused`);
   }
   return lines.join('\n') + '\n';
 }

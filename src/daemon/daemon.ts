@@ -266,6 +266,9 @@ export class NodeDaemon {
     const c = this.stats;
     const vnet = this.tun.vnetHdr;
     return {
+      // enabled: the TUN carries virtio-net headers (not --no-offload); tun: what the kernel
+      // granted on it, which may be nothing on an old kernel even when enabled.
+      enabled: vnet,
       tun: vnet ? this.tun.offloadNames : [],
       // System calls (and socket messages) against the packets they moved: what the offloads
       // are for. Without them every TUN read and write is one packet, and every datagram one
@@ -287,6 +290,9 @@ export class NodeDaemon {
       groReceives: s.groDatagrams ?? 0,
       segmentsPerGroReceive: per(s.groSegments ?? 0, s.groDatagrams ?? 0),
       tunnelSuperDatagramsCut: s.tunnelSupers ?? 0,
+      // Reads cut short by a slot (also dropped as oversize) and writes the kernel refused.
+      truncatedReads: t.truncatedReads,
+      tunWriteErrors: t.writeErrors,
     };
   }
 

@@ -18,6 +18,7 @@ const base = {
 };
 
 const offload = {
+  enabled: true,
   tun: ['CSUM', 'TSO4', 'TSO6'],
   tunReads: 200,
   tunWrites: 40,
@@ -31,6 +32,10 @@ const offload = {
   groReceives: 12,
   segmentsPerGroReceive: 20,
   partialChecksumsFixed: 3,
+  checksumsCompleted: 5,
+  gsoFallbacks: 2,
+  truncatedReads: 0,
+  tunWriteErrors: 0,
   tunnelSuperDatagramsCut: 0,
   gsoDisabled: false,
   refused: { gsoSize: 1 },
@@ -51,12 +56,21 @@ describe('weft status', () => {
     expect(text).toContain('offloads: TUN CSUM TSO4 TSO6');
     expect(text).toContain('TUN reads        200 for 9000 packets (45.0 per read; 196 super-packets of 45.9 segments)');
     expect(text).toContain('TUN writes       40 for 400 packets (10.0 per write; 20 coalesced of 19)');
-    expect(text).toContain('socket sends     300 messages for 9000 datagrams (290 UDP_SEGMENT runs of 31)');
-    expect(text).toContain('checksums        3 partial finished; refused reads gsoSize 1');
+    expect(text).toContain('socket sends     300 messages for 9000 datagrams (290 UDP_SEGMENT runs of 31; 2 runs resent plain)');
+    expect(text).toContain('checksums        3 partial finished on write, 5 completed on read; refused reads gsoSize 1');
+    expect(text).not.toContain('TUN errors');
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, truncatedReads: 4 } })).toContain(
+      'TUN errors       4 reads cut short by a slot, 0 writes refused',
+    );
   });
 
   it('says when offloads are off and when the kernel refused UDP_SEGMENT', () => {
-    expect(formatDaemonStatus({ ...base, offload: { ...offload, tun: [] } })).toContain('offloads: off (--no-offload)');
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, enabled: false, tun: [] } })).toContain('offloads: off (--no-offload)');
+    // Headers on, nothing granted (a kernel that refuses every TUNSETOFFLOAD bit): not "off".
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, tun: [] } })).toContain('offloads: on, but the kernel granted no TUN offload');
+    // A status from a daemon before `enabled` existed: empty grant meant --no-offload.
+    const { enabled: _drop, ...old } = offload;
+    expect(formatDaemonStatus({ ...base, offload: { ...old, tun: [] } })).toContain('offloads: off (--no-offload)');
     expect(formatDaemonStatus({ ...base, offload: { ...offload, gsoDisabled: true } })).toContain('UDP_SEGMENT refused by the kernel');
   });
 });
