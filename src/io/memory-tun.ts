@@ -8,7 +8,8 @@ import type { PacketList } from './packet-list';
 /**
  * A TUN device in memory, for weft trace/replay/wire and tests: `read` fills the list the way the native
  * readPackets does (one packet per slot at slot + headroom, lens -1 if it does not fit) and
- * `write` keeps copies of what the datapath writes into the device.
+ * `write` keeps copies of what the datapath writes into the device, after the addon's tunWrite
+ * work (native.tcpCoalesce: partial checksums finished, and with vnetHdr segments merged).
  *
  * With vnetHdr it stands for a TUN opened with IFF_VNET_HDR and offloads granted, and runs the
  * addon's own offload code on both sides, as TunDevice does: each queued item is one read(2)'s
@@ -79,21 +80,16 @@ export class MemoryTun implements PacketDevice {
   }
 
   write(list: PacketList): number {
-    if (this.vnetHdr) return this.writeVnet(list);
-    for (let i = 0; i < list.count; i++) {
-      if (list.lens[i] <= 0) continue;
-      this.written.push(Buffer.from(list.buf.subarray(list.offs[i], list.offs[i] + list.lens[i])));
-    }
-    return list.count;
-  }
-
-  private writeVnet(list: PacketList): number {
+    // Through the addon either way, as TunDevice.write goes through tunWrite: it finishes
+    // pseudo-header-only checksums on every write; with vnetHdr it also coalesces and puts a
+    // virtio-net header first. Without, each unit is one packet, as one write(2) would take it.
+    const vnet = this.vnetHdr;
     let bytes = 0;
-    for (let i = 0; i < list.count; i++) bytes += Math.max(0, list.lens[i]) + VIRTIO_NET_HDR_LEN;
+    for (let i = 0; i < list.count; i++) bytes += Math.max(0, list.lens[i]) + (vnet ? VIRTIO_NET_HDR_LEN : 0);
     const out = Buffer.alloc(bytes);
     const outOffs = new Int32Array(list.count);
     const outLens = new Int32Array(list.count);
-    const units = native.tcpCoalesce(list.buf, list.offs, list.lens, list.count, true, out, outOffs, outLens, this.counters);
+    const units = native.tcpCoalesce(list.buf, list.offs, list.lens, list.count, vnet, out, outOffs, outLens, this.counters);
     for (let u = 0; u < units; u++) this.written.push(Buffer.from(out.subarray(outOffs[u], outOffs[u] + outLens[u])));
     return list.count;
   }
