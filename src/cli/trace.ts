@@ -178,7 +178,8 @@ function describe(pkt: Uint8Array): string {
   const dst = formatIpv4(ipv4Dst(pkt, 0));
   const l4 = decodeIpv4(pkt, 0, pkt.length)[1];
   const ports = l4 && (l4.name === 'UDP' || l4.name === 'TCP') ? /^(\d+) → (\d+)/.exec(l4.fields) : null;
-  const flags = l4?.name === 'TCP' ? ` ${/flags ([^,]*)/.exec(l4.fields)?.[1] ?? ''}` : '';
+  // dissect joins the flags with commas ("flags PSH,ACK, seq …"); written here as PSH|ACK.
+  const flags = l4?.name === 'TCP' ? ` ${(/flags (.*?), seq /.exec(l4.fields)?.[1] ?? '').replaceAll(',', '|')}` : '';
   const what =
     l4?.name === 'ICMP'
       ? `ICMP ${/\(([^)]*)\)/.exec(l4.fields)?.[1] ?? ''} ${src} → ${dst}`
@@ -547,7 +548,8 @@ function segmentRows(segs: Buffer[]): string[] {
 /**
  * Consecutive datagrams to one address and port from one source port, all the size of the
  * first but the last (which may be shorter): what the UDP socket's sendBatch sends as one
- * message with UDP_SEGMENT (native/weft.cc, at most 64 per run).
+ * message with UDP_SEGMENT (native/weft.cc: at most 64 datagrams and 65,507 bytes, the largest
+ * UDP payload over IPv4, per run).
  */
 function gsoRuns(sent: SentDatagram[]): number[] {
   const sport = (d: SentDatagram) => d.wire[0].readUInt16BE(20);
@@ -556,16 +558,18 @@ function gsoRuns(sent: SentDatagram[]): number[] {
   while (i < sent.length) {
     let j = i + 1;
     const a = sent[i];
+    let bytes = a.payload.length;
     while (
       j < sent.length &&
       j - i < 64 &&
+      bytes + sent[j].payload.length <= 65_507 &&
       sent[j].addr === a.addr &&
       sent[j].port === a.port &&
       sport(sent[j]) === sport(a) &&
       sent[j - 1].payload.length === a.payload.length &&
       sent[j].payload.length <= a.payload.length
     )
-      j++;
+      bytes += sent[j++].payload.length;
     runs.push(j - i);
     i = j;
   }

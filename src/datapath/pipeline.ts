@@ -79,7 +79,9 @@ export class Pipeline {
       const off = rx.offs[i];
       const len = rx.lens[i];
       if (len < 0) {
-        // Larger than a slot: only possible if someone raised the TUN MTU past what we sized for.
+        // Larger than a slot: the TUN MTU raised past what we sized for, or (trace, replay) a
+        // captured super-packet handed over as one packet, without a virtio-net header. A live
+        // super-packet is split before this; one it cannot split is refused and counted there.
         stats.drops[Drop.Oversize]++;
         continue;
       }

@@ -181,6 +181,8 @@ describe('weft trace: where the pipeline stops, and what it answers', () => {
 
   it('tcp and udp packets, with their ports', () => {
     expect(traceText(['--proto', 'tcp'])).toMatch(/^packet: 40-byte TCP SYN 10\.244\.1\.2:40000 → 10\.244\.2\.2:80, TTL 63,/m);
+    // A data segment carries PSH and ACK: both named, not the first alone.
+    expect(traceText(['--proto', 'tcp', '--size', '100'])).toMatch(/^packet: 100-byte TCP PSH\|ACK 10\.244\.1\.2:40000/m);
     expect(traceText(['--proto', 'tcp'])).toMatch(/^ +inner TCP +40000 → 80, flags SYN, seq 1, ack 0, window 64240/m);
     expect(traceText(['--proto', 'udp', '--backend', 'ipip'])).toMatch(/^ +inner UDP +40000 → 9000, len 64/m);
   });
@@ -255,9 +257,10 @@ describe('weft trace --super: a TSO super-packet split, sent in runs, and merged
     expect(i).toMatch(/payload bytes are the 2960 the sending pod wrote/);
   });
 
-  it('a super-packet larger than a batch: 65535 bytes is 47 segments, all merged back into one write', () => {
+  it('the largest super-packet: 65535 bytes is 47 segments, sent as two runs (65,507 bytes per message at most), merged back into one write', () => {
     const t = traceText(['--super', '65535']);
     expect(t).toMatch(/cuts it into 47 packets/);
+    expect(t).toMatch(/2 runs \(44 \+ 3\) of\s+equal-sized datagrams/);
     expect(t).toMatch(/segmentsMerged 47/);
     expect(t).toMatch(/a 65535-byte packet/);
   });
