@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node.sh
 
-PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps ethtool etcd-server etcd-client openssl socat librsvg2-bin)
+PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps etcd-server etcd-client openssl socat librsvg2-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,9 +46,11 @@ if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ ! -f build/Release/we
 fi
 # Always rebuild the TypeScript: it is quick and keeps dist/ in step with src/.
 npx tsc -p tsconfig.build.json
-# The addon is N-API, so one built under another Node major still loads; rebuilding once when
+# Rebuild the addon when any of its sources is newer than it. The addon is N-API, so one built
+# under another Node major still loads; rebuilding once when
 # the major changes (a few seconds) keeps it built against the headers of the node that runs it.
-if [ native/weft.cc -nt build/Release/weft_native.node ] || [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_major" ]; then
+newer_native=$(find native binding.gyp -newer build/Release/weft_native.node \( -name '*.cc' -o -name '*.h' -o -name binding.gyp \) 2>/dev/null | head -1)
+if [ -n "$newer_native" ] || [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_major" ]; then
   npx node-gyp rebuild >/dev/null
   echo "$node_major" >"$node_stamp"
 fi
