@@ -101,7 +101,8 @@ export function formatDaemonStatus(s: DaemonStatus): string {
         `  checksums        ${o.partialChecksumsFixed} partial finished on write, ${pk(o.checksumsCompleted)} completed on read; refused reads ${refused.length ? refused.map(([k, v]) => `${k} ${v}`).join(', ') : 'none'}`,
       );
     }
-    if (pk(o.truncatedReads) || pk(o.tunWriteErrors)) lines.push(`  TUN errors       ${pk(o.truncatedReads)} reads cut short by a slot, ${pk(o.tunWriteErrors)} writes refused`);
+    if (pk(o.truncatedReads) || pk(o.tunWriteErrors))
+      lines.push(`  TUN errors       ${pk(o.truncatedReads)} reads cut short by a slot, ${pk(o.tunWriteErrors)} writes refused`);
   }
   return lines.join('\n') + '\n';
 }
