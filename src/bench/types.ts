@@ -17,7 +17,7 @@ export const ALL_TUNNELS = [
   'weft-udp-no-offload',
   'weft-vxlan-no-offload',
   'weft-ipip-no-offload',
-  // weft-udp with --busy-poll-us 50: the idle RTT busy polling buys and the CPU it spins for.
+  // weft-udp with --busy-poll-us (BENCH_BUSY_POLL_US in tunnels.ts): the idle RTT busy polling buys and the CPU it spins for.
   'weft-udp-busy-poll',
   'openvpn',
 ] as const;

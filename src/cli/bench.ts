@@ -9,6 +9,7 @@ import { Progress } from '../bench/progress';
 import { formatMarkdown } from '../bench/report';
 import { plannedSeconds, runBench } from '../bench/run';
 import { renderOverviewSvg, renderScalingSvg, svgToPng } from '../bench/chart';
+import { BENCH_BUSY_POLL_US } from '../bench/tunnels';
 import { ALL_TUNNELS, TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
 
 /** The package's own perf/results, wherever weft is run from (dist/src/cli → the package root). */
@@ -29,7 +30,7 @@ bench.svg and scaling.svg (and .png via rsvg-convert) in --out.
                     also known: ${ALL_TUNNELS.filter((t) => !TUNNELS.includes(t)).join(', ')}
                     (udp, vxlan, ipip, host-gw stand for weft-udp, weft-vxlan, ...)
   --offload-compare the default data planes plus weft's three with --no-offload and weft-udp
-                    with --busy-poll-us 50, side by side
+                    with --busy-poll-us ${BENCH_BUSY_POLL_US}, side by side
   --runs N          repetitions of every measurement (3); figures are median (min–max)
   --seconds S       length of each throughput and packet-rate test (5)
   --streams LIST    parallel TCP streams of the scaling curve (1,2,4,8); must hold 1 and 4
