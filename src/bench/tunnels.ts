@@ -8,7 +8,7 @@ import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDae
 import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
 import { isAlive, sleep, terminate } from '../lab/process';
 import type { BackendType } from '../datapath/backends';
-import type { PerSyscall, Tunnel, TunnelKind } from './types';
+import { OFFLOAD_MECHANISM_ROWS, type OffloadMechanismRow, type PerSyscall, type Tunnel, type TunnelKind } from './types';
 
 export interface TunnelSpec {
   kind: TunnelKind;
@@ -26,6 +26,23 @@ export interface TunnelSpec {
  * only the far node's reply), so the row spins for 1 ms of quiet, half the 2 ms cap.
  */
 export const BENCH_BUSY_POLL_US = 1000;
+
+/** The weft-udp-offload-* rows: the daemons run with --offload and the mechanisms the name lists. */
+function offloadMechanismSpecs(): Record<OffloadMechanismRow, TunnelSpec> {
+  const what: Record<string, string> = { tun: 'TSO/GRO on the TUN', gso: 'UDP_SEGMENT sends', gro: 'UDP_GRO receives' };
+  return Object.fromEntries(
+    OFFLOAD_MECHANISM_ROWS.map((t) => {
+      const list = t.slice('weft-udp-offload-'.length).split('-');
+      const spec: TunnelSpec = {
+        kind: 'weft',
+        labBackend: 'udp',
+        daemonArgs: ['--offload', list.join(',')],
+        description: `weft-udp with --offload ${list.join(',')}: ${list.map((m) => what[m]).join(' and ')} only`,
+      };
+      return [t, spec];
+    }),
+  ) as Record<OffloadMechanismRow, TunnelSpec>;
+}
 
 export const SPECS: Record<Tunnel, TunnelSpec> = {
   'kernel-host-gw': {
@@ -60,6 +77,7 @@ export const SPECS: Record<Tunnel, TunnelSpec> = {
     daemonArgs: ['--busy-poll-us', String(BENCH_BUSY_POLL_US)],
     description: `weft-udp with --busy-poll-us ${BENCH_BUSY_POLL_US}: keeps polling for ${BENCH_BUSY_POLL_US} µs of quiet after packets before sleeping`,
   },
+  ...offloadMechanismSpecs(),
   'weft-ipip-no-offload': {
     kind: 'weft',
     labBackend: 'ipip',
@@ -113,6 +131,12 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
     case 'weft-vxlan-no-offload':
     case 'weft-ipip-no-offload':
     case 'weft-udp-busy-poll':
+    case 'weft-udp-offload-tun':
+    case 'weft-udp-offload-gso':
+    case 'weft-udp-offload-gro':
+    case 'weft-udp-offload-tun-gso':
+    case 'weft-udp-offload-tun-gro':
+    case 'weft-udp-offload-gso-gro':
       return { pids: daemons, device: 'weft0', stop: none };
     case 'weft-host-gw':
       return { pids: daemons, device: st.nodes[0].iface, stop: none };

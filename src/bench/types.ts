@@ -19,12 +19,40 @@ export const ALL_TUNNELS = [
   'weft-ipip-no-offload',
   // weft-udp with --busy-poll-us (BENCH_BUSY_POLL_US in tunnels.ts): the idle RTT busy polling buys and the CPU it spins for.
   'weft-udp-busy-poll',
+  // weft-udp with `weft daemon --offload LIST`: every other combination of the three offload
+  // mechanisms (tun: TSO/GRO on the TUN; gso: UDP_SEGMENT; gro: UDP_GRO), so that with
+  // weft-udp (all three) and weft-udp-no-offload (none) each mechanism's share is measured
+  // alone, added to none and taken from all.
+  'weft-udp-offload-tun',
+  'weft-udp-offload-gso',
+  'weft-udp-offload-gro',
+  'weft-udp-offload-tun-gso',
+  'weft-udp-offload-tun-gro',
+  'weft-udp-offload-gso-gro',
   'openvpn',
 ] as const;
 export type Tunnel = (typeof ALL_TUNNELS)[number];
 
-/** What `weft bench` measures unless told otherwise (--backends, --offload-compare): all but the -no-offload and -busy-poll rows. */
-export const TUNNELS: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !t.endsWith('-no-offload') && !t.endsWith('-busy-poll'));
+function isMechanismRow(t: Tunnel): t is OffloadMechanismRow {
+  return t.startsWith('weft-udp-offload-');
+}
+
+export type OffloadMechanismRow = Extract<Tunnel, `weft-udp-offload-${string}`>;
+
+/** The weft-udp-offload-* rows: one combination of offload mechanisms each. */
+export const OFFLOAD_MECHANISM_ROWS: readonly OffloadMechanismRow[] = ALL_TUNNELS.filter(isMechanismRow);
+
+/** What `weft bench` measures unless told otherwise (--backends, --offload-compare): all but the -no-offload, -busy-poll and -offload-* rows. */
+export const TUNNELS: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !t.endsWith('-no-offload') && !t.endsWith('-busy-poll') && !isMechanismRow(t));
+
+/** --offload-compare: the default rows, weft's three without offloads and weft-udp with busy polling. */
+export const OFFLOAD_COMPARE: readonly Tunnel[] = ALL_TUNNELS.filter((t) => !isMechanismRow(t));
+
+/**
+ * --offload-mechanisms: weft-udp with every combination of the three mechanisms, between the
+ * kernel's VXLAN and OpenVPN for the ratios.
+ */
+export const OFFLOAD_MECHANISMS_SET: readonly Tunnel[] = ['kernel-vxlan', 'weft-udp', ...OFFLOAD_MECHANISM_ROWS, 'weft-udp-no-offload', 'openvpn'];
 
 /** Who moves the packets: the kernel, weft's userspace datapath, or the reference userspace tunnel. */
 export type TunnelKind = 'kernel' | 'weft' | 'reference';

@@ -10,7 +10,7 @@ import { formatMarkdown } from '../bench/report';
 import { plannedSeconds, runBench } from '../bench/run';
 import { renderOverviewSvg, renderScalingSvg, svgToPng } from '../bench/chart';
 import { BENCH_BUSY_POLL_US } from '../bench/tunnels';
-import { ALL_TUNNELS, TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
+import { ALL_TUNNELS, OFFLOAD_COMPARE, OFFLOAD_MECHANISMS_SET, TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
 
 /** The package's own perf/results, wherever weft is run from (dist/src/cli → the package root). */
 const DEFAULT_OUT = path.resolve(__dirname, '..', '..', '..', 'perf', 'results');
@@ -31,6 +31,9 @@ bench.svg and scaling.svg (and .png via rsvg-convert) in --out.
                     (udp, vxlan, ipip, host-gw stand for weft-udp, weft-vxlan, ...)
   --offload-compare the default data planes plus weft's three with --no-offload and weft-udp
                     with --busy-poll-us ${BENCH_BUSY_POLL_US}, side by side
+  --offload-mechanisms  weft-udp with each combination of its offloads (weft daemon
+                    --offload tun,gso,gro: all, none and the six between) beside
+                    kernel-vxlan and openvpn: what each mechanism pays, one at a time
   --runs N          repetitions of every measurement (3); figures are median (min–max)
   --seconds S       length of each throughput and packet-rate test (5)
   --streams LIST    parallel TCP streams of the scaling curve (1,2,4,8); must hold 1 and 4
@@ -78,6 +81,7 @@ export function parseBenchArgs(argv: string[]): ParsedBench | 'help' {
       pings: { type: 'string' },
       quick: { type: 'boolean', default: false },
       'offload-compare': { type: 'boolean', default: false },
+      'offload-mechanisms': { type: 'boolean', default: false },
       out: { type: 'string', default: DEFAULT_OUT },
       prefix: { type: 'string', default: DEFAULT_PREFIX },
       help: { type: 'boolean', short: 'h', default: false },
@@ -94,8 +98,11 @@ export function parseBenchArgs(argv: string[]): ParsedBench | 'help' {
       : [1, 2, 4, 8];
   // The table's 1- and 4-stream columns come from the scaling curve's points.
   if (!streams.includes(1) || !streams.includes(4)) throw new Error(`--streams must include 1 and 4, got "${values.streams}"`);
+  const sets = [values.backends !== undefined, values['offload-compare'], values['offload-mechanisms']].filter(Boolean).length;
+  if (sets > 1) throw new Error('give one of --backends, --offload-compare and --offload-mechanisms');
+  const set = values['offload-compare'] ? OFFLOAD_COMPARE : values['offload-mechanisms'] ? OFFLOAD_MECHANISMS_SET : TUNNELS;
   const options: BenchOptions = {
-    tunnels: parseTunnels(values.backends ?? (values['offload-compare'] ? ALL_TUNNELS : TUNNELS).join(',')),
+    tunnels: parseTunnels(values.backends ?? set.join(',')),
     runs: values.runs ? posInt('runs', values.runs, 100) : quick ? 1 : 3,
     seconds: values.seconds ? posInt('seconds', values.seconds, 600) : quick ? 2 : 5,
     streams,

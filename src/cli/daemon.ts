@@ -4,7 +4,7 @@ import { GrpcRegistry } from '../control/client';
 import { EtcdRegistry } from '../control/etcd/registry';
 import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
-import { NodeDaemon } from '../daemon/daemon';
+import { NodeDaemon, OFFLOAD_MECHANISMS, type Offloads } from '../daemon/daemon';
 import { BUSY_POLL_MAX_US } from '../datapath/datapath';
 import { parseIpv4 } from '../route/address';
 import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
@@ -23,10 +23,15 @@ ${ETCD_HELP.trimEnd()}
   --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
   --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
-  --no-offload            one packet per TUN read/write and per datagram, as before offloads:
-                          no IFF_VNET_HDR/TSO on the TUN, no UDP_SEGMENT, no UDP_GRO on udp's
-                          socket (vxlan's receive keeps UDP_GRO: kernel peers send 64 KB
-                          super-datagrams); for comparison
+  --offload LIST          the kernel offloads to use, comma-separated (default tun,gso,gro):
+                          tun  IFF_VNET_HDR and TSO/USO on the TUN (64 KB super-packets in
+                               and out, split and coalesced by weft)
+                          gso  UDP_SEGMENT: runs of datagrams in one send (udp, vxlan)
+                          gro  UDP_GRO on udp's socket (vxlan's receive always has it)
+                          one at a time, to measure what each pays
+  --no-offload            none of them: one packet per TUN read/write and per datagram, as
+                          before offloads (vxlan's receive keeps UDP_GRO: kernel peers send
+                          64 KB super-datagrams); for comparison
   --busy-poll-us N        after packets, keep polling for N µs of quiet before sleeping: lower
                           idle RTT for a spinning CPU (default 0: sleep when idle)
   --log-level LEVEL       pino level (default info)
@@ -36,6 +41,21 @@ ${ETCD_HELP.trimEnd()}
                           IP SANs must include --public-ip. Needs --control-cafile...
   --control-keyfile PATH  ...and this unencrypted PEM private key
 `;
+
+/** --offload LIST and --no-offload, as the daemon's Offloads. */
+export function parseOffloads(list: string | undefined, none: boolean): Offloads {
+  if (none && list !== undefined) throw new Error('give --offload LIST or --no-offload, not both');
+  const on = new Set<string>(none ? [] : OFFLOAD_MECHANISMS);
+  if (list !== undefined) {
+    on.clear();
+    for (const m of list.split(',')) {
+      if (!(OFFLOAD_MECHANISMS as readonly string[]).includes(m))
+        throw new Error(`--offload: "${m.slice(0, 40)}" is not one of ${OFFLOAD_MECHANISMS.join(', ')} (comma-separated; --no-offload for none)`);
+      on.add(m);
+    }
+  }
+  return { tun: on.has('tun'), gso: on.has('gso'), gro: on.has('gro') };
+}
 
 function port(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
@@ -58,6 +78,7 @@ export async function run(argv: string[]): Promise<number | void> {
       'healthz-port': { type: 'string' },
       'renew-margin': { type: 'string', default: '3600' },
       'ip-masq': { type: 'boolean', default: false },
+      offload: { type: 'string' },
       'no-offload': { type: 'boolean', default: false },
       'busy-poll-us': { type: 'string', default: '0' },
       'log-level': { type: 'string', default: 'info' },
@@ -93,6 +114,7 @@ export async function run(argv: string[]): Promise<number | void> {
   const busyPoll = Number(values['busy-poll-us']);
   if (!/^\d+$/.test(values['busy-poll-us']!) || busyPoll > BUSY_POLL_MAX_US)
     throw new Error(`--busy-poll-us: "${values['busy-poll-us']}" is not a whole number of µs in 0..${BUSY_POLL_MAX_US}`);
+  const offloads = parseOffloads(values.offload, values['no-offload']!);
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
 
@@ -118,7 +140,7 @@ export async function run(argv: string[]): Promise<number | void> {
     healthzPort: port('healthz-port', values['healthz-port'], 9090),
     renewMarginMs: renewMargin * 1000,
     ipMasq: values['ip-masq']!,
-    offload: !values['no-offload'],
+    offloads,
     busyPollUs: busyPoll,
     logger,
   });

@@ -25,6 +25,9 @@ interface DaemonStatus {
   offload?: {
     enabled?: boolean;
     tun: string[];
+    /** The socket offloads asked for (--offload); absent from a daemon before they could be chosen apart. */
+    gso?: boolean;
+    gro?: boolean;
     tunReads: number;
     tunWrites: number;
     socketMessagesSent: number;
@@ -83,7 +86,15 @@ export function formatDaemonStatus(s: DaemonStatus): string {
     const per = (a: number, b: number) => (b > 0 ? (a / b).toFixed(1) : '–');
     // An older status (no `enabled`) had offloads on exactly when something was granted.
     const enabled = o.enabled ?? o.tun.length > 0;
-    const head = !enabled ? 'off (--no-offload)' : o.tun.length ? `TUN ${o.tun.join(' ')}` : 'on, but the kernel granted no TUN offload';
+    // The socket offloads, when the daemon says them apart (--offload LIST); before that they
+    // were on exactly when the TUN's were.
+    const sockets = o.gso === undefined && o.gro === undefined ? undefined : [o.gso ? 'UDP_SEGMENT' : '', o.gro ? 'UDP_GRO' : ''].filter(Boolean);
+    let head: string;
+    if (!enabled && !sockets?.length) head = 'off (--no-offload)';
+    else {
+      head = !enabled ? 'TUN off' : o.tun.length ? `TUN ${o.tun.join(' ')}` : 'on, but the kernel granted no TUN offload';
+      if (sockets) head += sockets.length ? `; socket ${sockets.join(' ')}` : '; socket offloads off';
+    }
     lines.push('', `offloads: ${head}${o.gsoDisabled ? ', UDP_SEGMENT refused by the kernel' : ''}`);
     lines.push(
       `  TUN reads        ${o.tunReads} for ${pk(c.tunReadPackets)} packets (${per(pk(c.tunReadPackets), o.tunReads)} per read; ${o.superPacketsRead} super-packets of ${o.segmentsPerSuperPacket} segments)`,

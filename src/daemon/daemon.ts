@@ -30,15 +30,29 @@ export interface DaemonOptions {
   renewMarginMs: number;
   ipMasq: boolean;
   /**
-   * Kernel offloads (default on in the CLI): the TUN opened with IFF_VNET_HDR and TSO/USO, so the
-   * kernel hands over and takes back 64 KB super-packets that the addon splits and coalesces;
-   * UDP_SEGMENT/UDP_GRO on the udp backend's socket. Every routing and encapsulation decision
-   * is still made per packet in the pipeline.
+   * Kernel offloads (all on by default in the CLI), each on its own so what each pays can be
+   * measured alone. Every routing and encapsulation decision is still made per packet in the
+   * pipeline.
    */
-  offload: boolean;
+  offloads: Offloads;
   /** --busy-poll-us: µs of quiet the datapath keeps polling after activity before it sleeps (0: never spins). */
   busyPollUs?: number;
   logger: Logger;
+}
+
+/** The offload mechanisms `weft daemon --offload` names; `--no-offload` is none of them. */
+export const OFFLOAD_MECHANISMS = ['tun', 'gso', 'gro'] as const;
+
+export interface Offloads {
+  /**
+   * tun: the TUN opened with IFF_VNET_HDR and TSO/USO, so the kernel hands over and takes back
+   * 64 KB super-packets that the addon splits and coalesces.
+   */
+  tun: boolean;
+  /** gso: UDP_SEGMENT runs on the udp backend's socket and vxlan's send pool. */
+  gso: boolean;
+  /** gro: UDP_GRO on the udp backend's socket (vxlan's receive socket has it always). */
+  gro: boolean;
 }
 
 const BACKOFF_MIN_MS = 500;
@@ -126,11 +140,12 @@ export class NodeDaemon {
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
       this.sock = spec.openTransport(publicIp, port, {
-        offload: opts.offload,
+        gso: opts.offloads.gso,
+        gro: opts.offloads.gro,
         tunnelMtu: this.mtu,
         onGsoDisabled: (socket) => this.log.warn({ socket }, 'the kernel refused UDP_SEGMENT on this socket; sending plain datagrams from now on'),
       });
-      this.tun = TunDevice.open(opts.tunName, { offload: opts.offload });
+      this.tun = TunDevice.open(opts.tunName, { offload: opts.offloads.tun });
       // flannel gives its device the subnet's .0 address with the Network's prefix, so the
       // kernel's connected route sends the whole Network into it while the pods' bridge
       // (holding .1/SubnetLen, more specific) keeps local traffic local.
@@ -156,6 +171,7 @@ export class NodeDaemon {
           directRouting: this.config.backend.directRouting === true,
           // What TUNSETOFFLOAD granted (probed: CSUM|TSO4|TSO6|USO4|USO6, then without USO, then none).
           offloads: this.tun.vnetHdr ? this.tun.offloadNames : 'off',
+          socketOffloads: OFFLOAD_MECHANISMS.filter((m) => m !== 'tun' && opts.offloads[m]),
         },
         'datapath up',
       );
@@ -270,6 +286,9 @@ export class NodeDaemon {
       // granted on it, which may be nothing on an old kernel even when enabled.
       enabled: vnet,
       tun: vnet ? this.tun.offloadNames : [],
+      // The socket offloads asked for (--offload); gsoDisabled below says if the kernel refused one.
+      gso: this.opts.offloads.gso,
+      gro: this.opts.offloads.gro,
       // System calls (and socket messages) against the packets they moved: what the offloads
       // are for. Without them every TUN read and write is one packet, and every datagram one
       // message handed to sendmmsg.

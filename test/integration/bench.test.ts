@@ -196,7 +196,7 @@ describe.skipIf(process.getuid?.() !== 0)('weft bench interrupted', () => {
     const r = await weft(['bench', '--backends', 'udp,wireguard', '--prefix', prefix], { timeoutMs: 20_000 });
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe(
-      'weft bench: --backends: unknown "wireguard" (known: kernel-host-gw, kernel-vxlan, weft-host-gw, weft-udp, weft-vxlan, weft-ipip, weft-udp-no-offload, weft-vxlan-no-offload, weft-ipip-no-offload, weft-udp-busy-poll, openvpn)',
+      'weft bench: --backends: unknown "wireguard" (known: kernel-host-gw, kernel-vxlan, weft-host-gw, weft-udp, weft-vxlan, weft-ipip, weft-udp-no-offload, weft-vxlan-no-offload, weft-ipip-no-offload, weft-udp-busy-poll, weft-udp-offload-tun, weft-udp-offload-gso, weft-udp-offload-gro, weft-udp-offload-tun-gso, weft-udp-offload-tun-gro, weft-udp-offload-gso-gro, openvpn)',
     );
     expect(await leftovers(prefix)).toEqual([]);
   });

@@ -8,6 +8,7 @@ import { Progress, fmtDuration } from '../../src/bench/progress';
 import { fmtStat, formatMarkdown, mainTable, scalingTable } from '../../src/bench/report';
 import { parseBenchArgs, parseTunnels } from '../../src/cli/bench';
 import { plannedSeconds } from '../../src/bench/run';
+import { SPECS } from '../../src/bench/tunnels';
 import { TUNNELS, type BenchResults, type Stat, type TunnelResult } from '../../src/bench/types';
 
 const s = (...xs: number[]): Stat => stat(xs);
@@ -92,6 +93,33 @@ describe('arguments', () => {
     expect(parseTunnels('host-gw,kernel-host-gw')).toEqual(['kernel-host-gw', 'weft-host-gw']);
     expect(() => parseTunnels('udp,wireguard')).toThrow(/unknown "wireguard".*known: kernel-host-gw/);
     expect(() => parseTunnels(' , ')).toThrow(/empty/);
+  });
+  it('--offload-compare and --offload-mechanisms pick their sets; only one set at a time', () => {
+    const tunnels = (argv: string[]) => {
+      const p = parseBenchArgs(argv);
+      if (p === 'help') throw new Error('help');
+      return p.options.tunnels;
+    };
+    const compare = tunnels(['--offload-compare']);
+    expect(compare).toEqual(expect.arrayContaining([...TUNNELS, 'weft-udp-no-offload', 'weft-vxlan-no-offload', 'weft-ipip-no-offload', 'weft-udp-busy-poll']));
+    expect(compare.filter((t) => t.startsWith('weft-udp-offload-'))).toEqual([]);
+    // Every combination of tun, gso and gro: all (weft-udp), none (-no-offload) and the six between.
+    expect(tunnels(['--offload-mechanisms'])).toEqual([
+      'kernel-vxlan',
+      'weft-udp',
+      'weft-udp-no-offload',
+      'weft-udp-offload-tun',
+      'weft-udp-offload-gso',
+      'weft-udp-offload-gro',
+      'weft-udp-offload-tun-gso',
+      'weft-udp-offload-tun-gro',
+      'weft-udp-offload-gso-gro',
+      'openvpn',
+    ]);
+    expect(SPECS['weft-udp-offload-tun-gro'].daemonArgs).toEqual(['--offload', 'tun,gro']);
+    expect(SPECS['weft-udp-offload-gso'].daemonArgs).toEqual(['--offload', 'gso']);
+    expect(() => parseBenchArgs(['--offload-compare', '--offload-mechanisms'])).toThrow('give one of --backends, --offload-compare and --offload-mechanisms');
+    expect(() => parseBenchArgs(['--backends', 'udp', '--offload-compare'])).toThrow('give one of');
   });
   it('bad numbers and stream lists get one clear line', () => {
     expect(() => parseBenchArgs(['--runs', '0'])).toThrow(/--runs must be an integer from 1/);

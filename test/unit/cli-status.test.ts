@@ -73,4 +73,18 @@ describe('weft status', () => {
     expect(formatDaemonStatus({ ...base, offload: { ...old, tun: [] } })).toContain('offloads: off (--no-offload)');
     expect(formatDaemonStatus({ ...base, offload: { ...offload, gsoDisabled: true } })).toContain('UDP_SEGMENT refused by the kernel');
   });
+
+  it('names the mechanisms --offload LIST chose, TUN and socket apart', () => {
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, gso: true, gro: true } })).toContain(
+      'offloads: TUN CSUM TSO4 TSO6; socket UDP_SEGMENT UDP_GRO\n',
+    );
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, gso: false, gro: true } })).toContain('offloads: TUN CSUM TSO4 TSO6; socket UDP_GRO\n');
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, gso: false, gro: false } })).toContain('offloads: TUN CSUM TSO4 TSO6; socket offloads off\n');
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, enabled: false, tun: [], gso: true, gro: false } })).toContain(
+      'offloads: TUN off; socket UDP_SEGMENT\n',
+    );
+    expect(formatDaemonStatus({ ...base, offload: { ...offload, enabled: false, tun: [], gso: false, gro: false } })).toContain(
+      'offloads: off (--no-offload)\n',
+    );
+  });
 });

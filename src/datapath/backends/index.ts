@@ -36,11 +36,12 @@ export interface BackendParams {
 /** How the underlay sockets are opened. */
 export interface TransportOptions {
   /**
-   * Socket offloads: UDP_SEGMENT sends and UDP_GRO receives on the backend's UDP sockets (udp;
-   * vxlan's send pool uses UDP_SEGMENT, its receive socket GRO either way, see
-   * openVxlanTransport). Raw sockets (ipip) have none.
+   * Socket offloads: UDP_SEGMENT sends (gso) and UDP_GRO receives (gro) on the backend's UDP
+   * sockets (udp; vxlan's send pool takes gso, its receive socket has GRO either way, see
+   * openVxlanTransport). Raw sockets (ipip) have neither.
    */
-  offload: boolean;
+  gso: boolean;
+  gro: boolean;
   /** The TUN MTU: the largest inner packet, for cutting a kernel peer's super-datagrams. */
   tunnelMtu: number;
   /** Told once if the kernel refuses GSO on a socket for good (the sends go on as plain datagrams). */
@@ -81,8 +82,7 @@ export const BACKENDS = {
     directRouting: false,
     leaseData: noLeaseData,
     create: () => new UdpBackend(),
-    openTransport: (publicIp, port, o) =>
-      UdpSocket.bind(publicIp, port, { gro: o.offload, gso: o.offload, onGsoDisabled: () => o.onGsoDisabled?.(`udp ${port}`) }),
+    openTransport: (publicIp, port, o) => UdpSocket.bind(publicIp, port, { gro: o.gro, gso: o.gso, onGsoDisabled: () => o.onGsoDisabled?.(`udp ${port}`) }),
   },
   vxlan: {
     defaultPort: VXLAN_DEFAULT_PORT,

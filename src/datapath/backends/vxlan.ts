@@ -417,7 +417,7 @@ function mix3(a: number, b: number, c: number): number {
  * kernel strips outer IPv4 and UDP, and checks the UDP checksum when there is one); send
  * through a pool of VXLAN_SEND_SOCKETS UDP sockets bound to our public IP at ports the kernel
  * picks (UdpSocketPool), each packet through the socket its lane (flow hash) names. With
- * `offload`, the pool sends runs with UDP_SEGMENT.
+ * `gso`, the pool sends runs with UDP_SEGMENT.
  *
  * What the kernel puts on the wire for these sockets, against its own VXLAN device (vxlan_xmit
  * with flanneld's defaults):
@@ -447,14 +447,13 @@ function mix3(a: number, b: number, c: number): number {
 export function openVxlanTransport(
   localPublicIp: number,
   port: number,
-  opts: { tunnelMtu: number; offload?: boolean; onGsoDisabled?: (socket: string) => void },
+  opts: { tunnelMtu: number; gso?: boolean; onGsoDisabled?: (socket: string) => void },
 ): Transport {
   const receiver = UdpSocket.bind(localPublicIp, port, { gro: true, groTunnelHeader: VXLAN_ENCAP_HEADER, groTunnelMtu: opts.tunnelMtu });
   try {
-    const offload = opts.offload ?? false;
     const sender = UdpSocketPool.open(localPublicIp, VXLAN_SEND_SOCKETS, {
       dfClear: true,
-      gso: offload,
+      gso: opts.gso ?? false,
       onGsoDisabled: () => opts.onGsoDisabled?.(`vxlan ${port} send pool`),
     });
     return new SplitTransport(receiver, sender);
