@@ -69,10 +69,13 @@ export function hostTicks(): { busy: number; total: number } {
   return parseHostTicks(readFileSync('/proc/stat', 'utf8'));
 }
 
-/** Round-trip times of `count` echo requests 10 ms apart from `from` to `dst`, milliseconds p50 and p99. */
+/** The gap between the RTT test's echo requests: long enough for every process on the path to go idle. */
+export const RTT_PING_INTERVAL_MS = 10;
+
 /**
- * Idle round trips (pings 10 ms apart), and the CPU the tunnel processes spent meanwhile, as a
- * percentage of one CPU: what busy polling (--busy-poll-us) costs is read beside what it buys.
+ * Idle round trips (`count` echo requests RTT_PING_INTERVAL_MS apart from `from` to `dst`),
+ * milliseconds p50 and p99, and the CPU the tunnel processes spent meanwhile, as a percentage of
+ * one CPU: what busy polling (--busy-poll-us) costs is read beside what it buys.
  */
 export async function rtt(
   prefix: string,
@@ -84,7 +87,9 @@ export async function rtt(
   const hz = await clockTicks();
   const ticks0 = processTicks(tunnelPids);
   const t0 = performance.now();
-  const v = await labExec(prefix, from, ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', dst], { timeoutMs: count * 100 + 10_000 });
+  const v = await labExec(prefix, from, ['ping', '-n', '-c', String(count), '-i', String(RTT_PING_INTERVAL_MS / 1000), '-W', '1', dst], {
+    timeoutMs: count * 100 + 10_000,
+  });
   const times = [...v.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   // A few lost echoes do not spoil a latency figure; many mean the tunnel is not working.
   if (times.length < count * 0.9) throw new Error(`ping ${from} → ${dst}: ${times.length}/${count} replies`);

@@ -8,6 +8,7 @@ import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDae
 import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
 import { isAlive, sleep, terminate } from '../lab/process';
 import type { BackendType } from '../datapath/backends';
+import { RTT_PING_INTERVAL_MS } from './measure';
 import { OFFLOAD_MECHANISM_ROWS, type OffloadMechanismRow, type PerSyscall, type Tunnel, type TunnelKind } from './types';
 
 export interface TunnelSpec {
@@ -20,12 +21,14 @@ export interface TunnelSpec {
 }
 
 /**
- * The weft-udp-busy-poll row's --busy-poll-us. A bounded spin only saves a wake-up if the next
- * packet comes before it ends: on the node that sent an echo request that is the reply, a round
- * trip through the far node later (a few hundred µs on these machines, measured: 50 µs caught
- * only the far node's reply), so the row spins for 1 ms of quiet, half the 2 ms cap.
+ * The weft-udp-busy-poll row's --busy-poll-us: twice the RTT test's ping gap, so the daemons
+ * are still polling when the next echo request comes and no hop waits for a wake-up. A shorter
+ * window saves only the wake-ups that come soon after a packet (the reply on the requesting
+ * node), not the request's after 10 ms of quiet, and on this kind of VM (vCPUs that halt when
+ * idle) that one costs most: measured with 1000 µs, the p50 did not move (docs/benchmarks.md).
+ * The row's CPU column shows what the window costs.
  */
-export const BENCH_BUSY_POLL_US = 1000;
+export const BENCH_BUSY_POLL_US = 2 * RTT_PING_INTERVAL_MS * 1000;
 
 /** The weft-udp-offload-* rows: the daemons run with --offload and the mechanisms the name lists. */
 function offloadMechanismSpecs(): Record<OffloadMechanismRow, TunnelSpec> {

@@ -16,13 +16,19 @@ export const DEFAULT_BATCH = 64;
  */
 const ROUNDS_PER_WAKEUP = 8;
 /**
- * With busy polling, the longest one readiness callback keeps spinning before it hands the
- * event loop back (the control plane's timers and the gRPC watch run there), however busy the
- * datapath stays: level-triggered readiness brings it straight back if packets are waiting.
+ * With busy polling, the longest the datapath spins before it hands the event loop back (the
+ * control plane's timers, the gRPC watch and the health server run there). If the quiet window
+ * has not ended by then, the spin resumes from setImmediate once the loop has had its turn:
+ * level-triggered readiness brings packets that came meanwhile straight back too.
  */
-const BUSY_POLL_MAX_MS = 2;
-/** The largest `busyPollUs`: a quiet period longer than the spin's own limit would change nothing. */
-export const BUSY_POLL_MAX_US = BUSY_POLL_MAX_MS * 1000;
+const BUSY_POLL_SLICE_MS = 2;
+/**
+ * The largest `busyPollUs` (1 s). A window longer than the gap between a conversation's packets
+ * keeps the datapath out of sleep for that conversation, which is what an idle round trip needs
+ * on a machine whose wake-ups are slow (docs/benchmarks.md, "Idle latency"); beyond a second it
+ * is a spinning daemon under another name.
+ */
+export const BUSY_POLL_MAX_US = 1_000_000;
 
 export interface DatapathOptions {
   batchSize?: number;
@@ -53,7 +59,11 @@ export class Datapath {
   private readonly toTun: PacketList;
   private running = false;
   private readonly busyPollMs: number;
+  /** A spin is under way (possibly between slices, waiting for its setImmediate). */
   private spinning = false;
+  /** performance.now() when the last packet moved: the quiet window counts from here. */
+  private lastMoved = 0;
+  private nextSlice: NodeJS.Immediate | null = null;
   private readonly yieldCpu: () => void;
 
   constructor(
@@ -88,22 +98,35 @@ export class Datapath {
 
   /** After a readiness callback moved `moved` packets: with busy polling, spin until quiet. */
   private woken(moved: number): void {
-    if (this.busyPollMs === 0 || moved === 0 || this.spinning) return;
+    if (this.busyPollMs === 0 || moved === 0) return;
+    this.lastMoved = performance.now();
+    if (!this.spinning) this.spin();
+  }
+
+  /** One slice of a spin: poll until `busyPollMs` of quiet or BUSY_POLL_SLICE_MS, whichever first. */
+  private spin(): void {
     this.spinning = true;
+    this.nextSlice = null;
     const start = performance.now();
-    let last = start;
+    let quiet = false;
     for (;;) {
       const now = performance.now();
-      if (now - last > this.busyPollMs || now - start > BUSY_POLL_MAX_MS || !this.running) break;
+      if (!this.running || now - this.lastMoved > this.busyPollMs) {
+        quiet = true;
+        break;
+      }
+      if (now - start > BUSY_POLL_SLICE_MS) break;
       // One batch each way per turn, so neither direction waits on the other's burst.
-      if (this.onTunReadable(1) + this.onSocketReadable(1) > 0) last = performance.now();
+      if (this.onTunReadable(1) + this.onSocketReadable(1) > 0) this.lastMoved = performance.now();
       // Nothing moved: step aside for whatever was woken on this CPU (the pod that just got
       // its packet, ksoftirqd, the other node's daemon on a small box) instead of spinning
       // through it until the scheduler's tick preempts us.
       else this.yieldCpu();
     }
-    this.spinning = false;
     this.pipeline.stats.busyPollNs += Math.round((performance.now() - start) * 1e6);
+    // Still inside the window: let the event loop run its timers and callbacks, then go on.
+    if (quiet) this.spinning = false;
+    else this.nextSlice = setImmediate(() => this.spin());
   }
 
   private fail(err: Error, onError: (e: Error) => void): void {
@@ -113,6 +136,9 @@ export class Datapath {
 
   stop(): void {
     this.running = false;
+    if (this.nextSlice) clearImmediate(this.nextSlice);
+    this.nextSlice = null;
+    this.spinning = false;
   }
 
   /** Egress: pods → TUN → peers. Returns the packets read. */
