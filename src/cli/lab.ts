@@ -36,10 +36,12 @@ commands:
             --inspect NODE (run that node's daemon under node --inspect=0.0.0.0:9229 in its namespace)
             --registry embedded|etcd (embedded): etcd runs one etcd member where weft control would,
               with the net-conf at /coreos.com/network/config, and daemons use --etcd-endpoints
+            --etcd-members 1|3 (1, --registry etcd only): 3 runs a 3-member etcd cluster there (client
+              ports 2379, 22379, 32379), one of which can be killed while the other two keep quorum
             --lease-ttl SECONDS  --force (recreate an existing lab)  --keep-on-failure
   demo    down any previous lab, up 3 nodes (udp), ping every pod pair across nodes, one iperf3;
           the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K] [--topology T] [--direct-routing]
-                             [--registry R]
+                             [--registry R] [--etcd-members N]
   status  nodes, pods and control of a lab   [--prefix P] [--json]
   exec    run a command in a lab namespace: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...
           TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs), rt (router, routed topology)
@@ -53,7 +55,7 @@ const progress = (msg: string): void => {
 function int(name: string, v: string | undefined, dflt?: number): number | undefined {
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
+  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v.slice(0, 64)}"${v.length > 64 ? ` (${v.length} characters)` : ''}`);
   return n;
 }
 
@@ -88,6 +90,7 @@ const UP_OPTIONS = {
   inspect: { type: 'string' },
   'lease-ttl': { type: 'string' },
   registry: { type: 'string' },
+  'etcd-members': { type: 'string' },
   force: { type: 'boolean' },
   'keep-on-failure': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -130,6 +133,7 @@ async function up(argv: string[]): Promise<number> {
     inspect: values.inspect,
     leaseTtl: int('lease-ttl', values['lease-ttl']),
     registry: registry(values.registry),
+    etcdMembers: int('etcd-members', values['etcd-members']),
     force: values.force,
     keepOnFailure: values['keep-on-failure'],
     log: progress,
@@ -150,6 +154,7 @@ async function demo(argv: string[]): Promise<number> {
       topology: UP_OPTIONS.topology,
       'direct-routing': UP_OPTIONS['direct-routing'],
       registry: UP_OPTIONS.registry,
+      'etcd-members': UP_OPTIONS['etcd-members'],
       help: UP_OPTIONS.help,
     },
     strict: true,
@@ -163,6 +168,7 @@ async function demo(argv: string[]): Promise<number> {
     topology: topology(values.topology),
     directRouting: values['direct-routing'],
     registry: registry(values.registry),
+    etcdMembers: int('etcd-members', values['etcd-members']),
     log: progress,
   };
   const r = await interruptible((signal) => labDemo({ ...opts, signal }));

@@ -23,8 +23,8 @@ function safeReadState(prefix: string): LabState | null {
 }
 
 /**
- * Every live process belonging to the lab: those whose arguments mention the lab dir (control,
- * daemons, also after their namespace is gone) and those inside its namespaces.
+ * Every live process belonging to the lab: those whose arguments mention the lab dir (control or
+ * each etcd member through its data dir, daemons, also after their namespace is gone) and those inside its namespaces.
  */
 export async function labProcesses(lab: LabRef): Promise<number[]> {
   const prefix = prefixOf(lab);
@@ -48,7 +48,9 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
   // Processes: the recorded pids (when their command lines still point into the lab dir) and any
   // process whose arguments mention the lab dir (daemons and control started by an up whose
   // record was lost). Daemons first so they withdraw their leases and routes while control lives.
-  const recorded = state ? [...state.nodes.map((n) => n.pid), state.control.pid].filter((p) => isLabPid(p, dir)) : [];
+  const recorded = state
+    ? [...state.nodes.map((n) => n.pid), state.control.pid, ...(state.control.members ?? []).map((m) => m.pid)].filter((p) => isLabPid(p, dir))
+    : [];
   const found = pidsWithCmdline(dir + '/');
   const all = [...new Set([...recorded, ...found])];
   const isDaemon = (p: number): boolean => cmdline(p).includes('daemon');
@@ -56,7 +58,7 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
   const others = all.filter((p) => !isDaemon(p));
   if (daemons.length) log(`stopping ${daemons.length} daemon(s)`);
   await terminate(daemons, graceMs);
-  if (others.length) log('stopping control');
+  if (others.length) log(state?.control.members ? `stopping control (${state.control.members.length} etcd members)` : 'stopping control');
   await terminate(others, 3_000);
 
   const namespaces = new Set((await listNs()).filter((n) => pattern.test(n)));

@@ -1,7 +1,7 @@
 // Programmatic API of the netns lab, for the CLI, integration tests and perf scripts.
-export { labUp, underlaySide, type LabUpOptions } from './up';
+export { labUp, underlaySide, checkEtcdMembers, type LabUpOptions } from './up';
 export { labDown, labProcesses, type LabDownOptions } from './down';
-export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus, type PodStatus } from './status';
+export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus, type PodStatus, type EtcdMemberStatus } from './status';
 export {
   labExec,
   pingPair,
@@ -19,12 +19,26 @@ export {
   type IperfResult,
 } from './traffic';
 export { labDemo, formatDemo, type DemoResult } from './demo';
-export { restartDaemon, startDaemon, stopDaemon, startControl, killControl, waitDaemonReady, waitDaemonPeers, waitControlReady } from './lifecycle';
+export {
+  restartDaemon,
+  startDaemon,
+  stopDaemon,
+  startControl,
+  killControl,
+  killEtcdMember,
+  startEtcdMember,
+  waitDaemonReady,
+  waitDaemonPeers,
+  waitControlReady,
+  waitEtcdMemberHealthy,
+} from './lifecycle';
 export {
   readState,
   mustReadState,
   findNode,
   findPod,
+  findEtcdMember,
+  etcdEndpoints,
   addressOf,
   podsNotOn,
   targetNs,
@@ -36,6 +50,8 @@ export {
   DEFAULT_NETWORK,
   TOPOLOGIES,
   REGISTRIES,
+  ETCD_MEMBER_COUNTS,
+  ETCD_MEMBER_PORTS,
   type RegistryKind,
   type Topology,
   type LabRouter,
@@ -43,6 +59,7 @@ export {
   type LabNode,
   type LabPod,
   type LabControl,
+  type LabEtcdMember,
   type LabRef,
   prefixOf,
 } from './state';

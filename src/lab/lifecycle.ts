@@ -1,13 +1,78 @@
-// Lifecycle of the programs the lab runs: `weft control` in the switch namespace and one
-// `weft daemon` per node namespace. Exported for tests that stop, kill and restart them.
+// Lifecycle of the programs the lab runs: `weft control` (or one or three etcd members) in the
+// switch namespace and one `weft daemon` per node namespace. Exported for tests that stop, kill
+// and restart them.
 import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { healthUrls, probe, type HttpProbe } from './probe';
 import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './process';
-import { etcdArgv } from './etcd';
-import { ETCD_PEER_PORT, findNode, mustReadState, prefixOf, writeState, type LabControl, type LabNode, type LabRef, type LabState } from './state';
+import { etcdArgv, initialCluster } from './etcd';
+import {
+  ETCD_MEMBER_PORTS,
+  ETCD_PEER_PORT,
+  etcdEndpoints,
+  findEtcdMember,
+  findNode,
+  mustReadState,
+  prefixOf,
+  writeState,
+  type LabControl,
+  type LabEtcdMember,
+  type LabNode,
+  type LabRef,
+  type LabState,
+} from './state';
 
 export const DAEMON_READY_TIMEOUT_MS = 30_000;
 export const CONTROL_READY_TIMEOUT_MS = 20_000;
+
+/** Keeps the members of two labs' clusters from joining each other (etcd refuses a peer with another token). */
+export const etcdClusterToken = (prefix: string): string => `weft-lab-${prefix}`;
+
+/**
+ * The members of a multi-member etcd lab (pids 0, not started): named etcd1…, on control's address
+ * with the ports of ETCD_MEMBER_PORTS, each with a data dir under `c.stateDir` and a log of its own.
+ * Every member's --initial-cluster lists them all, so they form one cluster from the start.
+ */
+export function etcdMembersFor(
+  state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options' | 'prefix' | 'dir'>,
+  c: Pick<LabControl, 'ns' | 'ip' | 'stateDir'>,
+  count: number,
+): LabEtcdMember[] {
+  if (count < 2 || count > ETCD_MEMBER_PORTS.length) throw new Error(`a multi-member etcd lab has 2..${ETCD_MEMBER_PORTS.length} members, not ${count}`);
+  const parts = ETCD_MEMBER_PORTS.slice(0, count).map((p, k) => {
+    const name = `etcd${k + 1}`;
+    return {
+      name,
+      index: k + 1,
+      address: `${c.ip}:${p.client}`,
+      clientPort: p.client,
+      peerPort: p.peer,
+      peerUrl: `http://${c.ip}:${p.peer}`,
+      dataDir: join(c.stateDir, name),
+      logFile: join(state.dir, 'logs', `${name}.log`),
+    };
+  });
+  const cluster = initialCluster(parts);
+  return parts.map((m) => ({
+    ...m,
+    pid: 0,
+    argv: [
+      'ip',
+      'netns',
+      'exec',
+      c.ns,
+      ...etcdArgv({
+        name: m.name,
+        dataDir: m.dataDir,
+        clientUrls: `http://${m.address}`,
+        peerUrl: m.peerUrl,
+        initialCluster: cluster,
+        initialClusterToken: etcdClusterToken(state.prefix),
+        extraArgs: state.options.controlArgs,
+      }),
+    ],
+  }));
+}
 
 export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options' | 'prefix'>, c: Omit<LabControl, 'argv' | 'pid'>): string[] {
   const o = state.options;
@@ -26,7 +91,7 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
         clientUrls: `http://${c.address}`,
         peerUrl,
         initialCluster: `ctl=${peerUrl}`,
-        initialClusterToken: `weft-lab-${state.prefix}`,
+        initialClusterToken: etcdClusterToken(state.prefix),
         extraArgs: o.controlArgs,
       }),
     ];
@@ -69,8 +134,10 @@ export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options
     'daemon',
     ...(state.control.kind === 'etcd'
       ? [
+          // Every member: the daemon's client fails over to the next when one does not answer,
+          // as flanneld's does with its --etcd-endpoints list.
           '--etcd-endpoints',
-          `http://${state.control.address}`,
+          etcdEndpoints(state.control).join(','),
           // With etcd each node writes its own lease, so the node picks its TTL.
           ...(state.options.leaseTtl !== undefined ? ['--lease-ttl', String(state.options.leaseTtl)] : []),
         ]
@@ -158,6 +225,29 @@ export async function waitControlReady(state: LabState, timeoutMs = CONTROL_READ
   }
 }
 
+/**
+ * Waits until an etcd member's /health says true: it sees a leader and a read through raft
+ * succeeds, so a restarted member has rejoined rather than merely listening.
+ */
+export async function waitEtcdMemberHealthy(state: LabState, m: LabEtcdMember, timeoutMs = CONTROL_READY_TIMEOUT_MS, outer?: AbortSignal): Promise<void> {
+  const url = `http://${m.address}/health`;
+  const { results, died } = await probeWhileAlive(
+    m.pid,
+    (signal) =>
+      probe(
+        state.control.ns,
+        { mode: 'http', targets: [url], untilOk: true, deadlineMs: timeoutMs, intervalMs: 200, perTryTimeoutMs: 1000 },
+        { nodeBin: state.nodeBin, signal },
+      ),
+    outer,
+  );
+  if (outer?.aborted) throw new Error('interrupted');
+  if (died) throw failWithLog(`etcd member ${m.name} (pid ${m.pid}) exited before becoming healthy`, m.logFile, 'process gone');
+  if (!results?.some((r) => r.ok)) {
+    throw failWithLog(`etcd member ${m.name} not healthy at ${url} after ${timeoutMs / 1000}s`, m.logFile, describeProbe(results));
+  }
+}
+
 export async function waitDaemonReady(state: LabState, node: LabNode, timeoutMs = DAEMON_READY_TIMEOUT_MS, outer?: AbortSignal): Promise<void> {
   const { results, died } = await probeWhileAlive(
     node.pid,
@@ -227,14 +317,36 @@ function daemonEnv(state: LabState): NodeJS.ProcessEnv {
   return { ...process.env, WEFT_LAB_PREFIX: state.prefix };
 }
 
+/** killControl/startControl act on one process; a multi-member lab has several, each its own. */
+function refuseMembers(state: LabState, what: string): void {
+  const ms = state.control.members;
+  if (ms) {
+    throw new Error(`lab "${state.prefix}" runs ${ms.length} etcd members, not one control process: ${what} one with ${what}EtcdMember(lab, 1..${ms.length})`);
+  }
+}
+
 /** Starts control (must not be running) and waits until it accepts connections. Updates state.json. */
 export async function spawnControl(state: LabState, opts: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+  refuseMembers(state, 'start');
   const c = state.control;
   if (isLabPid(c.pid, state.dir)) throw new Error(`weft control already running (pid ${c.pid})`);
   logStart(c.logFile, c.argv);
   c.pid = await spawnDetached(c.argv, c.logFile, daemonEnv(state));
   writeState(state);
   if (opts.wait !== false) await waitControlReady(state, opts.timeoutMs, opts.signal);
+}
+
+/** Starts one etcd member (must not be running) and by default waits until it is healthy. Updates state.json. */
+export async function spawnEtcdMember(
+  state: LabState,
+  m: LabEtcdMember,
+  opts: { wait?: boolean; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<void> {
+  if (isLabPid(m.pid, state.dir)) throw new Error(`etcd member ${m.name} already running (pid ${m.pid})`);
+  logStart(m.logFile, m.argv);
+  m.pid = await spawnDetached(m.argv, m.logFile, daemonEnv(state));
+  writeState(state);
+  if (opts.wait !== false) await waitEtcdMemberHealthy(state, m, opts.timeoutMs, opts.signal);
 }
 
 export interface StartOptions {
@@ -290,14 +402,41 @@ export async function restartDaemon(lab: LabRef, node: string, opts: StartOption
   return startDaemon(prefix, node, opts);
 }
 
-/** Signals control (SIGKILL by default) and waits for it to exit. */
+/**
+ * Signals control (SIGKILL by default) and waits for it to exit: weft control, or a one-member
+ * lab's etcd. A lab of three etcd members refuses (killEtcdMember picks the member).
+ */
 export async function killControl(lab: LabRef, sig: NodeJS.Signals = 'SIGKILL', graceMs = 5_000): Promise<void> {
   const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
+  refuseMembers(state, 'kill');
   await stopPid(state.control.pid, state.dir, sig, graceMs);
 }
 
-/** Starts control again with its original arguments (same state dir) and waits until it listens. */
+/**
+ * Signals one member of a multi-member etcd lab (SIGKILL by default, a crash) and waits for it to
+ * exit; `member` is its index (1-based) or name ("etcd2"). Its data dir stays for startEtcdMember.
+ */
+export async function killEtcdMember(lab: LabRef, member: number | string, sig: NodeJS.Signals = 'SIGKILL', graceMs = 5_000): Promise<LabEtcdMember> {
+  const state = mustReadState(prefixOf(lab));
+  const m = findEtcdMember(state, member);
+  await stopPid(m.pid, state.dir, sig, graceMs);
+  return m;
+}
+
+/**
+ * Starts a member again with its original arguments and data dir, and by default waits until it
+ * is healthy, i.e. back in the cluster following the leader. etcd ignores --initial-cluster-state
+ * once the data dir holds a WAL, so the same argv that formed the cluster rejoins it.
+ */
+export async function startEtcdMember(lab: LabRef, member: number | string, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<LabEtcdMember> {
+  const state = mustReadState(prefixOf(lab));
+  const m = findEtcdMember(state, member);
+  await spawnEtcdMember(state, m, opts);
+  return m;
+}
+
+/** Starts control again with its original arguments (same state dir) and waits until it listens; a multi-member etcd lab refuses. */
 export async function startControl(lab: LabRef, opts: { wait?: boolean; timeoutMs?: number } = {}): Promise<LabControl> {
   const prefix = prefixOf(lab);
   const state = mustReadState(prefix);

@@ -15,6 +15,24 @@ export const CONTROL_PORT = 7000;
 /** `--registry etcd`: the lab's one etcd member, where weft control would be (client and peer ports as etcd's defaults). */
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
+/**
+ * `--etcd-members`: 1, or 3 so that the cluster keeps quorum (2 of 3) with one member killed. An
+ * even count adds a member without adding tolerance (2 members need both), so it is refused.
+ */
+export const ETCD_MEMBER_COUNTS = [1, 3] as const;
+/**
+ * Client and peer ports of the members of a 3-member lab. All three run in the switch namespace
+ * on control's one address, so only their ports tell them apart: the first keeps etcd's defaults
+ * (the address a one-member lab has, and the one the docs' etcdctl lines use), the other two take
+ * the ports etcd's own Procfile gives its local 3-member cluster (22379/22380, 32379/32380).
+ * Giving each member an address of its own would move the nodes' and the router's addresses, and a
+ * process killed or restarted is all a member loss needs.
+ */
+export const ETCD_MEMBER_PORTS: readonly { client: number; peer: number }[] = [
+  { client: ETCD_CLIENT_PORT, peer: ETCD_PEER_PORT },
+  { client: 22379, peer: 22380 },
+  { client: 32379, peer: 32380 },
+];
 /** Where the lab's daemons keep their leases: `weft control` (embedded) or etcd directly. */
 export const REGISTRIES = ['embedded', 'etcd'] as const;
 export type RegistryKind = (typeof REGISTRIES)[number];
@@ -41,12 +59,35 @@ export interface LabControl {
   ns: string;
   ip: string;
   port: number;
-  /** "ip:port": `weft daemon --control ADDR`, or `--etcd-endpoints http://ADDR` for etcd. */
+  /** "ip:port": `weft daemon --control ADDR`, or `--etcd-endpoints http://ADDR` for etcd (the first member's with `members`). */
   address: string;
+  /** With `members`, 0: each member is its own process. */
   pid: number;
+  /** With `members`, empty. */
   argv: string[];
+  /** With `members`, the directory holding their data dirs. */
   stateDir: string;
   netConfPath: string;
+  logFile: string;
+  /** `--etcd-members 3`: the cluster's members (absent for weft control, a one-member etcd and older records). */
+  members?: LabEtcdMember[];
+}
+
+/** One member of a multi-member etcd lab; all run in the switch namespace on control's address. */
+export interface LabEtcdMember {
+  /** "etcd1" … (etcd's --name). */
+  name: string;
+  /** 1-based, as in the name. */
+  index: number;
+  /** "ip:clientPort"; its client URL is http://ADDRESS. */
+  address: string;
+  clientPort: number;
+  peerPort: number;
+  peerUrl: string;
+  pid: number;
+  argv: string[];
+  /** Under the lab dir, kept across a kill, so a restarted member comes back with its data and raft log. */
+  dataDir: string;
   logFile: string;
 }
 
@@ -105,6 +146,8 @@ export interface LabOptions {
   leaseTtl?: number;
   /** Absent in records from before etcd: embedded. */
   registry?: RegistryKind;
+  /** etcd registry: how many members (absent: 1). */
+  etcdMembers?: number;
   daemonArgs: string[];
   controlArgs: string[];
   /** Absent in records from before topologies: flat. */
@@ -206,6 +249,29 @@ export function findNode(state: LabState, name: string): LabNode {
   const n = state.nodes.find((x) => x.name === name);
   if (!n) throw new Error(`no node "${name}" in lab "${state.prefix}" (nodes: ${state.nodes.map((x) => x.name).join(', ')})`);
   return n;
+}
+
+/**
+ * The client URLs of the lab's etcd members, in member order: what daemons get as
+ * `--etcd-endpoints` and what etcdctl is pointed at. A one-member lab has just control's.
+ */
+export function etcdEndpoints(control: Pick<LabControl, 'address' | 'members'>): string[] {
+  return (control.members ?? [control]).map((m) => `http://${m.address}`);
+}
+
+/** A member of a multi-member etcd lab by index (1-based, as in its name) or name ("etcd2"). */
+export function findEtcdMember(state: LabState, member: number | string): LabEtcdMember {
+  const ms = state.control.members;
+  if (!ms) {
+    const what = state.control.kind === 'etcd' ? 'one etcd member (use killControl/startControl)' : 'weft control, not etcd';
+    throw new Error(`lab "${state.prefix}" runs ${what}; etcd members exist with --registry etcd --etcd-members 3`);
+  }
+  const m = ms.find((x) => (typeof member === 'number' ? x.index === member : x.name === member));
+  if (!m) {
+    const asked = typeof member === 'number' ? String(member) : `"${member.slice(0, 64)}"${member.length > 64 ? ` (${member.length} characters)` : ''}`;
+    throw new Error(`no etcd member ${asked} in lab "${state.prefix}" (members: ${ms.map((x) => `${x.index} ${x.name}`).join(', ')})`);
+  }
+  return m;
 }
 
 export function findPod(state: LabState, name: string): LabPod {

@@ -27,6 +27,16 @@ export interface NodeStatus {
   log: string;
 }
 
+export interface EtcdMemberStatus {
+  name: string;
+  /** Client URL. */
+  address: string;
+  peerUrl: string;
+  pid: number;
+  alive: boolean;
+  log: string;
+}
+
 export interface PodStatus {
   name: string;
   ns: string;
@@ -55,7 +65,11 @@ export interface LabStatus {
   /** Extra net-conf.json Backend fields the lab was made with (e.g. { DirectRouting: true }). */
   backendConfig?: Record<string, unknown>;
   createdAt?: string;
-  control?: { kind: 'embedded' | 'etcd'; ns: string; address: string; pid: number; alive: boolean; log: string };
+  /**
+   * With `members` (`--etcd-members 3`) pid is 0 and alive means a majority of the members' processes
+   * are alive, as the cluster needs to serve.
+   */
+  control?: { kind: 'embedded' | 'etcd'; ns: string; address: string; pid: number; alive: boolean; log: string; members?: EtcdMemberStatus[] };
   nodes: NodeStatus[];
   pods: PodStatus[];
 }
@@ -111,6 +125,14 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
       };
     }),
   );
+  const members = state.control.members?.map((m): EtcdMemberStatus => ({
+    name: m.name,
+    address: `http://${m.address}`,
+    peerUrl: m.peerUrl,
+    pid: m.pid,
+    alive: isLabPid(m.pid, state.dir),
+    log: m.logFile,
+  }));
   return {
     prefix,
     exists: true,
@@ -137,8 +159,9 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
       ns: state.control.ns,
       address: state.control.address,
       pid: state.control.pid,
-      alive: isLabPid(state.control.pid, state.dir),
+      alive: members ? members.filter((m) => m.alive).length > members.length / 2 : isLabPid(state.control.pid, state.dir),
       log: state.control.logFile,
+      ...(members ? { members } : {}),
     },
     nodes,
     pods: state.pods.map((p) => ({ name: p.name, ns: p.ns, node: p.node, ip: p.ip, cidr: p.cidr, gateway: p.gateway, present: nsExists(p.ns) })),
@@ -167,10 +190,15 @@ export function formatStatus(s: LabStatus): string {
   const r = s.router;
   const underlay = r ? `routed underlay ${r.legs.map((l) => l.underlay).join(' + ')}` : `underlay ${s.underlay}`;
   let out = `lab "${s.prefix}": backend ${s.backend}${extra}, network ${s.network}, ${underlay}, state ${s.dir}\n\n`;
-  out += table(
-    ['CONTROL', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE'],
-    [[c.kind === 'etcd' ? 'etcd' : 'control', c.ns, c.kind === 'etcd' ? `http://${c.address}` : c.address, String(c.pid), yn(c.alive)]],
-  );
+  out += c.members
+    ? table(
+        ['ETCD MEMBER', 'NAMESPACE', 'ADDRESS', 'PEER', 'PID', 'ALIVE'],
+        c.members.map((m) => [m.name, c.ns, m.address, m.peerUrl, String(m.pid), yn(m.alive)]),
+      )
+    : table(
+        ['CONTROL', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE'],
+        [[c.kind === 'etcd' ? 'etcd' : 'control', c.ns, c.kind === 'etcd' ? `http://${c.address}` : c.address, String(c.pid), yn(c.alive)]],
+      );
   if (r) {
     out += '\n';
     out += table(

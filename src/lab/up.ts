@@ -13,11 +13,22 @@ import { DEFAULT_ETCD_PREFIX } from '../control/etcd/codec';
 const ETCD_CONFIG_KEY = `${DEFAULT_ETCD_PREFIX}/config`;
 import { nsRun, sleep } from './process';
 import { addNs, ipBatch, listNs, nodeSysctls, POD_SYSCTLS, setSysctls } from './netns';
-import { controlArgv, daemonArgv, spawnControl, spawnDaemon, waitDaemonPeers, waitDaemonReady } from './lifecycle';
+import {
+  controlArgv,
+  daemonArgv,
+  etcdMembersFor,
+  spawnControl,
+  spawnDaemon,
+  spawnEtcdMember,
+  waitDaemonPeers,
+  waitDaemonReady,
+  waitEtcdMemberHealthy,
+} from './lifecycle';
 import {
   CNI_BIN_DIR,
   CONTROL_PORT,
   ETCD_CLIENT_PORT,
+  ETCD_MEMBER_COUNTS,
   REGISTRIES,
   type RegistryKind,
   DEFAULT_NETWORK,
@@ -33,6 +44,7 @@ import {
   UNDERLAY_BRIDGE_B,
   checkPrefix,
   defaultWeftJs,
+  etcdEndpoints,
   labDir,
   labNsPattern,
   nodeName,
@@ -76,6 +88,11 @@ export interface LabUpOptions {
    * instead, the net-conf written to /coreos.com/network/config, and daemons on `--etcd-endpoints`.
    */
   registry?: RegistryKind;
+  /**
+   * etcd registry: 1 (default) or 3 members, all in the switch namespace on control's address
+   * (ETCD_MEMBER_PORTS), so that one can be killed (killEtcdMember) while the other two keep quorum.
+   */
+  etcdMembers?: number;
   /** Extra flags appended to every `weft daemon` / `weft control` command line. */
   daemonArgs?: string[];
   controlArgs?: string[];
@@ -115,11 +132,12 @@ function routerIp(cidr: string): string {
  */
 async function putEtcdNetConf(state: LabState, json: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const argv = ['etcdctl', '--endpoints', `http://${state.control.address}`, '--command-timeout=2s', 'put', ETCD_CONFIG_KEY, json];
+  const endpoints = etcdEndpoints(state.control).join(',');
+  const argv = ['etcdctl', '--endpoints', endpoints, '--command-timeout=2s', 'put', ETCD_CONFIG_KEY, json];
   for (;;) {
     const r = await nsRun(state.control.ns, argv, { timeoutMs: 5000, env: { ...process.env, ETCDCTL_API: '3' } });
     if (r.code === 0) return;
-    if (Date.now() > deadline) throw new Error(`cannot write ${ETCD_CONFIG_KEY} to etcd at ${state.control.address}: ${(r.stderr || r.stdout).trim()}`);
+    if (Date.now() > deadline) throw new Error(`cannot write ${ETCD_CONFIG_KEY} to etcd at ${endpoints}: ${(r.stderr || r.stdout).trim()}`);
     await sleep(200);
   }
 }
@@ -131,6 +149,19 @@ function netConf(network: string, backend: BackendType, extra: Record<string, un
   if (backend === 'vxlan') b.VNI = DEFAULT_VNI;
   if (BACKENDS[backend].defaultPort) b.Port = BACKENDS[backend].defaultPort;
   return { Network: network, SubnetLen: 24, Backend: { ...b, ...extra } };
+}
+
+/**
+ * `--etcd-members`: 1 or 3, and only with the etcd registry (weft control is one process with its
+ * state on disk; it has no members to count). Returns the count, 1 when not given.
+ */
+export function checkEtcdMembers(registry: string, members: number | undefined): number {
+  if (members === undefined) return 1;
+  if (registry !== 'etcd') throw new Error(`--etcd-members needs --registry etcd (the ${registry.slice(0, 64)} registry has no etcd members)`);
+  if (!(ETCD_MEMBER_COUNTS as readonly number[]).includes(members)) {
+    throw new Error(`--etcd-members must be ${ETCD_MEMBER_COUNTS.join(' or ')}, got ${String(members).slice(0, 64)}`);
+  }
+  return members;
 }
 
 type Validated = Required<Pick<LabUpOptions, 'prefix' | 'nodes' | 'pods' | 'backend' | 'underlay' | 'network' | 'topology' | 'underlayB'>>;
@@ -195,6 +226,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   validate(o, opts.inspect);
   const registry = opts.registry ?? 'embedded';
   if (!(REGISTRIES as readonly string[]).includes(registry)) throw new Error(`--registry must be one of ${REGISTRIES.join('|')}, got ${registry}`);
+  const etcdMembers = checkEtcdMembers(registry, opts.etcdMembers);
   if (registry === 'etcd' && !existsSync(ETCD_BIN)) throw new Error(`${ETCD_BIN} missing: run scripts/setup.sh (etcd-server)`);
   const backendConfig: Record<string, unknown> = {
     ...(opts.directRouting !== undefined ? { DirectRouting: opts.directRouting } : {}),
@@ -260,6 +292,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       inspect: opts.inspect,
       leaseTtl: opts.leaseTtl,
       registry,
+      ...(etcdMembers > 1 ? { etcdMembers } : {}),
       daemonArgs: opts.daemonArgs ?? [],
       controlArgs: opts.controlArgs ?? [],
     },
@@ -272,7 +305,12 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     switchNs,
     bridge: UNDERLAY_BRIDGE,
     ...(router ? { router } : {}),
-    control: { ...controlPart, pid: 0, argv: controlArgv(base, controlPart) },
+    // Three etcd members are three processes, each with its own record; control then only says
+    // where the cluster is (see LabControl.members).
+    control:
+      etcdMembers > 1
+        ? { ...controlPart, pid: 0, argv: [], members: etcdMembersFor({ ...base, dir }, controlPart, etcdMembers) }
+        : { ...controlPart, pid: 0, argv: controlArgv(base, controlPart) },
     nodes: [],
     pods: [],
   };
@@ -381,7 +419,28 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       }
     }
 
-    if (registry === 'etcd') {
+    const members = state.control.members;
+    if (members) {
+      at('start etcd members');
+      log(`starting ${members.length} etcd members in ${switchNs} on ${etcdEndpoints(state.control).join(', ')}`);
+      // All started before any is waited for: a member of a new cluster is healthy only once a
+      // quorum of its peers is up and a leader elected.
+      for (const m of members) await spawnEtcdMember(state, m, { wait: false });
+      const ac = new AbortController();
+      const onAbort = (): void => ac.abort();
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      await Promise.all(
+        members.map((m) =>
+          waitEtcdMemberHealthy(state, m, opts.readyTimeoutMs, ac.signal).catch((err: unknown) => {
+            ac.abort();
+            throw err;
+          }),
+        ),
+      ).finally(() => opts.signal?.removeEventListener('abort', onAbort));
+      if (opts.signal?.aborted) throw new Error('interrupted');
+      at('write the network config to etcd');
+      await putEtcdNetConf(state, readFileSync(state.control.netConfPath, 'utf8'), opts.readyTimeoutMs ?? 20_000);
+    } else if (registry === 'etcd') {
       at('start etcd');
       log(`starting etcd in ${switchNs} on http://${state.control.address}`);
       await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
