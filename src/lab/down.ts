@@ -58,8 +58,15 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
   const others = all.filter((p) => !isDaemon(p));
   if (daemons.length) log(`stopping ${daemons.length} daemon(s)`);
   await terminate(daemons, graceMs);
-  if (others.length) log(state?.control.members ? `stopping control (${state.control.members.length} etcd members)` : 'stopping control');
-  await terminate(others, 3_000);
+  // The members of a multi-member etcd lab get SIGKILL: stopped on SIGTERM all together, the leader
+  // waits out a leadership transfer no other member is left to take (etcd 3.4 gives up after about
+  // 7 s and the others wait as long), and their data goes with the lab dir anyway.
+  const members = new Set((state?.control.members ?? []).map((m) => m.pid).filter((p) => all.includes(p)));
+  if (members.size) log(`stopping ${members.size} etcd member(s)`);
+  await terminate([...members], 2_000, 'SIGKILL');
+  const rest = others.filter((p) => !members.has(p));
+  if (rest.length) log('stopping control');
+  await terminate(rest, 3_000);
 
   const namespaces = new Set((await listNs()).filter((n) => pattern.test(n)));
   if (state) {
