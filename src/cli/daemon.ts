@@ -126,7 +126,7 @@ export async function run(argv: string[]): Promise<number | void> {
     controlTarget = `etcd ${etcd.endpoints.join(',')} ${etcd.prefix}`;
   } else {
     const credentials = loadClientCredentials({ caFile: values['control-cafile'], certFile: values['control-certfile'], keyFile: values['control-keyfile'] });
-    registry = new GrpcRegistry(values.control!, { credentials });
+    registry = new GrpcRegistry(values.control!, { credentials, logger });
     controlTarget = values.control!;
   }
   const daemon = new NodeDaemon({

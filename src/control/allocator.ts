@@ -12,8 +12,9 @@
 //  3. Otherwise a free subnet between SubnetMin and SubnetMax, chosen at random: random rather
 //     than lowest-free so that a node that lost its lease and comes back with stale routes is
 //     unlikely to collide with whoever was handed the subnet next.
-import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
+import { cidrContains, classifyIpv4, formatCidr, formatIpv4, parseCidr, parseIpv4, type Ipv4Class } from '../route/address';
 import { BACKEND_TYPES, isBackendType } from '../datapath/backends';
+import { MAX_LEASES, backendDataText, checkAcquireSizes, quote } from './limits';
 import type { NetworkConfig } from './netconfig';
 import { RegistryError, type AcquireRequest, type Lease } from './registry';
 
@@ -41,21 +42,44 @@ export interface Allocation {
   replaced?: Lease;
 }
 
-/** Canonical dotted quad, or RegistryError('invalid'). */
+/** Canonical dotted quad, or RegistryError('invalid'). Syntax only: enough to look a lease up. */
 export function normalisePublicIp(ip: unknown): string {
   if (typeof ip !== 'string' || ip === '') throw new RegistryError('invalid', 'publicIp is required');
-  let n: number;
+  checkAcquireSizes({ publicIp: ip });
   try {
-    n = parseIpv4(ip);
+    return formatIpv4(parseIpv4(ip));
   } catch {
-    throw new RegistryError('invalid', `publicIp ${JSON.stringify(ip)} is not an IPv4 address`);
+    throw new RegistryError('invalid', `publicIp ${quote(ip)} is not an IPv4 address`);
   }
-  // Peers encapsulate to this address: it must be a unicast host, not "any", broadcast,
-  // multicast (224/4) or reserved (240/4).
-  if (n === 0 || n >>> 28 >= 0xe) {
-    throw new RegistryError('invalid', `publicIp ${ip} is not a unicast address`);
+}
+
+const NOT_A_PEER_ADDRESS: Record<Exclude<Ipv4Class, 'unicast'>, string> = {
+  'this-network': 'in 0.0.0.0/8 ("this network", never a destination)',
+  loopback: 'a loopback address (127.0.0.0/8): every peer would send to itself',
+  'link-local': 'a link-local address (169.254.0.0/16), not routed off its own link',
+  multicast: 'a multicast address (224.0.0.0/4)',
+  reserved: 'a reserved address (240.0.0.0/4)',
+  broadcast: 'the limited broadcast address',
+};
+
+/**
+ * The publicIp a node may lease with, canonical. Every peer encapsulates to it, so it must be a
+ * unicast address other hosts can reach — not one of classifyIpv4's special blocks — and must
+ * lie outside the overlay network itself: the peers route that network into the overlay, so
+ * encapsulated packets for the tunnel endpoint would be routed back into the tunnel.
+ */
+export function acquirablePublicIp(ip: unknown, config: NetworkConfig): string {
+  const canonical = normalisePublicIp(ip);
+  const n = parseIpv4(canonical);
+  const cls = classifyIpv4(n);
+  if (cls !== 'unicast') throw new RegistryError('invalid', `publicIp ${canonical} is ${NOT_A_PEER_ADDRESS[cls]}; pass the node's underlay address`);
+  if (cidrContains(parseCidr(config.network), n)) {
+    throw new RegistryError(
+      'invalid',
+      `publicIp ${canonical} is inside the overlay network ${config.network}: peers would route their tunnel to it through the tunnel; pass the node's underlay address`,
+    );
   }
-  return formatIpv4(n);
+  return canonical;
 }
 
 export function validateBackend(
@@ -66,7 +90,10 @@ export function validateBackend(
   let type = config.backend.type;
   if (backendType !== undefined && backendType !== null && backendType !== '') {
     if (!isBackendType(backendType)) {
-      throw new RegistryError('invalid', `backendType ${JSON.stringify(backendType)} is not one of ${BACKEND_TYPES.join(', ')}`);
+      throw new RegistryError(
+        'invalid',
+        `backendType ${typeof backendType === 'string' ? quote(backendType) : typeof backendType} is not one of ${BACKEND_TYPES.join(', ')}`,
+      );
     }
     type = backendType;
   }
@@ -76,12 +103,9 @@ export function validateBackend(
       throw new RegistryError('invalid', 'backendData must be a JSON object');
     }
     // Round-trip through JSON: the lease is persisted and sent as JSON, so anything that does
-    // not survive that (functions, cycles, BigInt) is refused here rather than lost later.
-    try {
-      data = JSON.parse(JSON.stringify(backendData)) as Record<string, unknown>;
-    } catch (e) {
-      throw new RegistryError('invalid', `backendData is not JSON-serialisable: ${(e as Error).message}`);
-    }
+    // not survive that (functions, cycles, BigInt) is refused here rather than lost later, and
+    // the size limit applies to the text every List reply will carry.
+    data = JSON.parse(backendDataText(backendData)) as Record<string, unknown>;
   }
   return { backendType: type, backendData: data };
 }
@@ -122,7 +146,8 @@ export function subnetAt(range: SubnetRange, index: number): string {
 
 export function allocate(input: AllocationInput): Allocation {
   const { config, now, ttlMs } = input;
-  const publicIp = normalisePublicIp(input.request.publicIp);
+  checkAcquireSizes(input.request);
+  const publicIp = acquirablePublicIp(input.request.publicIp, config);
   const { backendType, backendData } = validateBackend(config, input.request.backendType, input.request.backendData);
   const range = subnetRange(config);
   const expiration = now + ttlMs;
@@ -146,6 +171,11 @@ export function allocate(input: AllocationInput): Allocation {
   for (const l of live) {
     if (l === replaced) continue;
     markOverlap(range, l.subnet, taken);
+  }
+  // Every List reply and watch snapshot carries every lease, and limits.ts sizes the gRPC
+  // messages for MAX_LEASES of them: one more could make List fail for every node.
+  if (live.length - (replaced ? 1 : 0) >= MAX_LEASES) {
+    throw new RegistryError('exhausted', `the registry holds ${MAX_LEASES} leases, the most weft's control plane carries in one reply`);
   }
 
   // Rule 2: the subnet this node held before, if it is still in range and free.

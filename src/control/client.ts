@@ -6,12 +6,25 @@
 // instead of 'unavailable' (retried forever).
 import * as grpc from '@grpc/grpc-js';
 import { parseNetConfig, type NetworkConfig } from './netconfig';
-import { RegistryError, type AcquireRequest, type Lease, type LeaseRef, type Registry, type WatchBatch, type WatchHandle } from './registry';
+import { MAX_REPLY_BYTES, MAX_REQUEST_BYTES } from './limits';
+import {
+  RegistryError,
+  silentLogger,
+  type AcquireRequest,
+  type Lease,
+  type LeaseRef,
+  type Registry,
+  type RegistryLogger,
+  type WatchBatch,
+  type WatchHandle,
+} from './registry';
 import {
   batchFromWire,
   controlService,
   errorFromStatus,
   leaseFromWire,
+  leasesFromWire,
+  type SkippedLease,
   type WireLease,
   type WireListResponse,
   type WireNetworkConfig,
@@ -26,6 +39,8 @@ export interface GrpcRegistryOptions {
   deadlineMs?: number;
   /** Insecure by default; TLS is grpc.credentials.createSsl(...) (see tls.ts loadClientCredentials). */
   credentials?: grpc.ChannelCredentials;
+  /** Where a lease skipped from a List reply or watch batch (malformed, over limits.ts) is reported. */
+  logger?: RegistryLogger;
 }
 
 type UnaryMethod = (req: unknown, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
@@ -35,18 +50,24 @@ export class GrpcRegistry implements Registry {
   private readonly client: grpc.Client;
   private readonly deadlineMs: number;
   private readonly secure: boolean;
+  private readonly skipped: SkippedLease;
 
   constructor(target: string, opts: GrpcRegistryOptions = {}) {
     this.target = target;
     this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
     const credentials = opts.credentials ?? grpc.credentials.createInsecure();
     this.secure = credentials._isSecure();
+    const log = opts.logger ?? silentLogger;
+    this.skipped = (why, lease) => log.warn({ control: target, ...lease, why }, 'skipping a lease from the control plane that cannot be used');
     const Control = controlService();
     this.client = new Control(target, credentials, {
       // A watch is a long-lived idle stream: without pings a silently dead server (power loss,
       // partition) would leave the daemon waiting forever instead of getting onError.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
+      // The same bounds as the server's (limits.ts): every reply it may send is one we accept.
+      'grpc.max_receive_message_length': MAX_REPLY_BYTES,
+      'grpc.max_send_message_length': MAX_REQUEST_BYTES,
     });
   }
 
@@ -91,7 +112,7 @@ export class GrpcRegistry implements Registry {
 
   async list(): Promise<{ leases: Lease[]; revision: number }> {
     const w = await this.unary<WireListResponse>('List', {});
-    return { leases: (w.leases ?? []).map(leaseFromWire), revision: Number(w.revision) };
+    return { leases: leasesFromWire(w.leases, this.skipped), revision: Number(w.revision) };
   }
 
   watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle {
@@ -109,7 +130,7 @@ export class GrpcRegistry implements Registry {
       if (done) return;
       let batch: WatchBatch;
       try {
-        batch = batchFromWire(w);
+        batch = batchFromWire(w, this.skipped);
       } catch (e) {
         fail(e as Error);
         return;

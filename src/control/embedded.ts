@@ -12,6 +12,7 @@
 //  - Each watcher has its own FIFO drained in a microtask, so onBatch never runs re-entrantly
 //    inside acquire() or inside watch() itself, and batches arrive in revision order.
 import { allocate, normalisePublicIp } from './allocator';
+import { MAX_EVENTS_PER_BATCH, MAX_MUTATIONS_PER_COMMIT, checkAcquireRequest, checkLeaseRef, quote } from './limits';
 import type { NetworkConfig } from './netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,
@@ -115,6 +116,12 @@ export class EmbeddedRegistry implements Registry {
   }
 
   acquire(req: AcquireRequest): Promise<Lease> {
+    // Sizes first, outside the queue: an oversized request costs no place in a commit batch.
+    try {
+      checkAcquireRequest(req);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return this.mutate((s, now, events) => {
       const alloc = allocate({
         config: this.cfg,
@@ -146,6 +153,11 @@ export class EmbeddedRegistry implements Registry {
   }
 
   renew(ref: LeaseRef): Promise<Lease> {
+    try {
+      checkLeaseRef(ref);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return this.mutate((s, now, events) => {
       const held = findOwned(s, ref);
       const lease: Lease = { ...held, expiration: now + this.ttlMs };
@@ -157,6 +169,11 @@ export class EmbeddedRegistry implements Registry {
   }
 
   revoke(ref: LeaseRef): Promise<void> {
+    try {
+      checkLeaseRef(ref);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return this.mutate((s, _now, events) => {
       const held = findOwned(s, ref);
       removeLease(s, held);
@@ -214,7 +231,9 @@ export class EmbeddedRegistry implements Registry {
   private catchUp(s: StoreState, from: number): WatchBatch | undefined {
     if (from === s.revision && from !== 0) return { revision: s.revision, snapshot: false, leases: [], events: [] };
     const oldest = this.events.length > 0 ? this.events[0].revision : Infinity;
-    if (from === 0 || from > s.revision || oldest > from + 1) {
+    // A client further behind than one batch may carry (limits.ts) gets the snapshot, which is
+    // bounded by MAX_LEASES and no larger than the events it replaces.
+    if (from === 0 || from > s.revision || oldest > from + 1 || s.revision - from > MAX_EVENTS_PER_BATCH) {
       return { revision: s.revision, snapshot: true, leases: s.leases.map(cloneLease), events: [] };
     }
     const events: LeaseEvent[] = [];
@@ -253,7 +272,8 @@ export class EmbeddedRegistry implements Registry {
   private async drain(): Promise<void> {
     this.draining = true;
     try {
-      while (this.pending.length > 0) await this.runBatch(this.pending.splice(0));
+      // Capped so one commit's watch batch stays within limits.ts' message size.
+      while (this.pending.length > 0) await this.runBatch(this.pending.splice(0, MAX_MUTATIONS_PER_COMMIT));
     } finally {
       this.draining = false;
     }
@@ -384,7 +404,8 @@ function findOwned(s: StoreState, ref: LeaseRef): Lease {
   try {
     subnet = formatCidr(parseCidr(ref.subnet));
   } catch (e) {
-    throw new RegistryError('invalid', `lease subnet ${JSON.stringify(ref.subnet)} is not a CIDR (${(e as Error).message})`);
+    // checkLeaseRef bounded ref.subnet, so parseCidr's message (which quotes it) is short too.
+    throw new RegistryError('invalid', `lease subnet ${quote(ref.subnet)} is not a CIDR (${(e as Error).message})`);
   }
   const publicIp = normalisePublicIp(ref.publicIp);
   const held = s.leases.find((l) => l.subnet === subnet);

@@ -1,8 +1,10 @@
 // gRPC front for any Registry (normally the EmbeddedRegistry): `weft control` serves this and
 // daemons reach it through GrpcRegistry. It translates messages and maps RegistryError codes to
-// gRPC status codes, message intact; its only policy is tls.ts' client-certificate identity check
-// on lease-changing calls, and only when clients present verified certificates (mTLS).
+// gRPC status codes, message intact; its only policies are limits.ts' field sizes, checked before
+// anything else, and tls.ts' client-certificate identity check on lease-changing calls, only when
+// clients present verified certificates (mTLS).
 import * as grpc from '@grpc/grpc-js';
+import { MAX_REPLY_BYTES, MAX_REQUEST_BYTES, checkAcquireSizes, checkBackendDataText, checkLeaseRef } from './limits';
 import { RegistryError, type Registry, type RegistryLogger, type WatchHandle } from './registry';
 import { describeIdentity, identityFromCertificate, leaseRefusal } from './tls';
 import {
@@ -58,6 +60,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // (power loss, partition: no FIN) is noticed and its resources released.
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
+    // limits.ts: requests up to MAX_REQUEST_BYTES reach the handlers and are refused there with
+    // INVALID_ARGUMENT naming the field; replies are sized for MAX_LEASES leases, and the client
+    // accepts exactly what we may send.
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_send_message_length': MAX_REPLY_BYTES,
   });
   const watches = new Set<(err?: unknown) => void>();
   if (!opts.clientIdentity) {
@@ -101,6 +108,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const handlers: grpc.UntypedServiceImplementation = {
     GetConfig: unary('GetConfig', async () => configToWire(await registry.config())),
     Acquire: unary('Acquire', async (req: WireAcquireRequest, call) => {
+      // Sizes before anything else: authorize logs publicIp, and parsing 4 MiB of JSON is work.
+      checkAcquireSizes(req);
+      checkBackendDataText(req.backendData ?? '');
       authorize(call, 'Acquire', req.publicIp);
       const lease = await registry.acquire({
         publicIp: req.publicIp,
@@ -111,10 +121,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       return leaseToWire(lease);
     }),
     Renew: unary('Renew', async (req: WireLeaseRef, call) => {
+      checkLeaseRef(req);
       authorize(call, 'Renew', req.publicIp);
       return leaseToWire(await registry.renew({ subnet: req.subnet, publicIp: req.publicIp }));
     }),
     Revoke: unary('Revoke', async (req: WireLeaseRef, call) => {
+      checkLeaseRef(req);
       authorize(call, 'Revoke', req.publicIp);
       await registry.revoke({ subnet: req.subnet, publicIp: req.publicIp });
       return {};

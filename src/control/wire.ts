@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { MAX_CIDR_CHARS, MAX_STATUS_DETAILS_CHARS, checkBackendDataText, leaseProblem } from './limits';
 import type { NetworkConfig } from './netconfig';
 import { RegistryError, type Lease, type LeaseEvent, type RegistryErrorCode, type WatchBatch } from './registry';
 
@@ -119,18 +120,48 @@ export function leaseToWire(l: Lease): WireLease {
 
 export function leaseFromWire(w: WireLease | null | undefined): Lease {
   if (!w) throw new RegistryError('invalid', 'lease missing from message');
-  return {
+  const lease: Lease = {
     subnet: w.subnet,
     publicIp: w.publicIp,
     backendType: w.backendType,
     backendData: parseBackendData(w.backendData),
     expiration: Number(w.expirationMs),
   };
+  const problem = leaseProblem(lease);
+  if (problem !== undefined) throw new RegistryError('invalid', problem);
+  return lease;
 }
 
-/** "" means {}; anything else must be a JSON object. */
+/** Called for each lease a reader skips, with why; the caller logs it. */
+export type SkippedLease = (why: string, lease: { subnet: string; publicIp: string }) => void;
+
+/**
+ * The usable leases of a List reply or snapshot. One that cannot be decoded or breaks limits.ts
+ * (stored by an older or foreign server) is skipped and reported, so it costs the reader that
+ * one peer instead of the whole list.
+ */
+export function leasesFromWire(ws: readonly WireLease[] | null | undefined, skipped: SkippedLease): Lease[] {
+  const out: Lease[] = [];
+  for (const w of ws ?? []) {
+    try {
+      out.push(leaseFromWire(w));
+    } catch (e) {
+      skipped((e as Error).message, identify(w));
+    }
+  }
+  return out;
+}
+
+/** Enough of a bad lease to find it in a log, bounded (its fields may be the problem). */
+function identify(w: WireLease | null | undefined): { subnet: string; publicIp: string } {
+  const cut = (v: unknown): string => (typeof v === 'string' ? v.slice(0, 32) : '');
+  return { subnet: cut(w?.subnet), publicIp: cut(w?.publicIp) };
+}
+
+/** "" means {}; anything else must be a JSON object within limits.ts' size. */
 export function parseBackendData(s: string | undefined): Record<string, unknown> {
   if (s === undefined || s === '') return {};
+  checkBackendDataText(s);
   let v: unknown;
   try {
     v = JSON.parse(s);
@@ -165,7 +196,7 @@ function eventToWire(e: LeaseEvent): WireLeaseEvent {
 
 function eventFromWire(e: WireLeaseEvent): LeaseEvent {
   if (e.type !== 'ADDED' && e.type !== 'REMOVED') {
-    throw new RegistryError('invalid', `unknown lease event type ${String(e.type)}`);
+    throw new RegistryError('invalid', `unknown lease event type ${String(e.type).slice(0, 32)}`);
   }
   return { type: e.type === 'ADDED' ? 'added' : 'removed', lease: leaseFromWire(e.lease) };
 }
@@ -179,13 +210,24 @@ export function batchToWire(b: WatchBatch): WireWatchBatch {
   };
 }
 
-export function batchFromWire(w: WireWatchBatch): WatchBatch {
-  return {
-    revision: Number(w.revision),
-    snapshot: w.snapshot,
-    leases: (w.leases ?? []).map(leaseFromWire),
-    events: (w.events ?? []).map(eventFromWire),
-  };
+/** As leasesFromWire, a bad lease in a snapshot or event is skipped and reported. */
+export function batchFromWire(w: WireWatchBatch, skipped: SkippedLease): WatchBatch {
+  const events: LeaseEvent[] = [];
+  for (const e of w.events ?? []) {
+    try {
+      events.push(eventFromWire(e));
+    } catch (err) {
+      const subnet = e?.lease?.subnet;
+      if (e?.type === 'REMOVED' && typeof subnet === 'string' && subnet.length <= MAX_CIDR_CHARS) {
+        // A removal needs only the subnet; dropping it would keep routing to a peer that left.
+        // The rest is blanked, as etcd's DELETE without prev_kv leaves it.
+        events.push({ type: 'removed', lease: { subnet, publicIp: '', backendType: '', backendData: {}, expiration: 0 } });
+        continue;
+      }
+      skipped((err as Error).message, identify(e?.lease));
+    }
+  }
+  return { revision: Number(w.revision), snapshot: w.snapshot, leases: leasesFromWire(w.leases, skipped), events };
 }
 
 // ---- errors ----
@@ -199,9 +241,19 @@ const TO_STATUS: Record<RegistryErrorCode, grpc.status> = {
 };
 
 export function errorToStatus(e: unknown): Partial<grpc.StatusObject> {
-  if (e instanceof RegistryError) return { code: TO_STATUS[e.code], details: e.message };
+  if (e instanceof RegistryError) return { code: TO_STATUS[e.code], details: boundedDetails(e.message) };
   const msg = e instanceof Error ? e.message : String(e);
-  return { code: grpc.status.INTERNAL, details: msg };
+  return { code: grpc.status.INTERNAL, details: boundedDetails(msg) };
+}
+
+/**
+ * Details ride in the grpc-message trailer: one over the client's HTTP/2 header list limit
+ * fails its whole session, not just this call (limits.ts). The checks quote short prefixes
+ * already; this is the backstop for any message that still quotes too much.
+ */
+function boundedDetails(msg: string): string {
+  if (msg.length <= MAX_STATUS_DETAILS_CHARS) return msg;
+  return `${msg.slice(0, MAX_STATUS_DETAILS_CHARS)}… (${msg.length} characters in all)`;
 }
 
 /** gRPC errors → RegistryError with the server's message (details), not grpc-js's "8 RESOURCE_EXHAUSTED: …". */

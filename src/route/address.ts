@@ -80,3 +80,24 @@ export function cidrContainsCidr(outer: Cidr, inner: Cidr): boolean {
 export function cidrLast(c: Cidr): number {
   return (c.addr | ~maskOf(c.len)) >>> 0;
 }
+
+/**
+ * The special-purpose blocks of RFC 6890 that can never be a host's unicast address on a wire:
+ * "this network" 0/8 (RFC 1122 3.2.1.3: a source only, while a host learns its address),
+ * loopback 127/8, link-local 169.254/16 (RFC 3927: never forwarded off the link), multicast
+ * 224/4 (RFC 5771), reserved 240/4 (RFC 1112) and limited broadcast 255.255.255.255 (RFC 919).
+ * Everything else, private ranges included, is 'unicast'.
+ */
+export type Ipv4Class = 'this-network' | 'loopback' | 'link-local' | 'multicast' | 'reserved' | 'broadcast' | 'unicast';
+
+export function classifyIpv4(n: number): Ipv4Class {
+  const a = n >>> 0;
+  if (a === 0xffffffff) return 'broadcast';
+  const first = a >>> 24;
+  if (first === 0) return 'this-network';
+  if (first === 127) return 'loopback';
+  if (a >>> 16 === 0xa9fe) return 'link-local';
+  if (a >>> 28 === 0xe) return 'multicast';
+  if (a >>> 28 === 0xf) return 'reserved';
+  return 'unicast';
+}

@@ -100,7 +100,7 @@ describe('weft control survives SIGKILL', () => {
   it('keeps every confirmed lease across kills, including mid-burst', async () => {
     const confirmed = new Map<string, string>(); // publicIp → subnet
     let nextHost = 1;
-    const ip = () => formatIpv4(0x7f000100 + nextHost++); // 127.0.1.x
+    const ip = () => formatIpv4(0xc6120100 + nextHost++); // 198.18.1.x (RFC 2544 benchmarking range)
 
     // Quiet kill: leases granted one by one, then SIGKILL.
     let run = await startControl();

@@ -227,6 +227,19 @@ describe('control plane over mTLS (client certificates and per-node identity)', 
     expect(warnings[0].obj).toMatchObject({ rpc: 'Acquire', identity: `client certificate (CN=node-a, IP ${A})`, publicIp: B });
   });
 
+  it('with mTLS too, an oversized publicIp or backendData is INVALID_ARGUMENT before the identity check, and nothing quotes it whole', async () => {
+    const { target, warnings } = await serve('mtls');
+    const a = client(target, pki.caCert, pki.nodes['node-a']);
+    const huge = await rejection(a.acquire({ publicIp: '1'.repeat(100_000) }));
+    expect(huge.code).toBe('invalid');
+    expect(huge.message).toMatch(/^publicIp is 100000 characters long/);
+    const fat = await rejection(a.acquire({ publicIp: A, backendData: { VtepMAC: 'a'.repeat(4 * 1024 * 1024 - 4096) } }));
+    expect(fat.code).toBe('invalid');
+    expect(warnings).toEqual([]);
+    // The connection is fine, and the node can still take its own lease.
+    expect((await a.acquire({ publicIp: A })).publicIp).toBe(A);
+  });
+
   it('an admin certificate (O=weft:admins) may act on any lease', async () => {
     const { target } = await serve('mtls');
     const b = client(target, pki.caCert, pki.nodes['node-b']);

@@ -408,6 +408,35 @@ describe('EtcdRegistry on a single member', () => {
     expect(w.error).toBeUndefined();
     w.close();
   });
+
+  it('skips a lease value someone else wrote beyond limits.ts (oversized backendData, 100 KB PublicIP) with a short log line', async () => {
+    const prefix = '/t9/network';
+    const log = recordingLogger();
+    const reg = registry({ endpoints: c.endpoints, prefix, logger: log });
+    await ensureNetworkConfig(reg, VXLAN_NET);
+    // etcdctl takes the value as one argument (at most 128 KiB on Linux), enough to be far over.
+    const fat = JSON.stringify({ PublicIP: '192.168.77.70', PublicIPv6: null, BackendType: 'vxlan', BackendData: { VtepMAC: 'a'.repeat(64 * 1024) } });
+    const longIp = JSON.stringify({ PublicIP: '1'.repeat(100_000), PublicIPv6: null, BackendType: 'vxlan' });
+    await etcdctl(c, 'put', `${prefix}/subnets/10.244.10.0-24`, fat);
+    await etcdctl(c, 'put', `${prefix}/subnets/10.244.11.0-24`, longIp);
+    const mine = await reg.acquire({ publicIp: '192.168.77.71', backendData: { VtepMAC: '0e:00:c0:a8:4d:47' } });
+    expect((await reg.list()).leases.map((l) => l.subnet)).toEqual([mine.subnet]);
+    for (const bad of ['10.244.10.0-24', '10.244.11.0-24']) {
+      const lines = log.warnings.filter((m) => m.includes(bad));
+      expect(lines.length, bad).toBeGreaterThan(0);
+      for (const m of lines) expect(m.length, bad).toBeLessThan(500);
+    }
+
+    const w = collect(reg, 0);
+    await w.until((bs) => bs.length > 0, 3000, 'snapshot');
+    expect(w.batches[0].leases.map((l) => l.subnet)).toEqual([mine.subnet]);
+    await etcdctl(c, 'put', `${prefix}/subnets/10.244.12.0-24`, fat);
+    const late = await reg.acquire({ publicIp: '192.168.77.72' });
+    await w.until((bs) => events(bs).some((e) => e.lease.subnet === late.subnet), 3000, 'event after the oversized one');
+    expect(events(w.batches).map((e) => e.lease.subnet)).toEqual([late.subnet]);
+    expect(w.error).toBeUndefined();
+    w.close();
+  });
 });
 
 describe('EtcdRegistry when etcd hangs or goes down', () => {

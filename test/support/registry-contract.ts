@@ -5,6 +5,7 @@
 import { describe, expect, it, afterEach } from 'vitest';
 import type { Lease, LeaseEvent, Registry, WatchBatch, WatchHandle } from '../../src/control/registry';
 import { RegistryError } from '../../src/control/registry';
+import { MAX_BACKEND_DATA_BYTES } from '../../src/control/limits';
 import { cidrContainsCidr, parseCidr } from '../../src/route/address';
 import { rejection } from './registry';
 import { until } from './until';
@@ -173,6 +174,74 @@ export function registryContract(name: string, factory: ContractFactory, opts: C
         expect((await rejection(registry.acquire(req))).code, JSON.stringify(req)).toBe('invalid');
       }
       expect((await registry.list()).leases).toEqual([]);
+    });
+
+    it('refuses fields beyond limits.ts as invalid, quoting only a short prefix, and answers the next call', async () => {
+      const { registry } = await subject();
+      const huge = 'x'.repeat(100_000);
+      // backendData one byte over: {"k":"…"} is 8 bytes of JSON around the value.
+      const over = { k: 'a'.repeat(MAX_BACKEND_DATA_BYTES - 8 + 1) };
+      const cases: Array<[string, () => Promise<unknown>, RegExp]> = [
+        ['publicIp', () => registry.acquire({ publicIp: huge }), /publicIp is 100000 characters long/],
+        ['backendType', () => registry.acquire({ publicIp: '192.0.2.1', backendType: huge }), /backendType is 100000 characters long/],
+        ['previousSubnet', () => registry.acquire({ publicIp: '192.0.2.1', previousSubnet: huge }), /previousSubnet is 100000 characters long/],
+        ['backendData', () => registry.acquire({ publicIp: '192.0.2.1', backendData: over }), new RegExp(`backendData is ${MAX_BACKEND_DATA_BYTES + 1} bytes`)],
+        [
+          'backendData 4 MiB',
+          () => registry.acquire({ publicIp: '192.0.2.1', backendData: { k: 'a'.repeat(4 * 1024 * 1024 - 4096) } }),
+          /backendData is \d+ bytes/,
+        ],
+        ['renew subnet', () => registry.renew({ subnet: huge, publicIp: '192.0.2.1' }), /subnet is 100000 characters long/],
+        ['revoke publicIp', () => registry.revoke({ subnet: '10.50.1.0/24', publicIp: huge }), /publicIp is 100000 characters long/],
+      ];
+      for (const [what, call, msg] of cases) {
+        const e = await rejection(call());
+        expect(e.code, what).toBe('invalid');
+        expect(e.message, what).toMatch(msg);
+        expect(e.message.length, what).toBeLessThan(300);
+      }
+      // The same client goes on working, and nothing was granted.
+      expect((await registry.list()).leases).toEqual([]);
+      const ok = await registry.acquire({ publicIp: '192.0.2.1', backendData: { k: 'a'.repeat(MAX_BACKEND_DATA_BYTES - 8) } });
+      expect(ok.backendData).toEqual({ k: 'a'.repeat(MAX_BACKEND_DATA_BYTES - 8) });
+    });
+
+    it('five leases at the backendData limit are granted and listed, to every client; one byte more is refused', async () => {
+      const { registry, second } = await subject();
+      const data = (i: number) => ({ k: String(i).repeat(MAX_BACKEND_DATA_BYTES - 8) });
+      const got = await Promise.all([1, 2, 3, 4, 5].map((i) => registry.acquire({ publicIp: `192.0.2.${i}`, backendData: data(i) })));
+      // A sixth one byte over the limit is refused: the limit is what keeps List bounded.
+      const sixth = await rejection(registry.acquire({ publicIp: '192.0.2.6', backendData: { k: 'x'.repeat(MAX_BACKEND_DATA_BYTES - 7) } }));
+      expect(sixth.code).toBe('invalid');
+      const { leases } = await second().list();
+      expect(leases).toHaveLength(5);
+      for (const g of got) expect(leases.find((l) => l.subnet === g.subnet)?.backendData).toEqual(g.backendData);
+    });
+
+    it('refuses a publicIp peers could not reach: special-purpose blocks and the overlay network itself', async () => {
+      const { registry } = await subject();
+      const refused: Array<[string, RegExp]> = [
+        ['0.1.2.3', /0\.0\.0\.0\/8/],
+        ['127.0.0.1', /loopback/],
+        ['127.9.9.9', /loopback/],
+        ['169.254.1.1', /link-local/],
+        ['224.0.0.1', /multicast/],
+        ['239.255.255.250', /multicast/],
+        ['240.0.0.1', /reserved/],
+        ['255.255.255.255', /broadcast/],
+        ['10.50.3.4', /inside the overlay network 10\.50\.0\.0\/16/],
+        ['10.50.0.0', /inside the overlay network/],
+      ];
+      for (const [ip, msg] of refused) {
+        const e = await rejection(registry.acquire({ publicIp: ip }));
+        expect(e.code, ip).toBe('invalid');
+        expect(e.message, ip).toMatch(msg);
+      }
+      expect((await registry.list()).leases).toEqual([]);
+      // Neighbours of each block are ordinary unicast addresses.
+      for (const ip of ['1.0.0.1', '126.255.255.254', '128.0.0.1', '169.253.255.255', '169.255.0.1', '223.255.255.254', '10.51.0.1']) {
+        expect((await registry.acquire({ publicIp: ip })).publicIp).toBe(ip);
+      }
     });
 
     it('reports exhaustion when every subnet between SubnetMin and SubnetMax is held', async () => {

@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { allocate, normalisePublicIp, subnetIndex, subnetRange, type AllocationInput } from '../../src/control/allocator';
+import { MAX_LEASES } from '../../src/control/limits';
 import { parseNetConfig, type NetworkConfig } from '../../src/control/netconfig';
 import { RegistryError, type Lease } from '../../src/control/registry';
-import { cidrContainsCidr, formatIpv4, parseCidr } from '../../src/route/address';
+import { cidrContainsCidr, formatCidr, formatIpv4, parseCidr } from '../../src/route/address';
 import { seededRandom as seeded } from '../../src/util/seeded-random';
 
 const NOW = 1_700_000_000_000;
@@ -154,6 +155,19 @@ describe('allocate', () => {
       expect((e as RegistryError).code, String(bad)).toBe('invalid');
     }
     expect(normalisePublicIp('192.0.2.1')).toBe('192.0.2.1');
+  });
+
+  it('grants no more than MAX_LEASES leases, so a List reply always fits (limits.ts); a holder still gets its own back', () => {
+    // A /16 of /30s has 16,384 subnets: room is not what stops the next grant.
+    const cfg = parseNetConfig({ Network: '10.244.0.0/16', SubnetLen: 30 });
+    const leases = Array.from({ length: MAX_LEASES }, (_, i) =>
+      lease(formatCidr({ addr: (0x0af40000 + (i + 1) * 4) >>> 0, len: 30 }), formatIpv4(0xc6120000 + i)),
+    );
+    const e = catchErr(() => allocate(input(cfg, { leases, request: { publicIp: '192.0.2.1' } })));
+    expect((e as RegistryError).code).toBe('exhausted');
+    expect(e.message).toBe(`the registry holds ${MAX_LEASES} leases, the most weft's control plane carries in one reply`);
+    expect(allocate(input(cfg, { leases, request: { publicIp: leases[7].publicIp } })).reason).toBe('held');
+    expect(allocate(input(cfg, { leases: leases.slice(1), request: { publicIp: '192.0.2.1' } })).reason).toBe('random');
   });
 
   it('validates backendType and backendData', () => {

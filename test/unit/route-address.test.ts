@@ -1,6 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { cidrContains, cidrContainsCidr, cidrLast, formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4 } from '../../src/route/address';
+import {
+  cidrContains,
+  cidrContainsCidr,
+  cidrLast,
+  classifyIpv4,
+  formatCidr,
+  formatIpv4,
+  maskOf,
+  parseAddrPrefix,
+  parseCidr,
+  parseIpv4,
+} from '../../src/route/address';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 
@@ -146,5 +157,32 @@ describe('containment', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('classifyIpv4', () => {
+  it('names each special-purpose block at both of its edges, and the unicast addresses around them', () => {
+    const cases: Array<[string, string]> = [
+      ['0.0.0.0', 'this-network'],
+      ['0.255.255.255', 'this-network'],
+      ['1.0.0.0', 'unicast'],
+      ['126.255.255.255', 'unicast'],
+      ['127.0.0.0', 'loopback'],
+      ['127.255.255.255', 'loopback'],
+      ['128.0.0.0', 'unicast'],
+      ['169.253.255.255', 'unicast'],
+      ['169.254.0.0', 'link-local'],
+      ['169.254.255.255', 'link-local'],
+      ['169.255.0.0', 'unicast'],
+      ['10.0.0.1', 'unicast'],
+      ['192.168.1.1', 'unicast'],
+      ['223.255.255.255', 'unicast'],
+      ['224.0.0.0', 'multicast'],
+      ['239.255.255.255', 'multicast'],
+      ['240.0.0.0', 'reserved'],
+      ['255.255.255.254', 'reserved'],
+      ['255.255.255.255', 'broadcast'],
+    ];
+    for (const [ip, cls] of cases) expect(classifyIpv4(parseIpv4(ip)), ip).toBe(cls);
   });
 });

@@ -4,6 +4,7 @@
 // Matching it byte for byte means `etcdctl get --prefix /coreos.com/network/subnets` reads the
 // same for weft and flanneld nodes, and each sees the other's leases as peers.
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../../route/address';
+import { MAX_LEASE_VALUE_BYTES, leaseProblem, quote } from '../limits';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
@@ -81,8 +82,13 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Parses a lease value; throws an Error saying what is wrong with it. */
+/**
+ * Parses a lease value; throws an Error saying what is wrong with it, quoting at most a short
+ * prefix of anything it did not like. A value beyond limits.ts' sizes is refused like a
+ * malformed one: it would make every List reply carrying it too large for the nodes.
+ */
 export function decodeLeaseValue(text: string): LeaseAttrs {
+  if (text.length > MAX_LEASE_VALUE_BYTES) throw new Error(`value is ${text.length} characters long, more than a lease's ${MAX_LEASE_VALUE_BYTES}`);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -96,18 +102,21 @@ export function decodeLeaseValue(text: string): LeaseAttrs {
   try {
     publicIp = formatIpv4(parseIpv4(ip));
   } catch {
-    throw new Error(`PublicIP ${JSON.stringify(ip)} is not an IPv4 address`);
+    throw new Error(`PublicIP ${quote(ip)} is not an IPv4 address`);
   }
   const type = field(raw, 'BackendType');
   if (type !== undefined && type !== null && typeof type !== 'string') throw new Error('BackendType is not a string');
   const data = field(raw, 'BackendData');
   if (data !== undefined && data !== null && !isPlainObject(data)) throw new Error('BackendData is not a JSON object');
-  return {
+  const attrs: LeaseAttrs = {
     publicIp,
     // Every flannel backend but udp writes its type; a lease without one is a flannel udp node.
     backendType: typeof type === 'string' && type !== '' ? type : 'udp',
     backendData: isPlainObject(data) ? data : {},
   };
+  const problem = leaseProblem({ subnet: '', ...attrs });
+  if (problem !== undefined) throw new Error(problem);
+  return attrs;
 }
 
 /** JSON text with object keys sorted, so two spellings of one config compare equal. */

@@ -16,7 +16,8 @@
 //    the other endpoints within one call's deadline (endpoints.ts).
 import type { ICompare, IKeyValue, IRequestOp, IWatchResponse } from 'etcd3';
 import type * as grpc from '@grpc/grpc-js';
-import { allocate, normalisePublicIp } from '../allocator';
+import { acquirablePublicIp, allocate, normalisePublicIp } from '../allocator';
+import { checkAcquireRequest, checkLeaseRef, quote } from '../limits';
 import { parseNetConfig, type NetworkConfig } from '../netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,
@@ -346,8 +347,16 @@ export class EtcdRegistry implements Registry, WatchSource {
   }
 
   acquire(req: AcquireRequest): Promise<Lease> {
+    // The same limits and address rules as the embedded registry, checked before etcd is asked
+    // anything (the config is read once and cached).
+    try {
+      checkAcquireRequest(req);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     return this.call('acquire', async (c) => {
       const cfg = await this.config();
+      acquirablePublicIp(req.publicIp, cfg);
       for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
         const { entries } = await this.readSubnets(c);
         const now = Date.now();
@@ -420,11 +429,13 @@ export class EtcdRegistry implements Registry, WatchSource {
   /** The key for a LeaseRef and its current value, checked to belong to ref.publicIp. */
   private async owned(ref: LeaseRef, c: Call): Promise<{ key: string; kv: IKeyValue; entry: SubnetEntry & { attrs: LeaseAttrs } }> {
     if (!ref || typeof ref.subnet !== 'string') throw new RegistryError('invalid', 'lease subnet is required');
+    checkLeaseRef(ref);
     let subnet: string;
     try {
       subnet = formatCidr(parseCidr(ref.subnet));
     } catch (e) {
-      throw new RegistryError('invalid', `lease subnet ${JSON.stringify(ref.subnet)} is not a CIDR (${describe(e)})`);
+      // checkLeaseRef bounded ref.subnet, so parseCidr's message (which quotes it) is short too.
+      throw new RegistryError('invalid', `lease subnet ${quote(ref.subnet)} is not a CIDR (${describe(e)})`);
     }
     const publicIp = normalisePublicIp(ref.publicIp);
     const key = subnetKey(this.prefix, subnet);
