@@ -11,6 +11,7 @@
 import { promises as fsp, readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
+import { makeDirs, quotePath } from '../util/make-dirs';
 import type { Lease } from './registry';
 
 export const STATE_FILE = 'leases.json';
@@ -58,7 +59,11 @@ export class LeaseStore {
    * cleanup.
    */
   async lock(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    try {
+      await makeDirs(this.dir, 0o700);
+    } catch (e) {
+      throw new StateFileError(`state dir ${quotePath(this.dir)}: ${(e as Error).message}`);
+    }
     const lockFile = path.join(this.dir, LOCK_FILE);
     if (heldHere.has(this.dir)) {
       throw new StateFileError(`state dir ${this.dir} is already open in this process; two registries on one state dir would overwrite each other's leases`);
@@ -106,7 +111,11 @@ export class LeaseStore {
    * live nodes still route, so the operator must decide.
    */
   async load(): Promise<StoreState> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    try {
+      await makeDirs(this.dir, 0o700);
+    } catch (e) {
+      throw new StateFileError(`state dir ${quotePath(this.dir)}: ${(e as Error).message}`);
+    }
     await this.removeStaleTemps();
     let text: string;
     try {

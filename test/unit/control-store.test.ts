@@ -206,3 +206,44 @@ describe('LeaseStore lock', () => {
     s.unlock();
   });
 });
+
+describe('a state dir that cannot be made', () => {
+  it('is one StateFileError naming the dir and the cause, for lock() and load(), never a hang', async () => {
+    await fsp.writeFile(path.join(dir, 'file'), 'x');
+    await fsp.symlink(path.join(dir, 'nowhere'), path.join(dir, 'dangling'));
+    const cases: Array<[string, RegExp]> = [
+      // procfs answers ENOENT for a directory it will never create, though /proc exists: Node's
+      // recursive mkdir retries that forever.
+      ['/proc/weft-lock-test', /^state dir \/proc\/weft-lock-test: cannot create \/proc\/weft-lock-test: ENOENT although \/proc exists/],
+      [
+        '/proc/self/weft-lock-test/state',
+        /^state dir \/proc\/self\/weft-lock-test\/state: cannot create \/proc\/self\/weft-lock-test: ENOENT although \/proc\/self exists/,
+      ],
+      [path.join(dir, 'file', 'state'), /: cannot create .*\/file\/state: ENOTDIR/],
+      [path.join(dir, 'file'), /: cannot create .*\/file: it exists and is not a directory/],
+      [path.join(dir, 'dangling', 'state'), /: cannot create .*\/dangling: it exists but cannot be followed/],
+    ];
+    for (const [sd, why] of cases) {
+      for (const op of ['lock', 'load'] as const) {
+        const err = await new LeaseStore(sd)[op]().then(
+          () => null,
+          (e: Error) => e,
+        );
+        expect(err, `${op} ${sd}`).toBeInstanceOf(StateFileError);
+        expect(err!.message, `${op} ${sd}`).toMatch(why);
+        expect(err!.message).not.toContain('\n');
+      }
+    }
+  });
+
+  it('a very long state dir path is quoted cut short, with its length', async () => {
+    const long = `/proc/${'d'.repeat(300)}`;
+    const err = await new LeaseStore(long).lock().then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err).toBeInstanceOf(StateFileError);
+    expect(err!.message).toContain(`… (${long.length} chars)`);
+    expect(err!.message).not.toContain(long);
+  });
+});
