@@ -8,15 +8,14 @@
 // disk; ext4's auto_da_alloc is a heuristic, not a promise), rename over the old file, then
 // fsync the directory (the rename itself is a directory-entry change that a power cut can lose).
 // A SIGKILL alone never loses written page cache; the fsyncs are for power loss and kernel panics.
-import { promises as fsp, readFileSync, rmSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
+import { makeDirs, quotePath } from '../util/make-dirs';
 import type { Lease } from './registry';
+import { StateLockError, releaseLock, takeLock } from './state-lock';
 
 export const STATE_FILE = 'leases.json';
-export const LOCK_FILE = 'lock';
-/** State dirs this process holds, so two registries in one process are refused like two processes. */
-const heldHere = new Set<string>();
 export const STATE_VERSION = 1;
 const TMP_PREFIX = `.${STATE_FILE}.`;
 const TMP_SUFFIX = '.tmp';
@@ -44,6 +43,8 @@ export class LeaseStore {
   readonly dir: string;
   readonly file: string;
   private seq = 0;
+  /** The content of our lock file while we hold it. */
+  private lockClaim: string | undefined;
 
   constructor(dir: string) {
     this.dir = path.resolve(dir);
@@ -53,51 +54,30 @@ export class LeaseStore {
   /**
    * Claims the state dir for this process: a second `weft control` on the same dir would keep
    * its own copy of the leases in memory and the two would overwrite each other's file, each
-   * handing out subnets the other granted. A lock file holding our pid, created O_EXCL; one left
-   * by a process that is gone (SIGKILL, power loss) is taken over, so a crash never needs manual
-   * cleanup.
+   * handing out subnets the other granted. The lock protocol is in state-lock.ts: atomic, and a
+   * lock left by a process that is gone (SIGKILL, power loss) is taken over, so a crash never
+   * needs manual cleanup.
    */
   async lock(): Promise<void> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const lockFile = path.join(this.dir, LOCK_FILE);
-    if (heldHere.has(this.dir)) {
-      throw new StateFileError(`state dir ${this.dir} is already open in this process; two registries on one state dir would overwrite each other's leases`);
+    if (this.lockClaim !== undefined) throw new StateFileError(`state dir ${quotePath(this.dir)} is already locked by this store`);
+    try {
+      await makeDirs(this.dir, 0o700);
+    } catch (e) {
+      throw new StateFileError(`state dir ${quotePath(this.dir)}: ${(e as Error).message}`);
     }
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fh = await fsp.open(lockFile, 'wx', 0o600);
-        try {
-          await fh.writeFile(`${process.pid}\n`);
-        } finally {
-          await fh.close();
-        }
-        heldHere.add(this.dir);
-        return;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new StateFileError(`cannot create ${lockFile}: ${(e as Error).message}`);
-      }
-      const holder = Number((await fsp.readFile(lockFile, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
-        throw new StateFileError(
-          `state dir ${this.dir} is in use by pid ${holder} (its ${lockFile}); two weft control processes on one state dir would overwrite each other's leases`,
-        );
-      }
-      // Stale: its owner is gone. Remove and retry the exclusive create once, so two processes
-      // taking over the same stale lock at once cannot both win.
-      await fsp.rm(lockFile, { force: true });
+    try {
+      this.lockClaim = await takeLock(this.dir);
+    } catch (e) {
+      throw e instanceof StateLockError ? new StateFileError(e.message) : e;
     }
-    throw new StateFileError(`state dir ${this.dir}: another process took the lock while a stale one was being cleared`);
   }
 
   /** Releases the lock if we hold it (synchronous: called from the registry's close()). */
   unlock(): void {
-    if (!heldHere.delete(this.dir)) return;
-    const lockFile = path.join(this.dir, LOCK_FILE);
-    try {
-      if (Number(readFileSync(lockFile, 'utf8').trim()) === process.pid) rmSync(lockFile, { force: true });
-    } catch {
-      // Already gone (state dir removed): nothing to release.
-    }
+    const claim = this.lockClaim;
+    if (claim === undefined) return;
+    this.lockClaim = undefined;
+    releaseLock(this.dir, claim);
   }
 
   /**
@@ -106,7 +86,11 @@ export class LeaseStore {
    * live nodes still route, so the operator must decide.
    */
   async load(): Promise<StoreState> {
-    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    try {
+      await makeDirs(this.dir, 0o700);
+    } catch (e) {
+      throw new StateFileError(`state dir ${quotePath(this.dir)}: ${(e as Error).message}`);
+    }
     await this.removeStaleTemps();
     let text: string;
     try {
@@ -244,19 +228,5 @@ function canonicalIp(v: unknown, where: string): string {
     return formatIpv4(parseIpv4(v));
   } catch (e) {
     throw new Error(`${where} ${JSON.stringify(v)} is not an IPv4 address (${(e as Error).message})`, { cause: e });
-  }
-}
-
-/**
- * Whether `pid` is alive. A pid reused by an unrelated process after a crash reads as alive too:
- * the refusal names the lock file, and removing it by hand is safer than guessing from argv and
- * clobbering a live registry's state.
- */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

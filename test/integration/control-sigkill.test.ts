@@ -225,6 +225,23 @@ describe('weft control flag and config errors', () => {
     expect(missing.stderr).toBe('weft control: --state-dir is required (see weft control --help)\n');
   });
 
+  it('a state dir that cannot be made (under /proc, through a file): one line naming it and why, exit 1, no hang', async () => {
+    const file = path.join(dir, 'plain-file');
+    await fsp.writeFile(file, 'x');
+    const conf = ['--net-config-path', path.join(dir, 'net-conf.json')];
+    // Node's recursive mkdir spun forever at 100% CPU on procfs's ENOENT; runCli's 15 s timeout
+    // would kill it and report code null.
+    const proc = await runCli(['--listen', '127.0.0.1:0', '--state-dir', '/proc/weft-control-test/state', ...conf]);
+    expect(proc.code).toBe(1);
+    expect(proc.stderr).toBe(
+      'weft control: state dir /proc/weft-control-test/state: cannot create /proc/weft-control-test: ENOENT although /proc exists ' +
+        '(a filesystem that does not allow new directories, such as /proc or /sys)\n',
+    );
+    const through = await runCli(['--listen', '127.0.0.1:0', '--state-dir', path.join(file, 'state'), ...conf]);
+    expect(through.code).toBe(1);
+    expect(through.stderr).toMatch(/^weft control: state dir .*plain-file\/state: cannot create .*plain-file\/state: ENOTDIR .*\n$/);
+  });
+
   it('a corrupt state file refuses to start', async () => {
     const sd = path.join(dir, 'state-corrupt');
     await fsp.mkdir(sd, { recursive: true });

@@ -179,7 +179,7 @@ describe('LeaseStore lock', () => {
     await expect(b.lock()).rejects.toThrow(/already open in this process/);
     a.unlock();
     await b.lock();
-    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).split(' ')[0]).toBe(String(process.pid));
     b.unlock();
     await expect(fsp.stat(path.join(dir, 'lock'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
@@ -202,7 +202,48 @@ describe('LeaseStore lock', () => {
     // Now the pid in the file is dead (SIGKILLed, as a crashed weft control would be): taken over.
     const s = new LeaseStore(dir);
     await s.lock();
-    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).trim()).toBe(String(process.pid));
+    expect((await fsp.readFile(path.join(dir, 'lock'), 'utf8')).split(' ')[0]).toBe(String(process.pid));
     s.unlock();
+  });
+});
+
+describe('a state dir that cannot be made', () => {
+  it('is one StateFileError naming the dir and the cause, for lock() and load(), never a hang', async () => {
+    await fsp.writeFile(path.join(dir, 'file'), 'x');
+    await fsp.symlink(path.join(dir, 'nowhere'), path.join(dir, 'dangling'));
+    const cases: Array<[string, RegExp]> = [
+      // procfs answers ENOENT for a directory it will never create, though /proc exists: Node's
+      // recursive mkdir retries that forever.
+      ['/proc/weft-lock-test', /^state dir \/proc\/weft-lock-test: cannot create \/proc\/weft-lock-test: ENOENT although \/proc exists/],
+      [
+        '/proc/self/weft-lock-test/state',
+        /^state dir \/proc\/self\/weft-lock-test\/state: cannot create \/proc\/self\/weft-lock-test: ENOENT although \/proc\/self exists/,
+      ],
+      [path.join(dir, 'file', 'state'), /: cannot create .*\/file\/state: ENOTDIR/],
+      [path.join(dir, 'file'), /: cannot create .*\/file: it exists and is not a directory/],
+      [path.join(dir, 'dangling', 'state'), /: cannot create .*\/dangling: it exists but cannot be followed/],
+    ];
+    for (const [sd, why] of cases) {
+      for (const op of ['lock', 'load'] as const) {
+        const err = await new LeaseStore(sd)[op]().then(
+          () => null,
+          (e: Error) => e,
+        );
+        expect(err, `${op} ${sd}`).toBeInstanceOf(StateFileError);
+        expect(err!.message, `${op} ${sd}`).toMatch(why);
+        expect(err!.message).not.toContain('\n');
+      }
+    }
+  });
+
+  it('a very long state dir path is quoted cut short, with its length', async () => {
+    const long = `/proc/${'d'.repeat(300)}`;
+    const err = await new LeaseStore(long).lock().then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err).toBeInstanceOf(StateFileError);
+    expect(err!.message).toContain(`… (${long.length} chars)`);
+    expect(err!.message).not.toContain(long);
   });
 });
