@@ -39,7 +39,7 @@ ${ETCD_HELP.trimEnd()}
                           must name the --control address (an IP SAN for an IP)
   --control-certfile PATH client certificate (PEM) for a control that verifies them (mTLS); its
                           IP SANs must include --public-ip. Needs --control-cafile...
-  --control-keyfile PATH  ...and this unencrypted PEM private key
+  --control-keyfile PATH  ...and this unencrypted PEM private key (mode 0600 or stricter)
 `;
 
 /** --offload LIST and --no-offload, as the daemon's Offloads. */

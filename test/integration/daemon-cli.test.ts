@@ -42,6 +42,14 @@ describe('weft daemon flag errors', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 
+  it('refuses credentials in --etcd-endpoints without printing the password', () => {
+    const r = weft(['daemon', '--etcd-endpoints', 'http://root:Pa55-w0rd@127.0.0.1:2379', '--public-ip', '127.0.0.1', '--healthz-port', '0']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--etcd-endpoints: etcd endpoint "http:\/\/\*\*\*@127\.0\.0\.1:2379" has credentials in it/);
+    expect(r.stderr).not.toContain('Pa55-w0rd');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it.skipIf(process.getuid?.() !== 0)('names a public IP that no interface holds', () => {
     // 192.0.2.0/24 is TEST-NET-1: never assigned here, and nothing is sent to it.
     const r = weft(['daemon', '--control', '127.0.0.1:1', '--public-ip', '192.0.2.77', '--healthz-port', '0']);
