@@ -153,6 +153,9 @@ run_node() {
     mount -o remount,rw,bind /proc/sys
   fi
 
+  # No --healthz-ip: the health server stays on the daemon's default 127.0.0.1, because everything
+  # that reads it runs in this container (the healthcheck below, `docker compose exec ... weft
+  # status`), and /status is nobody else's business.
   local args=(daemon --public-ip "$public_ip" --iface "$dev" --subnet-file "$SUBNET_ENV" --healthz-port "$HEALTHZ_PORT" --log-level "$log_level")
   if [ $registry = etcd ]; then args+=(--etcd-endpoints "$ETCD_URL"); else args+=(--control "$CONTROL_HOST:$CONTROL_PORT"); fi
   local node_flags=()

@@ -29,7 +29,8 @@ ${ETCD_HELP.trimEnd()}
   --log-level LEVEL         trace | debug | info | warn | error | fatal | silent (default info)
   --tls-cert-file PATH      serve gRPC over TLS with this certificate (PEM, chain allowed; it must
                             name the address daemons dial, e.g. an IP SAN)...
-  --tls-key-file PATH       ...and its unencrypted PEM private key (both or neither)
+  --tls-key-file PATH       ...and its unencrypted PEM private key (both or neither; mode 0600 or
+                            stricter, owned by the user weft runs as or root)
   --tls-client-ca-file PATH also require client certificates signed by this CA (mTLS). A node may
                             then acquire/renew/revoke only leases whose public IP is one of its
                             certificate's IP SANs; a certificate with O=weft:admins in its Subject

@@ -19,7 +19,9 @@ ${ETCD_HELP.trimEnd()}
   --iface NAME            underlay interface (default: the one holding --public-ip)
   --subnet-file PATH      flannel subnet.env to write (default /run/flannel/subnet.env)
   --tun-name NAME         TUN device to create (default weft0)
-  --healthz-ip IP         health server address (default 0.0.0.0)
+  --healthz-ip IP         health server address (default 127.0.0.1: /status tells whoever asks
+                          the lease, peers and control address, so reaching it from elsewhere
+                          is opted into, e.g. --healthz-ip 0.0.0.0 for a kubelet httpGet probe)
   --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
   --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
@@ -39,7 +41,7 @@ ${ETCD_HELP.trimEnd()}
                           must name the --control address (an IP SAN for an IP)
   --control-certfile PATH client certificate (PEM) for a control that verifies them (mTLS); its
                           IP SANs must include --public-ip. Needs --control-cafile...
-  --control-keyfile PATH  ...and this unencrypted PEM private key
+  --control-keyfile PATH  ...and this unencrypted PEM private key (mode 0600 or stricter)
 `;
 
 /** --offload LIST and --no-offload, as the daemon's Offloads. */
@@ -74,7 +76,8 @@ export async function run(argv: string[]): Promise<number | void> {
       iface: { type: 'string' },
       'subnet-file': { type: 'string', default: '/run/flannel/subnet.env' },
       'tun-name': { type: 'string', default: 'weft0' },
-      'healthz-ip': { type: 'string', default: '0.0.0.0' },
+      // Loopback, unlike flanneld's 0.0.0.0: weft's /status says more than flanneld's /healthz.
+      'healthz-ip': { type: 'string', default: '127.0.0.1' },
       'healthz-port': { type: 'string' },
       'renew-margin': { type: 'string', default: '3600' },
       'ip-masq': { type: 'boolean', default: false },

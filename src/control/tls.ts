@@ -18,15 +18,17 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { InsecureFileError, readPrivateFile } from '../util/private-file';
 
 export const ADMIN_ORGANIZATION = 'weft:admins';
 
 // ---------------------------------------------------------------- loading PEM files
 
-function readPem(flag: string, file: string): Buffer {
+function readPem(flag: string, file: string, secret = false): Buffer {
   try {
-    return readFileSync(file);
+    return secret ? readPrivateFile(flag, file) : readFileSync(file);
   } catch (e) {
+    if (e instanceof InsecureFileError) throw e;
     throw new Error(`cannot read ${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
   }
 }
@@ -58,7 +60,7 @@ function parseKey(flag: string, file: string, pem: Buffer): KeyObject {
 /** Loads a cert/key pair and checks they belong together, so a mix-up fails at start, not at the first handshake. */
 function loadPair(certFlag: string, certFile: string, keyFlag: string, keyFile: string): { cert: Buffer; key: Buffer } {
   const cert = readPem(certFlag, certFile);
-  const key = readPem(keyFlag, keyFile);
+  const key = readPem(keyFlag, keyFile, true);
   const [leaf] = parseCerts(certFlag, certFile, cert);
   if (!leaf.checkPrivateKey(parseKey(keyFlag, keyFile, key))) {
     throw new Error(`${keyFlag} ${keyFile} is not the private key of ${certFlag} ${certFile}`);

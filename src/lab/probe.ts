@@ -95,8 +95,10 @@ export async function probe(ns: string, spec: ProbeSpec, opts: { nodeBin?: strin
 }
 
 /**
- * URLs for a daemon's health port. Loopback first; the public IP as well in case the daemon
- * binds its health server to --public-ip rather than to all addresses.
+ * URLs for a daemon's health port, asked from inside the node's namespace. Loopback first: that
+ * is where weft daemon listens by default, and the lab never widens it (/status is no one
+ * else's business); the public IP as well for a daemon given --healthz-ip PUBLIC_IP in labUp's
+ * daemonArgs.
  */
 export function healthUrls(publicIp: string, port: number, path: string): string[] {
   return [`http://127.0.0.1:${port}${path}`, `http://${publicIp}:${port}${path}`];

@@ -1,9 +1,15 @@
 // `weft daemon` refuses bad flags with one line naming the problem and exit code 1, before it
-// touches the machine (no TUN, no socket, no lease).
-import { spawnSync } from 'node:child_process';
+// touches the machine (no TUN, no socket, no lease); and where its health server listens.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { addNs, deleteNs, ipBatch } from '../../src/lab/netns';
+import { probe } from '../../src/lab/probe';
+import { waitExit } from '../../src/lab/process';
 import { ensureBuilt } from '../support/build';
+import { uniquePrefix } from '../support/prefix';
 
 const WEFT = join(__dirname, '..', '..', 'bin', 'weft.js');
 
@@ -42,6 +48,14 @@ describe('weft daemon flag errors', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 
+  it('refuses credentials in --etcd-endpoints without printing the password', () => {
+    const r = weft(['daemon', '--etcd-endpoints', 'http://root:Pa55-w0rd@127.0.0.1:2379', '--public-ip', '127.0.0.1', '--healthz-port', '0']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--etcd-endpoints: etcd endpoint "http:\/\/\*\*\*@127\.0\.0\.1:2379" has credentials in it/);
+    expect(r.stderr).not.toContain('Pa55-w0rd');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it.skipIf(process.getuid?.() !== 0)('names a public IP that no interface holds', () => {
     // 192.0.2.0/24 is TEST-NET-1: never assigned here, and nothing is sent to it.
     const r = weft(['daemon', '--control', '127.0.0.1:1', '--public-ip', '192.0.2.77', '--healthz-port', '0']);
@@ -49,4 +63,63 @@ describe('weft daemon flag errors', () => {
     expect(r.stderr).toMatch(/--public-ip 192\.0\.2\.77 is not assigned to any interface/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
+});
+
+// In a namespace of its own (a veth pair, one end holding TEST-NET-1's 192.0.2.1 as the public IP),
+// so port 9090 is free and the only non-loopback address is the daemon's. The daemon's control
+// address answers nothing: the health server is up before the first lease attempt, and that is
+// all this needs.
+describe('weft daemon health server address', () => {
+  const PUBLIC_IP = '192.0.2.1';
+  let ns: string | undefined;
+  let dir: string | undefined;
+  let child: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+  }, 120_000);
+
+  afterEach(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      if (child.pid) await waitExit([child.pid], 5000);
+    }
+    child = undefined;
+    if (ns) await deleteNs(ns);
+    ns = undefined;
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  /** /healthz on loopback and on the public IP, asked from inside the daemon's namespace. */
+  async function reach(extra: string[]): Promise<{ loopback: boolean; publicIp: boolean }> {
+    ns = `${uniquePrefix('hz')}n1`;
+    dir = await fsp.mkdtemp(join(os.tmpdir(), 'weft-healthz-'));
+    await addNs(ns);
+    await ipBatch(ns, ['link add v0 type veth peer name v1', `addr add ${PUBLIC_IP}/24 dev v0`, 'link set v1 up', 'link set v0 up']);
+    const argv = ['netns', 'exec', ns, process.execPath, WEFT, 'daemon', '--control', '127.0.0.1:1', '--public-ip', PUBLIC_IP];
+    argv.push('--subnet-file', join(dir, 'subnet.env'), '--healthz-port', '9090', ...extra);
+    child = spawn('ip', argv, { stdio: 'ignore' });
+    const spec = { mode: 'http' as const, untilOk: true, deadlineMs: 15_000, intervalMs: 100, perTryTimeoutMs: 1000 };
+    const up = await probe(ns, { ...spec, targets: ['http://127.0.0.1:9090/healthz', `http://${PUBLIC_IP}:9090/healthz`] });
+    expect(
+      up.some((r) => r.ok),
+      `the health server never answered: ${JSON.stringify(up)}`,
+    ).toBe(true);
+    const [lo] = await probe(ns, { ...spec, untilOk: false, deadlineMs: 0, targets: ['http://127.0.0.1:9090/healthz'] });
+    const [pub] = await probe(ns, { ...spec, untilOk: false, deadlineMs: 0, targets: [`http://${PUBLIC_IP}:9090/healthz`] });
+    return { loopback: lo.ok, publicIp: pub.ok };
+  }
+
+  it('listens on 127.0.0.1 only by default: /status is not served to the network', async () => {
+    expect(await reach([])).toEqual({ loopback: true, publicIp: false });
+  }, 60_000);
+
+  it('listens where --healthz-ip says', async () => {
+    expect(await reach(['--healthz-ip', '0.0.0.0'])).toEqual({ loopback: true, publicIp: true });
+  }, 60_000);
+
+  it('--healthz-ip PUBLIC_IP: only there', async () => {
+    expect(await reach(['--healthz-ip', PUBLIC_IP])).toEqual({ loopback: false, publicIp: true });
+  }, 60_000);
 });

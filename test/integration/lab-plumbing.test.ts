@@ -82,7 +82,7 @@ if (cmd === 'control') {
     if (req.url === '/readyz') { res.statusCode = ready ? 200 : 503; return res.end(ready ? 'ok' : 'waiting'); }
     if (req.url === '/status') return res.end(JSON.stringify({ lease: mine, peers: [...peers].map(([subnet, publicIp]) => ({ subnet, publicIp })), unrouted: [...unrouted], counters: {} }));
     res.end('ok');
-  }).listen(Number(values['healthz-port']), '0.0.0.0');
+  }).listen(Number(values['healthz-port']), '127.0.0.1'); // where weft daemon listens by default
   process.on('SIGTERM', () => {
     for (const r of routes) { try { execFileSync('ip', ['route', 'del', r]); } catch {} }
     try { fs.unlinkSync(values['subnet-file']); } catch {}

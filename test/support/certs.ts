@@ -77,7 +77,16 @@ async function makeCa(dir: string, name: string, cn: string): Promise<CertFiles>
     ],
     dir,
   );
+  await privateKey(files.key);
   return files;
+}
+
+/**
+ * weft refuses private keys that group or others can read (src/util/private-file.ts). OpenSSL 3
+ * writes -keyout files 0600 already, 1.1 left them to the umask: say so rather than depend on it.
+ */
+async function privateKey(file: string): Promise<void> {
+  await fsp.chmod(file, 0o600);
 }
 
 async function issue(dir: string, ca: CertFiles, name: string, subj: string, usage: 'serverAuth' | 'clientAuth', ips: string[]): Promise<CertFiles> {
@@ -88,6 +97,7 @@ async function issue(dir: string, ca: CertFiles, name: string, subj: string, usa
   if (ips.length) lines.push(`subjectAltName=${ips.map((ip) => `IP:${ip}`).join(',')}`);
   await fsp.writeFile(ext, lines.join('\n') + '\n');
   await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', files.key, '-out', csr, '-subj', subj], dir);
+  await privateKey(files.key);
   // Explicit random serials: the issues run in parallel, so a shared ca.srl file would race.
   await openssl(
     [

@@ -3,7 +3,7 @@
 // (an exit hook SIGKILLs whatever is still running). Never the default 2379/2380: a Debian etcd
 // service may own those.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { etcdArgv, initialCluster, waitEtcdReady, type EtcdReadyOptions } from '../../src/lab/etcd';
@@ -143,6 +143,9 @@ export async function makeTestCerts(dir: string): Promise<EtcdTestCerts> {
   await leaf('server', 'ca', ext);
   await leaf('client', 'ca', clientExt);
   await leaf('stranger', 'stranger-ca', clientExt);
+  // weft refuses private keys that group or others can read; OpenSSL 3 writes -keyout files 0600
+  // already, 1.1 left them to the umask.
+  for (const k of ['ca', 'stranger-ca', 'server', 'client', 'stranger']) chmodSync(p(`${k}.key`), 0o600);
   return {
     caFile: p('ca.crt'),
     serverCertFile: p('server.crt'),

@@ -17,6 +17,7 @@ import {
   parseSubjectAltName,
   type ClientIdentity,
 } from '../../src/control/tls';
+import { EtcdRegistry } from '../../src/control/etcd/registry';
 import { makePki, type TestPki } from '../support/certs';
 
 describe('parseSubjectAltName / parseSanIps', () => {
@@ -141,10 +142,14 @@ describe('classifyTransportFailure', () => {
 describe('loading certificate flags', () => {
   let pki: TestPki;
   let junk: string;
+  /** The same junk, private enough to be read as a key. */
+  let junkKey: string;
   beforeAll(async () => {
     pki = await makePki({ nodes: { 'node-1': '192.168.77.11' } });
     junk = path.join(pki.dir, 'junk.pem');
     await fsp.writeFile(junk, 'not a certificate\n');
+    junkKey = path.join(pki.dir, 'junk.key');
+    await fsp.writeFile(junkKey, 'not a key\n', { mode: 0o600 });
   });
   afterAll(async () => {
     await pki?.cleanup();
@@ -163,13 +168,15 @@ describe('loading certificate flags', () => {
     expect(err({ clientCaFile: pki.caCert })).toThrow(/^--tls-client-ca-file needs --tls-cert-file and --tls-key-file/);
     expect(err({ certFile: '/nonexistent/c.pem', keyFile: pki.server.key })).toThrow('cannot read --tls-cert-file /nonexistent/c.pem: ENOENT');
     expect(err({ certFile: junk, keyFile: pki.server.key })).toThrow(`--tls-cert-file ${junk} holds no PEM certificate`);
-    expect(err({ certFile: pki.server.cert, keyFile: junk })).toThrow(new RegExp(`^--tls-key-file ${junk} holds no usable unencrypted PEM private key: `));
+    expect(err({ certFile: pki.server.cert, keyFile: junkKey })).toThrow(
+      new RegExp(`^--tls-key-file ${junkKey} holds no usable unencrypted PEM private key: `),
+    );
     expect(err({ certFile: pki.server.cert, keyFile: pki.nodes['node-1'].key })).toThrow(
       `--tls-key-file ${pki.nodes['node-1'].key} is not the private key of --tls-cert-file ${pki.server.cert}`,
     );
     expect(err({ certFile: pki.server.cert, keyFile: pki.server.key, clientCaFile: junk })).toThrow(`--tls-client-ca-file ${junk} holds no PEM certificate`);
     // OpenSSL's messages can run over several lines; only the first is kept.
-    expect(err({ certFile: pki.server.cert, keyFile: junk })).toThrow(/^[^\n]+$/);
+    expect(err({ certFile: pki.server.cert, keyFile: junkKey })).toThrow(/^[^\n]+$/);
   });
 
   it('client: plaintext without flags, TLS with a CA, mTLS with a pair', () => {
@@ -190,6 +197,48 @@ describe('loading certificate flags', () => {
     expect(err({ caFile: pki.caCert, certFile: n.cert, keyFile: pki.admin.key })).toThrow(
       `--control-keyfile ${pki.admin.key} is not the private key of --control-certfile ${n.cert}`,
     );
+  });
+
+  it('private keys: refused when group or others may read or write them, with the chmod that fixes it', async () => {
+    const n = pki.nodes['node-1'];
+    const copy = async (from: string, name: string, mode: number): Promise<string> => {
+      const to = path.join(pki.dir, name);
+      await fsp.copyFile(from, to);
+      await fsp.chmod(to, mode);
+      return to;
+    };
+    for (const mode of [0o644, 0o640, 0o604, 0o620, 0o602]) {
+      const serverKey = await copy(pki.server.key, `server-${mode.toString(8)}.key`, mode);
+      const octal = mode.toString(8).padStart(4, '0');
+      expect(() => loadServerTls({ certFile: pki.server.cert, keyFile: serverKey })).toThrow(
+        `--tls-key-file ${serverKey} has mode ${octal}: private keys must not be readable or writable by group or others; run chmod 600 ${serverKey}`,
+      );
+      const nodeKey = await copy(n.key, `node-${mode.toString(8)}.key`, mode);
+      expect(() => loadClientCredentials({ caFile: pki.caCert, certFile: n.cert, keyFile: nodeKey })).toThrow(
+        `--control-keyfile ${nodeKey} has mode ${octal}: private keys must not be readable or writable by group or others; run chmod 600 ${nodeKey}`,
+      );
+      expect(() => new EtcdRegistry({ endpoints: ['https://127.0.0.1:2379'], tls: { caFile: pki.caCert, certFile: n.cert, keyFile: nodeKey } })).toThrow(
+        `--etcd-keyfile ${nodeKey} has mode ${octal}: private keys must not be readable or writable by group or others; run chmod 600 ${nodeKey}`,
+      );
+    }
+    // 0600 and 0400 are the owner's alone; certificates and CAs are public and any mode goes.
+    for (const mode of [0o600, 0o400]) {
+      const serverKey = await copy(pki.server.key, `server-ok-${mode.toString(8)}.key`, mode);
+      expect(loadServerTls({ certFile: pki.server.cert, keyFile: serverKey })?.clientCertificates).toBe(false);
+      const nodeKey = await copy(n.key, `node-ok-${mode.toString(8)}.key`, mode);
+      expect(loadClientCredentials({ caFile: pki.caCert, certFile: n.cert, keyFile: nodeKey })?._isSecure()).toBe(true);
+      const reg = new EtcdRegistry({ endpoints: ['https://127.0.0.1:2379'], tls: { caFile: pki.caCert, certFile: n.cert, keyFile: nodeKey } });
+      reg.close();
+    }
+    expect((await fsp.stat(pki.server.cert)).mode & 0o044).not.toBe(0);
+    if (process.getuid?.() === 0) {
+      // Owned by someone other than the user weft runs as (root here) nor root: refused, as sshd does.
+      const foreign = await copy(pki.server.key, 'server-foreign.key', 0o600);
+      await fsp.chown(foreign, 12345, 12345);
+      expect(() => loadServerTls({ certFile: pki.server.cert, keyFile: foreign })).toThrow(
+        `--tls-key-file ${foreign} is owned by uid 12345: private keys must belong to the user weft runs as (uid 0) or to root; run chown 0 ${foreign}`,
+      );
+    }
   });
 
   it("identityFromCertificate on a real certificate agrees with OpenSSL's own IP matching", () => {

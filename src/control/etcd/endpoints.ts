@@ -1,9 +1,10 @@
 // Talking to an etcd cluster: which endpoints are acceptable, the TLS files for https ones, the
-// client with its failover policy across members, and the raw Watch streams that the watch
-// (watch.ts) runs itself. Nothing here knows about leases or flannel's layout.
+// username and password, the client with its failover policy across members, and the raw Watch
+// streams that the watch (watch.ts) runs itself. Nothing here knows about leases or flannel's layout.
 import { Etcd3, GRPCDeadlineExceededError, isRecoverableError, type IOptions, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import type * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
+import { InsecureFileError, readPrivateFile } from '../../util/private-file';
 import { RegistryError } from '../registry';
 
 /** How long a member that failed a call is passed over while another endpoint is believed up. */
@@ -13,6 +14,36 @@ export interface EtcdTlsFiles {
   caFile?: string;
   certFile?: string;
   keyFile?: string;
+}
+
+/** etcd's own user/password authentication (etcdctl user add, auth enable), as flanneld's --etcd-username/--etcd-password. */
+export interface EtcdAuth {
+  username: string;
+  password: string;
+}
+
+/** Longest endpoint quoted back in an error; the rest is counted, not echoed. */
+const MAX_QUOTED = 64;
+
+/**
+ * `ep` safe to print: whatever precedes the last '@' after the scheme (a user:password, or a
+ * mistyped one that did not even parse as a URL) becomes ***, and a long string is cut.
+ */
+export function quoteEndpoint(ep: string): string {
+  const at = ep.lastIndexOf('@');
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(ep)?.[0] ?? '';
+  const safe = at < 0 ? ep : `${scheme}***${ep.slice(at)}`;
+  return safe.length <= MAX_QUOTED ? JSON.stringify(safe) : `${JSON.stringify(safe.slice(0, MAX_QUOTED))}… (${safe.length} characters)`;
+}
+
+/**
+ * Why a parsed endpoint must be refused for carrying credentials, or undefined. etcd's clients
+ * ignore userinfo in endpoint URLs anyway (clientv3 takes Username/Password apart), and a
+ * password in a URL ends up in process listings, logs and error messages.
+ */
+export function userinfoProblem(ep: string, u: URL): string | undefined {
+  if (u.username === '' && u.password === '') return undefined;
+  return `etcd endpoint ${quoteEndpoint(ep)} has credentials in it; give the endpoint without them and the credentials with --etcd-username and --etcd-password-file (or WEFT_ETCD_USERNAME and WEFT_ETCD_PASSWORD)`;
 }
 
 type Policy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
@@ -95,8 +126,8 @@ export class EtcdClient extends Etcd3 {
 }
 
 /**
- * Refuses endpoints that are not http:// or https:// URLs, or that mix the two: one set of TLS
- * credentials covers every member.
+ * Refuses endpoints that are not http:// or https:// URLs, that carry a user or password, or
+ * that mix http and https: one set of TLS credentials covers every member.
  */
 export function checkEndpoints(endpoints: string[]): void {
   if (!Array.isArray(endpoints) || endpoints.length === 0) {
@@ -107,10 +138,12 @@ export function checkEndpoints(endpoints: string[]): void {
     try {
       u = new URL(ep);
     } catch {
-      throw new RegistryError('invalid', `etcd endpoint ${JSON.stringify(ep)} is not a URL like http://127.0.0.1:2379`);
+      throw new RegistryError('invalid', `etcd endpoint ${quoteEndpoint(ep)} is not a URL like http://127.0.0.1:2379`);
     }
+    const creds = userinfoProblem(ep, u);
+    if (creds !== undefined) throw new RegistryError('invalid', creds);
     if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-      throw new RegistryError('invalid', `etcd endpoint ${ep} must be http:// or https://`);
+      throw new RegistryError('invalid', `etcd endpoint ${quoteEndpoint(ep)} must be http:// or https://`);
     }
   }
   const secure = endpoints.filter((e) => e.startsWith('https:')).length;
@@ -122,14 +155,14 @@ export function checkEndpoints(endpoints: string[]): void {
 /**
  * A client for endpoints that passed checkEndpoints(), reading the TLS files (flanneld's
  * --etcd-cafile, --etcd-certfile, --etcd-keyfile) first so a bad path is an 'invalid' error
- * now rather than a handshake failure later. Requests without a deadline of their own get
- * `deadlineMs`.
+ * now rather than a handshake failure later. With `auth`, etcd3 trades the password for a token
+ * on first use. Requests without a deadline of their own get `deadlineMs`.
  */
-export function openEtcdClient(endpoints: readonly string[], tls: EtcdTlsFiles | undefined, deadlineMs: number): EtcdClient {
+export function openEtcdClient(endpoints: readonly string[], tls: EtcdTlsFiles | undefined, deadlineMs: number, auth?: EtcdAuth): EtcdClient {
   const secure = endpoints.filter((e) => e.startsWith('https:')).length;
   const ca = readTlsFile(tls?.caFile, '--etcd-cafile');
   const cert = readTlsFile(tls?.certFile, '--etcd-certfile');
-  const key = readTlsFile(tls?.keyFile, '--etcd-keyfile');
+  const key = readTlsFile(tls?.keyFile, '--etcd-keyfile', true);
   if ((cert === undefined) !== (key === undefined)) {
     throw new RegistryError('invalid', 'etcd client certificate needs both --etcd-certfile and --etcd-keyfile');
   }
@@ -142,6 +175,7 @@ export function openEtcdClient(endpoints: readonly string[], tls: EtcdTlsFiles |
     hosts,
     // No CA file: grpc falls back to the system roots, as Go's crypto/tls does for flanneld.
     credentials: ca || cert ? { rootCertificate: ca as Buffer, certChain: cert, privateKey: key } : undefined,
+    ...(auth ? { auth: { username: auth.username, password: auth.password } } : {}),
     grpcOptions: {
       // A watch idles for hours; pings notice a silently dead member (power loss, partition).
       'grpc.keepalive_time_ms': 30_000,
@@ -157,11 +191,12 @@ export function openEtcdClient(endpoints: readonly string[], tls: EtcdTlsFiles |
   });
 }
 
-function readTlsFile(file: string | undefined, flag: string): Buffer | undefined {
+function readTlsFile(file: string | undefined, flag: string, secret = false): Buffer | undefined {
   if (file === undefined || file === '') return undefined;
   try {
-    return readFileSync(file);
+    return secret ? readPrivateFile(flag, file) : readFileSync(file);
   } catch (e) {
+    if (e instanceof InsecureFileError) throw new RegistryError('invalid', e.message);
     throw new RegistryError('invalid', `${flag} ${file}: cannot read it (${(e as Error).message})`);
   }
 }

@@ -46,7 +46,7 @@ import {
   subnetsPrefix,
   type LeaseAttrs,
 } from './codec';
-import { checkEndpoints, describe, num, openEtcdClient, type EtcdClient, type EtcdTlsFiles, type WatchStream } from './endpoints';
+import { checkEndpoints, describe, num, openEtcdClient, type EtcdAuth, type EtcdClient, type EtcdTlsFiles, type WatchStream } from './endpoints';
 import { EtcdWatch, type WatchSource } from './watch';
 
 export const DEFAULT_ETCD_DEADLINE_MS = 5000;
@@ -60,6 +60,8 @@ export interface EtcdRegistryOptions {
   prefix?: string;
   /** For https endpoints: CA to verify etcd with; cert+key when etcd demands client certificates. */
   tls?: EtcdTlsFiles;
+  /** For an etcd with authentication enabled; never logged nor put in a message. */
+  auth?: EtcdAuth;
   /** Default 24 h (flanneld's); rounded up to whole seconds for the etcd lease. */
   leaseTtlMs?: number;
   /** Bound on each registry call (all the etcd requests it makes); default 5000. */
@@ -115,7 +117,7 @@ export class EtcdRegistry implements Registry, WatchSource {
     if (!(this.deadlineMs > 0)) throw new RegistryError('invalid', `deadline must be positive, got ${this.deadlineMs} ms`);
     this.random = opts.random ?? Math.random;
     this.log = opts.logger ?? silentLogger;
-    this.client = openEtcdClient(this.endpoints, opts.tls, this.deadlineMs);
+    this.client = openEtcdClient(this.endpoints, opts.tls, this.deadlineMs, opts.auth);
   }
 
   // ---- plumbing ---------------------------------------------------------------------------
@@ -150,6 +152,11 @@ export class EtcdRegistry implements Registry, WatchSource {
     // with an OpenSSL string; name the flags that fix it.
     if (this.endpoints[0].startsWith('https:') && /handshake|certificate|ssl|tls|alert/i.test(msg)) {
       msg += ' (TLS: check --etcd-cafile, --etcd-certfile and --etcd-keyfile)';
+    }
+    // etcd with `auth enable` says "user name is empty" to a client without credentials and
+    // "authentication failed" to a wrong password; neither names the flags that fix it.
+    if (/user name is empty|authentication failed|invalid auth token|permission denied/i.test(msg)) {
+      msg += ' (etcd authentication: check --etcd-username and the password: --etcd-password-file, WEFT_ETCD_PASSWORD or --etcd-password)';
     }
     return new RegistryError('unavailable', msg);
   }
