@@ -12,7 +12,7 @@ import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { startHealthServer } from './health';
-import { LeaseWatch } from './lease-watch';
+import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
 
@@ -204,6 +204,7 @@ export class NodeDaemon {
       apply: (b) => this.onWatchBatch(b),
       backoffMinMs: BACKOFF_MIN_MS,
       backoffMaxMs: BACKOFF_MAX_MS,
+      downGraceMs: WATCH_DOWN_GRACE_MS,
     });
     this.watch.start();
     this.scheduleRenew();
@@ -257,7 +258,7 @@ export class NodeDaemon {
       lease: this.lease,
       leaseLost: this.leaseLost,
       ready: this.notReady().length === 0,
-      control: { target: this.opts.controlTarget, watching: this.watch?.connected ?? false, revision: this.watch?.revision ?? 0 },
+      control: { target: this.opts.controlTarget, ...(this.watch?.status() ?? { watching: false, revision: 0 }) },
       peers: (this.node?.peers.peers() ?? [])
         .filter((p) => !p.local)
         .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port, direct: p.direct })),
