@@ -14,7 +14,9 @@ import { EmbeddedRegistry } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
 import { RegistryError, type Lease, type WatchBatch } from '../../src/control/registry';
 import { startControlServer, type ControlServer } from '../../src/control/server';
+import { loadClientCredentials, loadServerTls } from '../../src/control/tls';
 import { WATCH_MAX_QUEUED_EVENTS } from '../../src/control/watch-limits';
+import { makePki } from '../support/certs';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -183,5 +185,50 @@ describe('watch stream limits', () => {
     await until(() => d.batches.length > 0 || d.errors.length > 0, 'a watch after one closed');
     expect(d.errors).toEqual([]);
     expect(d.batches[0].snapshot).toBe(true);
+  });
+
+  it('under mTLS the cap is per certificate: a second node on the same address is not refused', async () => {
+    const pki = await makePki({ nodes: { 'node-a': '192.168.77.11', 'node-b': '192.168.77.12' } });
+    cleanups.push(() => pki.cleanup());
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'weft-watch-limits-'));
+    cleanups.push(() => fsp.rm(dir, { recursive: true, force: true }));
+    const registry = new EmbeddedRegistry({ config: parseNetConfig(NET_CONF), stateDir: dir });
+    await registry.open();
+    cleanups.push(() => registry.close());
+    const tls = loadServerTls({ certFile: pki.server.cert, keyFile: pki.server.key, clientCaFile: pki.caCert })!;
+    const server = await startControlServer({
+      listen: '127.0.0.1:0',
+      registry,
+      logger: pino({ level: 'silent' }),
+      credentials: tls.credentials,
+      clientIdentity: tls.clientCertificates,
+      maxWatchesPerClient: 1,
+    });
+    cleanups.push(() => server.close());
+    const watchAs = (name: 'node-a' | 'node-b') => {
+      const pair = pki.nodes[name];
+      const c = new GrpcRegistry(`127.0.0.1:${server.port}`, {
+        deadlineMs: 5000,
+        credentials: loadClientCredentials({ caFile: pki.caCert, certFile: pair.cert, keyFile: pair.key }),
+      });
+      cleanups.push(() => c.close());
+      const got = { batches: 0, errors: [] as Error[] };
+      const h = c.watch(
+        0,
+        () => got.batches++,
+        (e) => got.errors.push(e),
+      );
+      cleanups.push(() => h.close());
+      return got;
+    };
+    const a1 = watchAs('node-a');
+    await until(() => a1.batches > 0, "node A's watch");
+    const a2 = watchAs('node-a');
+    await until(() => a2.errors.length > 0, "node A's second watch to be refused");
+    expect(a2.errors[0].message).toBe('too many watch streams for client certificate (CN=node-a, IP 192.168.77.11): 1 open, limit 1');
+    const b1 = watchAs('node-b');
+    await until(() => b1.batches > 0 || b1.errors.length > 0, "node B's watch");
+    expect(b1.errors).toEqual([]);
+    expect(server.watchStats()).toMatchObject({ streams: 2, refused: 1 });
   });
 });
