@@ -89,7 +89,7 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-async function startServer(kind: Kind, dir: string): Promise<Server> {
+async function startServer(kind: Kind, dir: string, nodes: number): Promise<Server> {
   const port = await freePort();
   if (kind === 'embedded') {
     const conf = path.join(dir, 'net-conf.json');
@@ -97,7 +97,22 @@ async function startServer(kind: Kind, dir: string): Promise<Server> {
     const weft = path.join(__dirname, '..', '..', 'bin', 'weft.js');
     const child = spawn(
       process.execPath,
-      [weft, 'control', '--listen', `127.0.0.1:${port}`, '--state-dir', path.join(dir, 'state'), '--net-config-path', conf, '--log-level', 'warn'],
+      [
+        weft,
+        'control',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--state-dir',
+        path.join(dir, 'state'),
+        '--net-config-path',
+        conf,
+        '--log-level',
+        'warn',
+        // Every simulated node watches from this one address, which the per-client cap would
+        // otherwise count as one client.
+        '--max-watches-per-client',
+        String(nodes + 1),
+      ],
       {
         stdio: ['ignore', 'ignore', 'inherit'],
       },
@@ -129,7 +144,7 @@ function nodeIp(i: number): string {
 
 async function measure(kind: Kind, nodes: number, rounds: number, log: (m: string) => void): Promise<Result> {
   const dir = mkdtempSync(path.join(os.tmpdir(), `weft-scale-${kind}-`));
-  const server = await startServer(kind, dir);
+  const server = await startServer(kind, dir, nodes);
   const clients: Registry[] = [];
   const watches: WatchHandle[] = [];
   try {

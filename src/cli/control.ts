@@ -11,10 +11,11 @@ import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags'
 import { parseNetConfig } from '../control/netconfig';
 import { parseListen, startControlServer } from '../control/server';
 import { loadServerTls } from '../control/tls';
+import { DEFAULT_MAX_WATCHES_PER_CLIENT } from '../control/limits';
 
 export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE
        weft control --listen ADDR:PORT --etcd-endpoints URLS [--net-config-path FILE]
-                    [--lease-ttl SECONDS] [--log-level LEVEL]
+                    [--lease-ttl SECONDS] [--log-level LEVEL] [--max-watches-per-client N]
                     [--tls-cert-file PATH --tls-key-file PATH [--tls-client-ca-file PATH]]
 
   --listen ADDR:PORT        gRPC address to serve (port 0 picks a free port; the bound address is logged)
@@ -27,6 +28,10 @@ export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --n
 ${ETCD_HELP.trimEnd()}
   --lease-ttl SECONDS       subnet lease lifetime (default 86400, flanneld's 24 h)
   --log-level LEVEL         trace | debug | info | warn | error | fatal | silent (default info)
+  --max-watches-per-client N
+                            watch streams one client may hold open: its certificate under mTLS,
+                            else its IP address (default ${DEFAULT_MAX_WATCHES_PER_CLIENT}; a daemon holds one). Raise it
+                            when many nodes reach this server from one address (NAT) without mTLS
   --tls-cert-file PATH      serve gRPC over TLS with this certificate (PEM, chain allowed; it must
                             name the address daemons dial, e.g. an IP SAN)...
   --tls-key-file PATH       ...and its unencrypted PEM private key (both or neither; mode 0600 or
@@ -53,6 +58,7 @@ export async function run(argv: string[]): Promise<number | void> {
         'net-config-path': { type: 'string' },
         'lease-ttl': { type: 'string' },
         'log-level': { type: 'string' },
+        'max-watches-per-client': { type: 'string' },
         'tls-cert-file': { type: 'string' },
         'tls-key-file': { type: 'string' },
         'tls-client-ca-file': { type: 'string' },
@@ -77,6 +83,11 @@ export async function run(argv: string[]): Promise<number | void> {
   const leaseTtlMs = ttlFlag('--lease-ttl', values['lease-ttl']);
   const level = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(level)) throw new Error(`--log-level ${JSON.stringify(level)} must be one of ${LOG_LEVELS.join(', ')}`);
+  const maxWatchesFlag = values['max-watches-per-client'];
+  const maxWatchesPerClient = maxWatchesFlag === undefined ? DEFAULT_MAX_WATCHES_PER_CLIENT : Number(maxWatchesFlag);
+  if (!/^\d{1,9}$/.test(maxWatchesFlag ?? '1') || !(maxWatchesPerClient >= 1)) {
+    throw new Error(`--max-watches-per-client ${JSON.stringify(maxWatchesFlag!.slice(0, 64))} must be a whole number of streams, at least 1`);
+  }
 
   let confText: string | undefined;
   if (confPath !== undefined) {
@@ -112,7 +123,14 @@ export async function run(argv: string[]): Promise<number | void> {
   const config = await registry.config();
   let server;
   try {
-    server = await startControlServer({ listen, registry, logger, credentials: tls?.credentials, clientIdentity: tls?.clientCertificates });
+    server = await startControlServer({
+      listen,
+      registry,
+      logger,
+      credentials: tls?.credentials,
+      clientIdentity: tls?.clientCertificates,
+      maxWatchesPerClient,
+    });
   } catch (e) {
     registry.close();
     throw e;

@@ -1,10 +1,19 @@
 // gRPC front for any Registry (normally the EmbeddedRegistry): `weft control` serves this and
 // daemons reach it through GrpcRegistry. It translates messages and maps RegistryError codes to
 // gRPC status codes, message intact; its only policies are limits.ts' field sizes, checked before
-// anything else, and tls.ts' client-certificate identity check on lease-changing calls, only when
-// clients present verified certificates (mTLS).
+// anything else, tls.ts' client-certificate identity check on lease-changing calls, only when
+// clients present verified certificates (mTLS), and limits.ts' bounds on watch streams: a bounded
+// backlog per stream, a cap on streams per client.
 import * as grpc from '@grpc/grpc-js';
-import { MAX_REPLY_BYTES, MAX_REQUEST_BYTES, checkAcquireSizes, checkBackendDataText, checkLeaseRef } from './limits';
+import {
+  DEFAULT_MAX_WATCHES_PER_CLIENT,
+  MAX_REPLY_BYTES,
+  MAX_REQUEST_BYTES,
+  WATCH_MAX_QUEUED_EVENTS,
+  checkAcquireSizes,
+  checkBackendDataText,
+  checkLeaseRef,
+} from './limits';
 import { RegistryError, type Registry, type RegistryLogger, type WatchHandle } from './registry';
 import { describeIdentity, identityFromCertificate, leaseRefusal } from './tls';
 import {
@@ -34,12 +43,35 @@ export interface ControlServerOptions {
   clientIdentity?: boolean;
   /** How long close() waits for in-flight unary calls before cutting connections. */
   shutdownGraceMs?: number;
+  /**
+   * Watch streams one client may hold open (its certificate under mTLS, else its IP address);
+   * DEFAULT_MAX_WATCHES_PER_CLIENT. Past it Watch is refused with RESOURCE_EXHAUSTED.
+   */
+  maxWatchesPerClient?: number;
+}
+
+/** What the watch streams hold right now; for tests and for an operator wondering about memory. */
+export interface WatchStats {
+  /** Watch streams open (a stream cut off is open until its client has read its status). */
+  streams: number;
+  /**
+   * Lease events waiting in this server across all streams, not yet flushed to HTTP/2: what
+   * WATCH_MAX_QUEUED_EVENTS bounds per stream. A stream's first batch is not counted.
+   */
+  queuedEvents: number;
+  /** The most events any one stream has had waiting, since start. */
+  maxQueuedEvents: number;
+  /** Streams ended because they fell more than WATCH_MAX_QUEUED_EVENTS behind. */
+  cutOff: number;
+  /** Watch calls refused for a client already at maxWatchesPerClient. */
+  refused: number;
 }
 
 export interface ControlServer {
   port: number;
   /** "ADDR:PORT" with the bound port. */
   address: string;
+  watchStats(): WatchStats;
   close(): Promise<void>;
 }
 
@@ -67,6 +99,13 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     'grpc.max_send_message_length': MAX_REPLY_BYTES,
   });
   const watches = new Set<(err?: unknown) => void>();
+  const maxPerClient = opts.maxWatchesPerClient ?? DEFAULT_MAX_WATCHES_PER_CLIENT;
+  if (!(Number.isSafeInteger(maxPerClient) && maxPerClient >= 1)) {
+    throw new Error(`maxWatchesPerClient must be a positive integer, got ${String(maxPerClient)}`);
+  }
+  /** Open watch streams per client key (watchClient). */
+  const perClient = new Map<string, number>();
+  const stats: WatchStats = { streams: 0, queuedEvents: 0, maxQueuedEvents: 0, cutOff: 0, refused: 0 };
   if (!opts.clientIdentity) {
     // Without verified client certificates nothing says who a caller is; say so once at start
     // rather than let an operator assume nodes are kept to their own leases.
@@ -89,6 +128,18 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     if (refusal === undefined) return;
     logger.warn({ rpc, peer: call.getPeer(), identity: describeIdentity(id), publicIp }, 'lease action refused');
     throw new RegistryError('permission', refusal);
+  };
+
+  /**
+   * Who a watch stream counts against: the verified certificate under mTLS (several addresses
+   * may share one node's certificate, and one address may carry several nodes' certificates),
+   * else the IP address (the port changes with every connection).
+   */
+  const watchClient = (call: grpc.ServerWritableStream<unknown, unknown>): { key: string; label: string } => {
+    const cert = opts.clientIdentity ? call.getAuthContext()?.sslPeerCertificate : undefined;
+    if (cert?.fingerprint256) return { key: `cert ${cert.fingerprint256}`, label: describeIdentity(identityFromCertificate(cert)) };
+    const ip = call.getPeer().replace(/:\d+$/, '');
+    return { key: `ip ${ip}`, label: `client ${ip}` };
   };
 
   const unary =
@@ -137,8 +188,43 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }),
     Watch: (call: grpc.ServerWritableStream<WireWatchRequest, unknown>) => {
       const from = Number(call.request.fromRevision ?? 0);
+      const client = watchClient(call);
+      const open = perClient.get(client.key) ?? 0;
+      if (open >= maxPerClient) {
+        stats.refused++;
+        logger.warn({ rpc: 'Watch', peer: call.getPeer(), client: client.label, open, limit: maxPerClient }, 'watch refused: too many streams');
+        const refusal = `too many watch streams for ${client.label}: ${open} open, limit ${maxPerClient}`;
+        call.emit('error', errorToStatus(new RegistryError('exhausted', refusal)));
+        return;
+      }
+      perClient.set(client.key, open + 1);
+      stats.streams++;
+
       let ended = false;
+      let released = false;
       let handle: WatchHandle | undefined;
+      let first = true;
+      /** Events counted against WATCH_MAX_QUEUED_EVENTS: written and not yet flushed, plus `queue`. */
+      let pending = 0;
+      /** Batches held back after call.write() asked us to wait for 'drain'. */
+      const queue: { wire: unknown; n: number }[] = [];
+      let blocked = false;
+      let revisionSent = from;
+      const count = (n: number): void => {
+        pending += n;
+        stats.queuedEvents += n;
+        if (pending > stats.maxQueuedEvents) stats.maxQueuedEvents = pending;
+      };
+      const uncount = (n: number): void => {
+        if (released) return; // release() already took this stream's events off the gauge
+        pending -= n;
+        stats.queuedEvents -= n;
+      };
+      const send = (wire: unknown, n: number): void => {
+        // The callback runs once grpc-js has handed the message to HTTP/2; a client that does not
+        // read stops that (flow control), and the write buffer then fills until write() says no.
+        blocked = !call.write(wire, () => uncount(n));
+      };
       // Ends this stream once: with a status when `err` is given, and always releases the
       // registry watch. Also used by close() for server shutdown.
       const finish = (err?: unknown): void => {
@@ -146,21 +232,69 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         ended = true;
         handle?.close();
         watches.delete(finish);
+        for (const q of queue.splice(0)) uncount(q.n);
         // Emitting 'error' on a ServerWritableStream is how grpc-js ends it with a status.
         if (err !== undefined) call.emit('error', errorToStatus(err));
       };
+      // The call is over (status sent, or cancelled): only now is its memory gone, so only now
+      // does it stop counting against its client's streams.
+      const release = (): void => {
+        if (released) return;
+        stats.queuedEvents -= pending;
+        pending = 0;
+        released = true;
+        stats.streams--;
+        const n = (perClient.get(client.key) ?? 1) - 1;
+        if (n > 0) perClient.set(client.key, n);
+        else perClient.delete(client.key);
+      };
+      call.on('drain', () => {
+        blocked = false;
+        while (!blocked && !ended && queue.length > 0) {
+          const q = queue.shift()!;
+          send(q.wire, q.n);
+        }
+      });
       handle = registry.watch(
         from,
         (batch) => {
-          if (!ended) call.write(batchToWire(batch));
+          if (ended) return;
+          // The first batch may be a whole snapshot: it is what the client asked for, sized by
+          // the cluster rather than by how far behind the client is, so it is not counted.
+          const n = first ? 0 : Math.max(1, batch.events.length + batch.leases.length);
+          first = false;
+          if (pending + n > WATCH_MAX_QUEUED_EVENTS) {
+            const behind = pending + n;
+            stats.cutOff++;
+            logger.warn(
+              { rpc: 'Watch', peer: call.getPeer(), client: client.label, queued: behind, limit: WATCH_MAX_QUEUED_EVENTS, revision: revisionSent },
+              'watcher fell behind; ending its stream',
+            );
+            finish(
+              new RegistryError(
+                'exhausted',
+                `watcher fell behind: ${behind} events queued (limit ${WATCH_MAX_QUEUED_EVENTS}); resume from revision ${revisionSent}`,
+              ),
+            );
+            return;
+          }
+          count(n);
+          revisionSent = batch.revision;
+          const wire = batchToWire(batch);
+          if (blocked) queue.push({ wire, n });
+          else send(wire, n);
         },
         (err) => finish(err),
       );
       // A registry may report failure synchronously, before `handle` was assigned.
       if (ended) handle.close();
       else watches.add(finish);
-      call.on('cancelled', () => finish());
-      logger.debug?.({ rpc: 'Watch', fromRevision: from, peer: call.getPeer() }, 'watch started');
+      call.on('cancelled', () => {
+        finish();
+        release();
+      });
+      call.on('close', release);
+      logger.debug?.({ rpc: 'Watch', fromRevision: from, peer: call.getPeer(), client: client.label }, 'watch started');
     },
   };
 
@@ -190,5 +324,5 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     return closing;
   };
 
-  return { port, address, close };
+  return { port, address, close, watchStats: () => ({ ...stats }) };
 }

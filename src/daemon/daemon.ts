@@ -12,6 +12,7 @@ import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { startHealthServer } from './health';
+import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
 
@@ -75,16 +76,11 @@ export class NodeDaemon {
   private sock?: Transport;
   private node?: Node;
   private health?: { port: number; close(): Promise<void> };
-  private watchHandle?: { close(): void };
-  private revision = 0;
-  private watchConnected = false;
-  private peersSynced = false;
+  private watch?: LeaseWatch;
   private routesInstalled = false;
   private subnetFileWritten = false;
   private stopping = false;
   private renewTimer?: NodeJS.Timeout;
-  private watchRetry?: NodeJS.Timeout;
-  private watchBackoff = BACKOFF_MIN_MS;
   /** Renewal and re-acquisition, one at a time (a watch event and the renew timer can race). */
   private leaseWork: Promise<void> = Promise.resolve();
   /** Why this node no longer holds its subnet; set once, forwarding stops with it. */
@@ -202,7 +198,15 @@ export class NodeDaemon {
     });
     this.subnetFileWritten = true;
 
-    this.startWatch();
+    this.watch = new LeaseWatch({
+      registry: opts.registry,
+      log: this.log,
+      apply: (b) => this.onWatchBatch(b),
+      backoffMinMs: BACKOFF_MIN_MS,
+      backoffMaxMs: BACKOFF_MAX_MS,
+      downGraceMs: WATCH_DOWN_GRACE_MS,
+    });
+    this.watch.start();
     this.scheduleRenew();
   }
 
@@ -210,8 +214,7 @@ export class NodeDaemon {
     if (this.stopping) return;
     this.stopping = true;
     clearTimeout(this.renewTimer);
-    clearTimeout(this.watchRetry);
-    this.watchHandle?.close();
+    this.watch?.stop();
     this.node?.datapath?.stop();
     await this.node?.hostRoutes?.removeAll();
     // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
@@ -239,7 +242,7 @@ export class NodeDaemon {
     if (!this.tun && this.config && BACKENDS[this.config.backend.type].needsTun) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
     if (!this.subnetFileWritten) missing.push('subnet file');
-    if (!this.peersSynced) missing.push('peer sync');
+    missing.push(...(this.watch ? this.watch.notReady() : ['peer sync']));
     if (this.leaseLost) missing.push(`lease lost: ${this.leaseLost}`);
     return missing;
   }
@@ -255,7 +258,7 @@ export class NodeDaemon {
       lease: this.lease,
       leaseLost: this.leaseLost,
       ready: this.notReady().length === 0,
-      control: { target: this.opts.controlTarget, watching: this.watchConnected, revision: this.revision },
+      control: { target: this.opts.controlTarget, ...(this.watch?.status() ?? { watching: false, revision: 0 }) },
       peers: (this.node?.peers.peers() ?? [])
         .filter((p) => !p.local)
         .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), port: p.port, direct: p.direct })),
@@ -354,22 +357,8 @@ export class NodeDaemon {
     }
   }
 
-  private startWatch(): void {
-    if (this.stopping) return;
-    this.watchHandle = this.opts.registry.watch(
-      this.revision,
-      (b) => this.onWatchBatch(b),
-      (e) => this.onWatchError(e),
-    );
-  }
-
   private onWatchBatch(b: WatchBatch): void {
     const peers = this.node!.peers;
-    if (!this.watchConnected) {
-      this.watchConnected = true;
-      this.watchBackoff = BACKOFF_MIN_MS;
-      this.log.info({ fromRevision: this.revision, snapshot: b.snapshot }, 'watching leases');
-    }
     const own = this.lease!;
     if (b.snapshot) {
       peers.applySnapshot(b.leases);
@@ -385,8 +374,6 @@ export class NodeDaemon {
         else if (ev.lease.publicIp !== own.publicIp) this.ownLeaseChanged('granted to another node', ev.lease.publicIp);
       }
     }
-    this.revision = b.revision;
-    this.peersSynced = true;
   }
 
   /**
@@ -413,19 +400,6 @@ export class NodeDaemon {
     clearTimeout(this.renewTimer);
     this.node?.datapath?.stop();
     this.fail(new Error(`lease lost: ${why}; forwarding stopped, restart to get a new subnet`));
-  }
-
-  private onWatchError(e: Error): void {
-    if (this.stopping) return;
-    this.watchHandle?.close();
-    this.watchHandle = undefined;
-    if (this.watchConnected) {
-      this.log.warn({ err: e.message }, 'lease watch lost; forwarding with last-known routes');
-    }
-    this.watchConnected = false;
-    const delay = this.watchBackoff;
-    this.watchBackoff = Math.min(this.watchBackoff * 2, BACKOFF_MAX_MS);
-    this.watchRetry = setTimeout(() => this.startWatch(), delay);
   }
 
   private scheduleRenew(): void {
