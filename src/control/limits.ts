@@ -92,9 +92,10 @@ export const MAX_STATUS_DETAILS_CHARS = 1024;
  * when it stopped reading (a stopped process, a link that is down but whose keepalive has not
  * expired yet) — or when it never meant to read. A wire lease is ~200 bytes, so 1024 of them is
  * ~200 KB per stream: 100 stalled streams cost ~20 MB, not the unbounded growth they caused
- * before. It is still far above any burst a live daemon sees between two reads (a sweep of
- * expired leases arrives as one batch, and the first batch of a stream, which may be a whole
- * snapshot, is never held back by this limit). A stream past it is ended with
+ * before. It is still far above any burst a live daemon sees between two reads. Two kinds of
+ * batch go out whole whatever their size, so the bound is this plus one batch: a stream's first
+ * (which may be a whole snapshot) and one that finds the stream drained (a sweep of expired
+ * leases can hold up to MAX_EVENTS_PER_BATCH events). A stream past it is ended with
  * RESOURCE_EXHAUSTED; the client resumes from the revision it last applied, and the registry's
  * event log (DEFAULT_EVENT_LOG_SIZE, 10,000 events) still holds what it missed, so it catches up
  * with one delta rather than a full snapshot.

@@ -263,7 +263,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
           // the cluster rather than by how far behind the client is, so it is not counted.
           const n = first ? 0 : Math.max(1, batch.events.length + batch.leases.length);
           first = false;
-          if (pending + n > WATCH_MAX_QUEUED_EVENTS) {
+          // Only what piles up behind unflushed writes counts as falling behind: a batch that
+          // finds the stream drained goes out whole, however large (a sweep of expired leases can
+          // be up to MAX_EVENTS_PER_BATCH events), so a stream holds at most one such batch
+          // plus WATCH_MAX_QUEUED_EVENTS.
+          if (pending > 0 && pending + n > WATCH_MAX_QUEUED_EVENTS) {
             const behind = pending + n;
             stats.cutOff++;
             logger.warn(
