@@ -19,7 +19,8 @@ interface DaemonStatus {
   ready?: boolean;
   lease?: { subnet: string; expiration: number } | null;
   leaseLost?: string;
-  control?: { target: string; watching: boolean; revision: number };
+  /** error and downForMs: why the lease watch is down and since when (absent while it is up, and from older daemons). */
+  control?: { target: string; watching: boolean; revision: number; error?: string; downForMs?: number };
   peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   offload?: {
@@ -71,7 +72,11 @@ export function formatDaemonStatus(s: DaemonStatus): string {
   if (s.leaseLost) lines.push(`lease LOST: ${s.leaseLost}`);
   if (s.lease) lines.push(`lease ${s.lease.subnet}, expires ${new Date(s.lease.expiration).toISOString()}`);
   lines.push(`device ${s.tun ?? '(none: kernel routes only)'}, MTU ${s.mtu ?? '?'}`);
-  if (s.control) lines.push(`control ${s.control.target}: ${s.control.watching ? 'watching' : 'NOT watching'} at revision ${s.control.revision}`);
+  if (s.control) {
+    const down = s.control.downForMs !== undefined ? `, down for ${(s.control.downForMs / 1000).toFixed(1)} s` : '';
+    const why = s.control.error ? ` (${s.control.error})` : '';
+    lines.push(`control ${s.control.target}: ${s.control.watching ? 'watching' : 'NOT watching'} at revision ${s.control.revision}${down}${why}`);
+  }
   const peers = s.peers ?? [];
   lines.push('', `peers (${peers.length}):`);
   for (const p of peers) lines.push(`  ${p.subnet.padEnd(18)} via ${p.publicIp}${p.port ? `:${p.port}` : ''}${p.direct ? ' (direct route)' : ''}`);

@@ -51,6 +51,15 @@ describe('weft status', () => {
     expect(text).not.toContain('offloads');
   });
 
+  it('says why and for how long the lease watch is down, and nothing extra while it is up', () => {
+    expect(formatDaemonStatus(base)).toContain('control 192.168.77.1:7000: watching at revision 7\n');
+    const down = formatDaemonStatus({
+      ...base,
+      control: { target: '192.168.77.1:7000', watching: false, revision: 7, error: '14 UNAVAILABLE: No connection established', downForMs: 12_345 },
+    });
+    expect(down).toContain('control 192.168.77.1:7000: NOT watching at revision 7, down for 12.3 s (14 UNAVAILABLE: No connection established)');
+  });
+
   it('prints what the offloads did: packets per TUN read and write, UDP_SEGMENT runs, refusals', () => {
     const text = formatDaemonStatus({ ...base, offload });
     expect(text).toContain('offloads: TUN CSUM TSO4 TSO6');
