@@ -11,6 +11,7 @@ import { plannedSeconds, runBench } from '../bench/run';
 import { renderOverviewSvg, renderScalingSvg, svgToPng } from '../bench/chart';
 import { BENCH_BUSY_POLL_US } from '../bench/tunnels';
 import { ALL_TUNNELS, OFFLOAD_COMPARE, OFFLOAD_MECHANISMS_SET, TUNNELS, type BenchOptions, type Tunnel } from '../bench/types';
+import { makeDirs } from '../util/make-dirs';
 
 /** The package's own perf/results, wherever weft is run from (dist/src/cli → the package root). */
 const DEFAULT_OUT = path.resolve(__dirname, '..', '..', '..', 'perf', 'results');
@@ -138,7 +139,7 @@ export async function run(argv: string[]): Promise<number> {
   const { options, out, prefix } = parsed;
   if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces, TUN devices and veth pairs (run it as root)');
   await checkTools(options.tunnels);
-  await fs.mkdir(out, { recursive: true });
+  await makeDirs(out);
 
   const command = ['weft', 'bench', ...argv].join(' ');
   const progress = new Progress(plannedSeconds(options), process.stderr);

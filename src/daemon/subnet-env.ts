@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { makeDirs } from '../util/make-dirs';
 
 /**
  * flannel's subnet.env, the file CNI plugins (flannel's own, or a lab acting as kubelet)
@@ -45,7 +46,8 @@ export function parseSubnetEnv(text: string): SubnetEnv {
  */
 export async function writeFileAtomic(file: string, data: string): Promise<void> {
   const dir = path.dirname(file);
-  await fs.mkdir(dir, { recursive: true });
+  // Not fs.mkdir's recursive mode: it spins for ever on a path under /proc (util/make-dirs.ts).
+  await makeDirs(dir);
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
   const fh = await fs.open(tmp, 'w', 0o644);
   try {
