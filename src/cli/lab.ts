@@ -21,6 +21,7 @@ import {
   type Topology,
 } from '../lab';
 import { nsExists } from '../lab/netns';
+import { quote } from '../util/quote';
 
 export const USAGE = `usage: weft lab <command> [flags]
 
@@ -55,7 +56,7 @@ const progress = (msg: string): void => {
 function int(name: string, v: string | undefined, dflt?: number): number | undefined {
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v.slice(0, 64)}"${v.length > 64 ? ` (${v.length} characters)` : ''}`);
+  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got ${quote(v)}`);
   return n;
 }
 

@@ -14,7 +14,8 @@
 //     unlikely to collide with whoever was handed the subnet next.
 import { cidrContains, classifyIpv4, formatCidr, formatIpv4, parseCidr, parseIpv4, type Ipv4Class } from '../route/address';
 import { BACKEND_TYPES, isBackendType } from '../datapath/backends';
-import { MAX_LEASES, backendDataText, checkAcquireSizes, quote } from './limits';
+import { MAX_LEASES, backendDataText, checkAcquireSizes } from './limits';
+import { quote } from '../util/quote';
 import type { NetworkConfig } from './netconfig';
 import { RegistryError, type AcquireRequest, type Lease } from './registry';
 

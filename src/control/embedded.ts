@@ -12,7 +12,8 @@
 //  - Each watcher has its own FIFO drained in a microtask, so onBatch never runs re-entrantly
 //    inside acquire() or inside watch() itself, and batches arrive in revision order.
 import { allocate, normalisePublicIp } from './allocator';
-import { MAX_EVENTS_PER_BATCH, MAX_MUTATIONS_PER_COMMIT, checkAcquireRequest, checkLeaseRef, quote } from './limits';
+import { MAX_EVENTS_PER_BATCH, MAX_MUTATIONS_PER_COMMIT, checkAcquireRequest, checkLeaseRef } from './limits';
+import { quote } from '../util/quote';
 import type { NetworkConfig } from './netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,

@@ -12,6 +12,7 @@
 // (64 KiB in Node), which killed the client's whole HTTP/2 session instead of the one call.
 import type { AcquireRequest, Lease, LeaseRef } from './registry';
 import { RegistryError } from './registry';
+import { quote } from '../util/quote';
 
 /** "255.255.255.255". */
 export const MAX_IPV4_CHARS = 15;
@@ -110,15 +111,6 @@ export const WATCH_MAX_QUEUED_EVENTS = 1024;
  * mTLS share the limit: raise it with `weft control --max-watches-per-client`.
  */
 export const DEFAULT_MAX_WATCHES_PER_CLIENT = 8;
-
-/** How much of an over-long or malformed value an error message quotes. */
-export const QUOTE_CHARS = 64;
-
-/** `s` JSON-quoted, cut to QUOTE_CHARS characters with its full length named when longer. */
-export function quote(s: string): string {
-  if (s.length <= QUOTE_CHARS) return JSON.stringify(s);
-  return `${JSON.stringify(s.slice(0, QUOTE_CHARS))}… (${s.length} characters)`;
-}
 
 function invalid(msg: string): RegistryError {
   return new RegistryError('invalid', msg);

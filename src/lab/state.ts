@@ -3,6 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { BackendType } from '../datapath/backends';
+import { quote } from '../util/quote';
 
 /** tmpfs: the lab is gone after a reboot, and so is its record. */
 export const LAB_ROOT = '/run/weft-lab';
@@ -268,7 +269,7 @@ export function findEtcdMember(state: LabState, member: number | string): LabEtc
   }
   const m = ms.find((x) => (typeof member === 'number' ? x.index === member : x.name === member));
   if (!m) {
-    const asked = typeof member === 'number' ? String(member) : `"${member.slice(0, 64)}"${member.length > 64 ? ` (${member.length} characters)` : ''}`;
+    const asked = typeof member === 'number' ? String(member) : quote(member);
     throw new Error(`no etcd member ${asked} in lab "${state.prefix}" (members: ${ms.map((x) => `${x.index} ${x.name}`).join(', ')})`);
   }
   return m;

@@ -60,6 +60,7 @@ import {
   type LabState,
   type Topology,
 } from './state';
+import { quote } from '../util/quote';
 
 export interface LabUpOptions {
   prefix?: string;
@@ -157,9 +158,9 @@ function netConf(network: string, backend: BackendType, extra: Record<string, un
  */
 export function checkEtcdMembers(registry: string, members: number | undefined): number {
   if (members === undefined) return 1;
-  if (registry !== 'etcd') throw new Error(`--etcd-members needs --registry etcd (the ${registry.slice(0, 64)} registry has no etcd members)`);
+  if (registry !== 'etcd') throw new Error(`--etcd-members needs --registry etcd (the ${quote(registry)} registry has no etcd members)`);
   if (!(ETCD_MEMBER_COUNTS as readonly number[]).includes(members)) {
-    throw new Error(`--etcd-members must be ${ETCD_MEMBER_COUNTS.join(' or ')}, got ${String(members).slice(0, 64)}`);
+    throw new Error(`--etcd-members must be ${ETCD_MEMBER_COUNTS.join(' or ')}, got ${String(members)}`);
   }
   return members;
 }

@@ -11,12 +11,11 @@ import {
   MAX_LEASES,
   MAX_LEASE_WIRE_BYTES,
   MAX_REPLY_BYTES,
-  QUOTE_CHARS,
-  quote,
 } from '../../src/control/limits';
 import type { WatchBatch } from '../../src/control/registry';
 import { batchFromWire, controlService, errorToStatus, leaseToWire, leasesFromWire, type WireLease } from '../../src/control/wire';
 import { RegistryError, type Lease } from '../../src/control/registry';
+import { QUOTE_CHARS, quote } from '../../src/util/quote';
 
 const biggest: Lease = {
   subnet: '100.100.100.100/32',

@@ -34,7 +34,7 @@ describe('--etcd-members', () => {
       () => null,
       (e: unknown) => e as Error,
     );
-    expect(err?.message).toBe(`--etcd-members must be an integer, got "${'x'.repeat(64)}" (500 characters)`);
+    expect(err?.message).toBe(`--etcd-members must be an integer, got "${'x'.repeat(64)}"… (500 characters)`);
   });
 });
 
@@ -113,7 +113,7 @@ describe('a 3-member lab cluster', () => {
     expect(findEtcdMember(state, 2).name).toBe('etcd2');
     expect(findEtcdMember(state, 'etcd3').index).toBe(3);
     expect(() => findEtcdMember(state, 0)).toThrow('no etcd member 0 in lab "weft-u-" (members: 1 etcd1, 2 etcd2, 3 etcd3)');
-    expect(() => findEtcdMember(state, 'e'.repeat(300))).toThrow(`no etcd member "${'e'.repeat(64)}" (300 characters)`);
+    expect(() => findEtcdMember(state, 'e'.repeat(300))).toThrow(`no etcd member "${'e'.repeat(64)}"… (300 characters)`);
     const one = { ...state, control: { kind: 'etcd', address: '192.168.77.1:2379' } } as unknown as LabState;
     expect(() => findEtcdMember(one, 1)).toThrow(/runs one etcd member \(use killControl\/startControl\)/);
   });

@@ -4,7 +4,8 @@
 // Matching it byte for byte means `etcdctl get --prefix /coreos.com/network/subnets` reads the
 // same for weft and flanneld nodes, and each sees the other's leases as peers.
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../../route/address';
-import { MAX_LEASE_VALUE_BYTES, leaseProblem, quote } from '../limits';
+import { MAX_LEASE_VALUE_BYTES, leaseProblem } from '../limits';
+import { quote } from '../../util/quote';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 

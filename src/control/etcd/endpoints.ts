@@ -6,6 +6,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { InsecureFileError, readPrivateFile } from '../../util/private-file';
 import { RegistryError } from '../registry';
+import { quote } from '../../util/quote';
 
 /** How long a member that failed a call is passed over while another endpoint is believed up. */
 const MEMBER_PENALTY_MS = 1000;
@@ -22,9 +23,6 @@ export interface EtcdAuth {
   password: string;
 }
 
-/** Longest endpoint quoted back in an error; the rest is counted, not echoed. */
-const MAX_QUOTED = 64;
-
 /**
  * `ep` safe to print: whatever precedes the last '@' after the scheme (a user:password, or a
  * mistyped one that did not even parse as a URL) becomes ***, and a long string is cut.
@@ -33,7 +31,7 @@ export function quoteEndpoint(ep: string): string {
   const at = ep.lastIndexOf('@');
   const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(ep)?.[0] ?? '';
   const safe = at < 0 ? ep : `${scheme}***${ep.slice(at)}`;
-  return safe.length <= MAX_QUOTED ? JSON.stringify(safe) : `${JSON.stringify(safe.slice(0, MAX_QUOTED))}… (${safe.length} characters)`;
+  return quote(safe);
 }
 
 /**

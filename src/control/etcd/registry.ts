@@ -17,7 +17,8 @@
 import type { ICompare, IKeyValue, IRequestOp, IWatchResponse } from 'etcd3';
 import type * as grpc from '@grpc/grpc-js';
 import { acquirablePublicIp, allocate, normalisePublicIp } from '../allocator';
-import { checkAcquireRequest, checkLeaseRef, quote } from '../limits';
+import { checkAcquireRequest, checkLeaseRef } from '../limits';
+import { quote } from '../../util/quote';
 import { parseNetConfig, type NetworkConfig } from '../netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,
