@@ -3,7 +3,7 @@
 // Why one file rewritten whole rather than an append-only log: the state is small (one line per
 // node), and a whole-file replace has exactly two possible outcomes after a crash — the old file
 // or the new one — which is the property "no granted lease is ever lost" needs. The sequence is
-// the classic one: write a temp file in the same directory (rename is only atomic within a
+// the classic one (replaceFile in util/durable-file.ts): write a temp file in the same directory (rename is only atomic within a
 // filesystem), fsync it (so the rename can't expose a file whose data blocks never reached the
 // disk; ext4's auto_da_alloc is a heuristic, not a promise), rename over the old file, then
 // fsync the directory (the rename itself is a directory-entry change that a power cut can lose).
@@ -14,6 +14,7 @@ import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import { makeDirs, quotePath } from '../util/make-dirs';
 import type { Lease } from './registry';
 import { StateLockError, releaseLock, takeLock } from './state-lock';
+import { replaceFile } from '../util/durable-file';
 
 export const STATE_FILE = 'leases.json';
 export const STATE_VERSION = 1;
@@ -114,20 +115,7 @@ export class LeaseStore {
     const body = encodeState(state);
     // pid + counter: unique per write even if two registries in one process share a directory.
     const tmp = path.join(this.dir, `${TMP_PREFIX}${process.pid}.${++this.seq}${TMP_SUFFIX}`);
-    let fh: fsp.FileHandle | undefined;
-    try {
-      fh = await fsp.open(tmp, 'w', 0o600);
-      await fh.writeFile(body, 'utf8');
-      await fh.sync();
-      await fh.close();
-      fh = undefined;
-      await fsp.rename(tmp, this.file);
-    } catch (e) {
-      if (fh) await fh.close().catch(() => undefined);
-      await fsp.unlink(tmp).catch(() => undefined);
-      throw e;
-    }
-    await syncDir(this.dir);
+    await replaceFile(this.file, body, tmp, 0o600);
   }
 
   /** A temp file left by a crash mid-write is an incomplete copy of a state that never landed. */
@@ -138,15 +126,6 @@ export class LeaseStore {
         await fsp.unlink(path.join(this.dir, n)).catch(() => undefined);
       }
     }
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const dh = await fsp.open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
   }
 }
 

@@ -1,6 +1,6 @@
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { makeDirs } from '../util/make-dirs';
+import { replaceFile } from '../util/durable-file';
 
 /**
  * flannel's subnet.env, the file CNI plugins (flannel's own, or a lab acting as kubelet)
@@ -40,29 +40,14 @@ export function parseSubnetEnv(text: string): SubnetEnv {
 }
 
 /**
- * Write a file so that readers see the old content or the new, never a torn one: temp file
- * in the same directory, fsync, rename over the target, fsync the directory (rename is only
- * durable once the directory entry is on disk).
+ * Write a file so that readers see the old content or the new, never a torn one, making its
+ * directory first (replaceFile in util/durable-file.ts says how).
  */
 export async function writeFileAtomic(file: string, data: string): Promise<void> {
   const dir = path.dirname(file);
   // Not fs.mkdir's recursive mode: it spins for ever on a path under /proc (util/make-dirs.ts).
   await makeDirs(dir);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
-  const fh = await fs.open(tmp, 'w', 0o644);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await fs.rename(tmp, file);
-  const dh = await fs.open(dir, 'r');
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
+  await replaceFile(file, data, path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`), 0o644);
 }
 
 export async function writeSubnetEnv(file: string, env: SubnetEnv): Promise<void> {
