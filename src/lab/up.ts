@@ -213,6 +213,29 @@ function preflight(weftJs: string, isDefault: boolean): void {
   }
 }
 
+/**
+ * Runs `wait` for every item at once: the first failure aborts the others' waits instead of
+ * serialising their timeouts, and aborting `outer` (Ctrl-C) aborts them all.
+ */
+async function waitAll<T>(items: readonly T[], wait: (item: T, signal: AbortSignal) => Promise<void>, outer?: AbortSignal): Promise<void> {
+  const ac = new AbortController();
+  const onAbort = (): void => ac.abort();
+  outer?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await Promise.all(
+      items.map((item) =>
+        wait(item, ac.signal).catch((err: unknown) => {
+          ac.abort();
+          throw err;
+        }),
+      ),
+    );
+  } finally {
+    outer?.removeEventListener('abort', onAbort);
+  }
+  if (outer?.aborted) throw new Error('interrupted');
+}
+
 export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   const o = {
     prefix: opts.prefix ?? DEFAULT_PREFIX,
@@ -427,18 +450,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       // All started before any is waited for: a member of a new cluster is healthy only once a
       // quorum of its peers is up and a leader elected.
       for (const m of members) await spawnEtcdMember(state, m, { wait: false });
-      const ac = new AbortController();
-      const onAbort = (): void => ac.abort();
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      await Promise.all(
-        members.map((m) =>
-          waitEtcdMemberHealthy(state, m, opts.readyTimeoutMs, ac.signal).catch((err: unknown) => {
-            ac.abort();
-            throw err;
-          }),
-        ),
-      ).finally(() => opts.signal?.removeEventListener('abort', onAbort));
-      if (opts.signal?.aborted) throw new Error('interrupted');
+      await waitAll(members, (m, signal) => waitEtcdMemberHealthy(state, m, opts.readyTimeoutMs, signal), opts.signal);
       at('write the network config to etcd');
       await putEtcdNetConf(state, readFileSync(state.control.netConfPath, 'utf8'), opts.readyTimeoutMs ?? 20_000);
     } else if (registry === 'etcd') {
@@ -459,19 +471,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       await spawnDaemon(state, n, { wait: false });
     }
     at('wait for daemons to become ready');
-    // In parallel: one failure cancels the other waits instead of serialising their timeouts.
-    const ac = new AbortController();
-    const onAbort = (): void => ac.abort();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    await Promise.all(
-      state.nodes.map((n) =>
-        waitDaemonReady(state, n, opts.readyTimeoutMs, ac.signal).catch((err: unknown) => {
-          ac.abort();
-          throw err;
-        }),
-      ),
-    ).finally(() => opts.signal?.removeEventListener('abort', onAbort));
-    if (opts.signal?.aborted) throw new Error('interrupted');
+    await waitAll(state.nodes, (n, signal) => waitDaemonReady(state, n, opts.readyTimeoutMs, signal), opts.signal);
     log('daemons ready');
 
     at('wait for every daemon to know its peers');
