@@ -18,6 +18,11 @@ export interface NetworkConfig {
   /** Last subnet's network address, e.g. "10.244.255.0". */
   subnetMax: string;
   backend: BackendConfig;
+  /**
+   * EnableNFTables: the node's masquerade and forward rules go into native nftables tables
+   * instead of iptables chains (flanneld's pkg/trafficmngr/nftables, same rules).
+   */
+  enableNftables: boolean;
   /** The JSON object as read, so it can be handed on verbatim (gRPC GetConfig, etcd). */
   raw: unknown;
 }
@@ -139,6 +144,8 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
   }
 
   const backend = parseBackend(field(obj, 'Backend'));
+  const nft = field(obj, 'EnableNFTables');
+  if (nft !== undefined && nft !== null && typeof nft !== 'boolean') fail(`EnableNFTables ${show(nft)} must be true or false`);
 
   return {
     network: netText,
@@ -146,6 +153,7 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
     subnetMin: formatIpv4(subnetMin),
     subnetMax: formatIpv4(subnetMax),
     backend,
+    enableNftables: nft === true,
     raw,
   };
 }

@@ -10,6 +10,7 @@ describe('parseNetConfig defaults', () => {
       subnetMin: '10.244.1.0', // the first subnet is skipped
       subnetMax: '10.244.255.0',
       backend: { type: 'udp', port: 8285 },
+      enableNftables: false,
       raw: { Network: '10.244.0.0/16' },
     });
     expect(subnetCount(c)).toBe(255);
@@ -65,6 +66,14 @@ describe('parseNetConfig defaults', () => {
   it('SubnetMin == SubnetMax is a one-subnet range', () => {
     const c = parseNetConfig({ Network: '10.244.0.0/16', SubnetMin: '10.244.7.0', SubnetMax: '10.244.7.0' });
     expect(subnetCount(c)).toBe(1);
+  });
+});
+
+describe('EnableNFTables', () => {
+  it('is read as a boolean and refused as anything else', () => {
+    expect(parseNetConfig({ Network: '10.1.0.0/16', EnableNFTables: true }).enableNftables).toBe(true);
+    expect(parseNetConfig({ Network: '10.1.0.0/16', EnableNFTables: false }).enableNftables).toBe(false);
+    expect(() => parseNetConfig({ Network: '10.1.0.0/16', EnableNFTables: 'yes' })).toThrow(/EnableNFTables "yes" must be true or false/);
   });
 });
 
