@@ -81,7 +81,7 @@ function port(name: string, v: string | undefined, dflt: number): number {
   return n;
 }
 
-const OPTIONS = {
+export const DAEMON_OPTIONS = {
   control: { type: 'string' },
   'public-ip': { type: 'string' },
   iface: { type: 'string', multiple: true },
@@ -108,10 +108,10 @@ const OPTIONS = {
 } as const;
 
 /** flanneld's variables (flagutil.SetFlagsFromEnv(flags, "FLANNELD")); -version is read before them there. */
-const FLAGS_ENV: GoFlagsOptions = { envPrefix: 'FLANNELD', notFromEnv: ['help', 'version'] };
+export const DAEMON_FLAGS_ENV: GoFlagsOptions = { envPrefix: 'FLANNELD', notFromEnv: ['help', 'version'] };
 
 export async function run(argv: string[]): Promise<number | void> {
-  const { values, fromEnv } = parseGoFlags(argv, OPTIONS, FLAGS_ENV);
+  const { values, fromEnv } = parseGoFlags(argv, DAEMON_OPTIONS, DAEMON_FLAGS_ENV);
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -128,7 +128,7 @@ export async function run(argv: string[]): Promise<number | void> {
   }
 }
 
-async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof OPTIONS>>['values']): Promise<void> {
+async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OPTIONS>>['values']): Promise<void> {
   const etcd = etcdOptionsFrom(values);
   if (etcd && values.control) throw new Error('give --control or --etcd-endpoints, not both');
   if (!etcd && !values.control) throw new Error('--control ADDR:PORT or --etcd-endpoints URLS is required');
@@ -166,7 +166,7 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof OPTIONS>>
   const logger = pino({ level: values['log-level'], base: { node: underlay.publicIp } });
   for (const skipped of underlay.skipped) logger.info(skipped);
   logger.info({ iface: underlay.iface, addr: underlay.addr, publicIp: underlay.publicIp, by: underlay.how }, 'underlay interface chosen');
-  for (const name of unknownEnv(OPTIONS, FLAGS_ENV)) logger.warn({ variable: name }, 'a FLANNELD_ variable names no weft daemon flag; ignored');
+  for (const name of unknownEnv(DAEMON_OPTIONS, DAEMON_FLAGS_ENV)) logger.warn({ variable: name }, 'a FLANNELD_ variable names no weft daemon flag; ignored');
   let registry: Registry;
   let controlTarget: string;
   if (etcd) {

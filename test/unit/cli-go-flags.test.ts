@@ -2,6 +2,8 @@
 // -single-dash names, FLANNELD_* variables (a flag on the command line wins; one value for a
 // repeatable flag), and one-line refusals naming the flag or the variable.
 import { describe, expect, it } from 'vitest';
+import { DAEMON_FLAGS_ENV, DAEMON_OPTIONS } from '../../src/cli/daemon';
+import { etcdOptionsFrom } from '../../src/cli/etcd-flags';
 import { blameEnv, envName, goFlagsInput, parseGoBool, parseGoFlags, unknownEnv } from '../../src/cli/go-flags';
 
 const OPTIONS = {
@@ -143,5 +145,33 @@ describe('FLANNELD_* variables', () => {
     // A flag whose name is a prefix of the one named is not blamed.
     const other = new Error('--healthz-port-x is wrong');
     expect(blameEnv(other, fromEnv)).toBe(other);
+  });
+});
+
+describe("weft daemon's table", () => {
+  const daemon = (argv: string[], env: NodeJS.ProcessEnv) => parseGoFlags(argv, DAEMON_OPTIONS, { ...DAEMON_FLAGS_ENV, env });
+
+  it('reads every flag but --help and --version from its FLANNELD_ variable', () => {
+    for (const [name, opt] of Object.entries(DAEMON_OPTIONS)) {
+      const key = envName('FLANNELD', name);
+      const { values, fromEnv } = daemon([], { [key]: opt.type === 'boolean' ? 'true' : 'x' });
+      const got = (values as Record<string, unknown>)[name];
+      if (name === 'help' || name === 'version') expect(got, key).toBeUndefined();
+      else {
+        expect(got, key).toEqual(opt.type === 'boolean' ? true : 'multiple' in opt ? ['x'] : 'x');
+        expect(fromEnv.get(name)).toBe(key);
+      }
+    }
+  });
+
+  it("takes flanneld's FLANNELD_ETCD_USERNAME/_PASSWORD, ahead of WEFT_ETCD_*, behind the command line", () => {
+    const env = { FLANNELD_ETCD_USERNAME: 'flannel', FLANNELD_ETCD_PASSWORD: 'fl-pw', WEFT_ETCD_USERNAME: 'weft', WEFT_ETCD_PASSWORD: 'weft-pw' };
+    const a = daemon(['--etcd-endpoints', 'http://127.0.0.1:2379'], env);
+    expect(etcdOptionsFrom(a.values, env)?.auth).toEqual({ username: 'flannel', password: 'fl-pw' });
+    const b = daemon(['--etcd-endpoints', 'http://127.0.0.1:2379', '--etcd-username', 'cli'], env);
+    expect(etcdOptionsFrom(b.values, env)?.auth).toEqual({ username: 'cli', password: 'fl-pw' });
+    const weftOnly = { WEFT_ETCD_USERNAME: 'weft', WEFT_ETCD_PASSWORD: 'weft-pw' };
+    const c = daemon(['--etcd-endpoints', 'http://127.0.0.1:2379'], weftOnly);
+    expect(etcdOptionsFrom(c.values, weftOnly)?.auth).toEqual({ username: 'weft', password: 'weft-pw' });
   });
 });
