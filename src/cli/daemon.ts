@@ -141,6 +141,11 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
     }
   }
   if (values['public-ip'] !== undefined) parseIpv4(values['public-ip']);
+  // flanneld takes an empty --iface or --iface-regex as "no selector" inside its loop (the default
+  // route's interface, even after other selectors); an empty value is refused here instead.
+  for (const f of ['iface', 'iface-regex'] as const) {
+    if (values[f]?.includes('')) throw new Error(`--${f} is empty; give ${f === 'iface' ? 'an interface name or address' : 'a regular expression'}`);
+  }
   const canReach = values['iface-can-reach'];
   if (canReach !== undefined) {
     try {

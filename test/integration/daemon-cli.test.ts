@@ -35,6 +35,8 @@ describe('weft daemon flag errors', () => {
     [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--etcd-cafile', '/nonexistent/ca.pem', '--public-ip', '127.0.0.1'], /--etcd-cafile/],
     [['daemon', '--control', '127.0.0.1'], /--control: "127\.0\.0\.1" is not ADDR:PORT/],
     [['daemon', '--control', '127.0.0.1:7000', '--iface-can-reach', '10.0.0.300'], /--iface-can-reach: "10\.0\.0\.300" is not an IPv4 address/],
+    [['daemon', '--control', '127.0.0.1:7000', '--iface', 'eth0', '--iface='], /--iface is empty; give an interface name or address/],
+    [['daemon', '--control', '127.0.0.1:7000', '--iface-regex', ''], /--iface-regex is empty; give a regular expression/],
     [['daemon', '--control', '127.0.0.1:7000', '--ip-masq=maybe'], /--ip-masq: "maybe" is not a boolean \(true or false\)/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '10.0.0.300'], /invalid IPv4 address "10\.0\.0\.300"/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--healthz-port', '70000'], /--healthz-port: "70000" is not a port number/],
