@@ -262,7 +262,7 @@ export class NodeDaemon {
     if (!this.lease) missing.push('lease');
     if (!this.tun && this.config && BACKENDS[this.config.backend.type].needsTun) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
-    if (this.traffic?.wanted && !this.traffic.status().installed) missing.push('traffic rules');
+    if (this.traffic && !this.traffic.settled) missing.push('traffic rules');
     if (!this.subnetFileWritten) missing.push('subnet file');
     missing.push(...(this.watch ? this.watch.notReady() : ['peer sync']));
     if (this.leaseLost) missing.push(`lease lost: ${this.leaseLost}`);

@@ -9,7 +9,7 @@
 // whole (a declared chain is flushed), the jump from the built-in chain is added only if absent,
 // and the nftables table is deleted and re-created in one transaction.
 import type { Logger } from 'pino';
-import { NetfilterCommandError, netfilter, netfilterAvailable, type NetfilterOptions, type NetfilterTool } from '../io/netfilter';
+import { NetfilterCommandError, NetfilterMissingError, netfilter, netfilterAvailable, type NetfilterOptions, type NetfilterTool } from '../io/netfilter';
 
 export type TrafficRulesBackend = 'iptables' | 'nftables';
 
@@ -189,6 +189,8 @@ export interface TrafficRulesStatus {
   /** Where the rules live: iptables chains (table/chain) or the nftables table. */
   installedIn: string[];
   installed: boolean;
+  /** Why forward rules alone were not installed: the tool is missing (the daemon runs on without them). */
+  skipped?: string;
   resyncPeriodS: number;
   checks: number;
   /** Times a check found rules missing or changed and put them back. */
@@ -205,6 +207,7 @@ export class TrafficRules {
   private readonly log: Logger;
   private randomFully = true;
   private installed = false;
+  private skipped?: string;
   /** What the tools listed right after install, compared at every check. */
   private snapshot = new Map<string, string>();
   private timer?: NodeJS.Timeout;
@@ -224,6 +227,11 @@ export class TrafficRules {
   /** Whether there is anything to install (--ip-masq or forward rules). */
   get wanted(): boolean {
     return this.opts.masquerade || this.opts.forward;
+  }
+
+  /** Installed, or nothing to install, or forward rules skipped for want of the tool. */
+  get settled(): boolean {
+    return !this.wanted || this.installed || this.skipped !== undefined;
   }
 
   spec(): TrafficRuleSpec {
@@ -248,6 +256,19 @@ export class TrafficRules {
     try {
       await this.apply();
     } catch (e) {
+      if (e instanceof NetfilterMissingError && !this.opts.masquerade) {
+        // Forward rules are on by default, as in flanneld, which logs and runs on when iptables
+        // is missing; so does weft: a host (or container) without the tool has no FORWARD
+        // policy of its own to open. --ip-masq asked for explicitly is another matter (below).
+        this.skipped = e.message;
+        this.log.warn({ err: e.message }, 'forward rules not installed: the tool is missing; pod traffic depends on the FORWARD policy being ACCEPT');
+        return;
+      }
+      if (e instanceof NetfilterMissingError) {
+        // With --ip-masq, subnet.env says FLANNEL_IPMASQ=true and the CNI plugin leaves NAT to
+        // us: starting without the rules would silently cut pods off from outside the network.
+        throw new Error(`--ip-masq: cannot install the masquerade rules: ${e.message}`, { cause: e });
+      }
       if (!(e instanceof NetfilterCommandError) || !this.opts.masquerade || !this.randomFully) throw e;
       this.randomFully = false;
       try {
@@ -293,7 +314,7 @@ export class TrafficRules {
 
   /** Checks every resyncS seconds and puts back what is missing. */
   startResync(): void {
-    if (this.opts.resyncS <= 0 || !this.wanted || this.timer) return;
+    if (this.opts.resyncS <= 0 || !this.installed || this.timer) return;
     this.timer = setInterval(() => {
       this.busy ??= this.resync().finally(() => (this.busy = undefined));
     }, this.opts.resyncS * 1000);
@@ -338,6 +359,7 @@ export class TrafficRules {
       forward: this.opts.forward,
       installedIn: this.installed ? this.where() : [],
       installed: this.installed,
+      skipped: this.skipped,
       resyncPeriodS: this.opts.resyncS,
       checks: this.checks,
       resyncs: this.resyncs,

@@ -13,7 +13,7 @@ import {
   type NetfilterRunner,
   type TrafficRuleSpec,
 } from '../../src/daemon/traffic-rules';
-import { NetfilterCommandError, type NetfilterTool } from '../../src/io/netfilter';
+import { NetfilterCommandError, NetfilterMissingError, type NetfilterTool } from '../../src/io/netfilter';
 
 const SPEC: TrafficRuleSpec = { network: '10.244.0.0/16', subnet: '10.244.3.0/24', masquerade: true, forward: true, randomFully: true };
 const C = ['-m', 'comment', '--comment', 'weft masq'];
@@ -137,7 +137,7 @@ class FakeNetfilter {
   };
 
   private exec(tool: NetfilterTool, args: readonly string[], input: string): string {
-    if (this.missing.has(tool)) throw new Error(`${tool} not found`);
+    if (this.missing.has(tool)) throw new NetfilterMissingError(tool);
     if (tool === 'nft') {
       if (args[0] === 'list') {
         if (args[1] === 'table' && this.nftTable !== undefined) return this.nftTable;
@@ -273,7 +273,8 @@ describe('TrafficRules (iptables)', () => {
     fake.chains.get('nat/WEFT-POSTRTG')!.length = 0;
     fake.missing.add('iptables-restore');
     await tr.resync();
-    expect(tr.status()).toMatchObject({ resyncs: 0, errors: 1, lastError: 'iptables-restore not found' });
+    expect(tr.status()).toMatchObject({ resyncs: 0, errors: 1 });
+    expect(tr.status().lastError).toMatch(/^iptables-restore not found/);
   });
 
   it('remove: no jump and no chain of ours left, other rules untouched', async () => {
@@ -308,10 +309,22 @@ describe('TrafficRules (iptables)', () => {
     expect(tr.status().installed).toBe(false);
   });
 
-  it('rules wanted and no iptables installed: install fails with the reason', async () => {
+  it('--ip-masq and no iptables installed: install fails with one line naming the flag and the package', async () => {
     const fake = new FakeNetfilter();
     fake.missing.add('iptables-restore');
-    await expect(rules(fake).tr.install()).rejects.toThrow(/iptables-restore not found/);
+    await expect(rules(fake).tr.install()).rejects.toThrow(
+      /^--ip-masq: cannot install the masquerade rules: iptables-restore not found .*install Debian's iptables package$/,
+    );
+  });
+
+  it('forward rules alone (the default) and no iptables installed: a warning, and the daemon runs on', async () => {
+    const fake = new FakeNetfilter();
+    fake.missing.add('iptables').add('iptables-restore');
+    const { tr, lines } = rules(fake, { masquerade: false });
+    await tr.install();
+    expect(tr.settled).toBe(true);
+    expect(tr.status()).toMatchObject({ installed: false, skipped: expect.stringMatching(/iptables-restore not found/) as unknown });
+    expect(lines.some((l) => l.level === 'warn' && /forward rules not installed/.test(l.msg))).toBe(true);
   });
 });
 
