@@ -207,6 +207,8 @@ export class TrafficRules {
   private readonly log: Logger;
   private randomFully = true;
   private installed = false;
+  /** Rules may be in place (an install began, maybe failed half-way): remove() must look. */
+  private touched = false;
   private skipped?: string;
   /** What the tools listed right after install, compared at every check. */
   private snapshot = new Map<string, string>();
@@ -253,10 +255,12 @@ export class TrafficRules {
       await this.apply().catch((e: Error) => this.log.debug({ err: e.message }, 'no traffic rules wanted; clearing leftovers failed'));
       return;
     }
+    this.touched = true;
     try {
       await this.apply();
     } catch (e) {
       if (e instanceof NetfilterMissingError && !this.opts.masquerade) {
+        this.touched = false;
         // Forward rules are on by default, as in flanneld, which logs and runs on when iptables
         // is missing; so does weft: a host (or container) without the tool has no FORWARD
         // policy of its own to open. --ip-masq asked for explicitly is another matter (below).
@@ -300,9 +304,12 @@ export class TrafficRules {
   async check(): Promise<string[]> {
     if (!this.installed) return [];
     const differences: string[] = [];
-    for (const [key, expected] of this.snapshot) {
-      const now = await this.list(key).catch((e: Error) => `(error: ${e.message})`);
-      if (now !== expected) differences.push(key.startsWith('nft') ? `nftables table ip ${NFT_TABLE}` : `${key} rules`);
+    // Every listing install() should have taken: one missing means the last apply failed half-way.
+    const keys = this.opts.backend === 'nftables' ? ['nft'] : iptablesChains(this.spec()).map((c) => `${c.table}/${c.chain}`);
+    for (const key of keys) {
+      const expected = this.snapshot.get(key);
+      const now = expected === undefined ? undefined : await this.list(key).catch((e: Error) => `(error: ${e.message})`);
+      if (now === undefined || now !== expected) differences.push(key === 'nft' ? `nftables table ip ${NFT_TABLE}` : `${key} rules`);
     }
     if (this.opts.backend === 'iptables') {
       for (const c of iptablesChains(this.spec())) {
@@ -344,8 +351,9 @@ export class TrafficRules {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.busy;
-    if (!this.installed) return;
+    if (!this.touched) return;
     this.installed = false;
+    this.touched = false;
     if (this.opts.backend === 'nftables') await this.removeNft();
     else for (const c of [iptablesMasqChain(this.spec()), iptablesForwardChain(this.spec())]) await this.removeIptablesChain(c);
     this.snapshot.clear();

@@ -121,6 +121,8 @@ class FakeNetfilter {
   nftTable?: string;
   calls: string[] = [];
   refuseRandomFully = false;
+  /** iptables-restore of this table fails (a missing kernel module, say). */
+  failTable?: string;
   missing = new Set<NetfilterTool>();
 
   constructor() {
@@ -152,6 +154,7 @@ class FakeNetfilter {
       if (this.refuseRandomFully && input.includes('--random-fully')) this.fail(tool, args, 'RULE_APPEND failed (Operation not supported)');
       const lines = input.trim().split('\n');
       const table = lines[0].slice(1);
+      if (table === this.failTable) this.fail(tool, args, `can't initialize iptables table \`${table}': Table does not exist`);
       const chain = lines[1].slice(1).split(' ')[0];
       this.chains.set(
         `${table}/${chain}`,
@@ -288,6 +291,34 @@ describe('TrafficRules (iptables)', () => {
     expect(fake.chains.get('filter/FORWARD')).toEqual([]);
     expect([...fake.chains.keys()].sort()).toEqual(['filter/FORWARD', 'nat/POSTROUTING']);
     expect(tr.status().installed).toBe(false);
+  });
+
+  it('an install that failed half-way is removed by remove() all the same, and named in the error', async () => {
+    const fake = new FakeNetfilter();
+    fake.failTable = 'filter';
+    const { tr } = rules(fake);
+    await expect(tr.install()).rejects.toThrow(/iptables-restore -w --noflush: can't initialize iptables table `filter'/);
+    expect(fake.chains.has('nat/WEFT-POSTRTG')).toBe(true);
+    expect(tr.settled).toBe(false);
+    await tr.remove();
+    expect(fake.chains.has('nat/WEFT-POSTRTG')).toBe(false);
+    expect(fake.chains.get('nat/POSTROUTING')).toEqual([]);
+  });
+
+  it('a resync that failed half-way is finished by the next one', async () => {
+    const fake = new FakeNetfilter();
+    const { tr } = rules(fake);
+    await tr.install();
+    // Emptied, jump kept: only the listing taken at install tells the check something is off.
+    fake.chains.get('filter/WEFT-FWD')!.length = 0;
+    fake.failTable = 'filter';
+    await tr.resync();
+    expect(tr.status()).toMatchObject({ resyncs: 0, errors: 1 });
+    fake.failTable = undefined;
+    await tr.resync();
+    expect(tr.status()).toMatchObject({ resyncs: 1, errors: 1 });
+    expect(fake.chains.get('filter/WEFT-FWD')).toHaveLength(2);
+    expect(await tr.check()).toEqual([]);
   });
 
   it('a run without --ip-masq removes the masquerade chain an earlier run left, and keeps forwarding', async () => {
