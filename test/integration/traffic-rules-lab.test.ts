@@ -31,6 +31,11 @@ import { addOutsideHost, inNs, OUTSIDE_IP, peerSeenBy, startPeerEcho, type Outsi
 
 const API_DAEMON = join(__dirname, '..', 'support', 'api-daemon.cjs');
 const NETWORK = '10.244.0.0/16';
+/**
+ * Per test: a restart waits for /readyz and the peers, and each connection that must fail waits
+ * out socat's 3 s connect timeout; on a loaded 2-core machine that outgrows the 30 s default.
+ */
+const SLOW = { timeout: 120_000 };
 
 async function rules(prefix: string, node: string): Promise<TrafficRulesStatus> {
   return ((await daemonStatus(prefix, node)) as { trafficRules: TrafficRulesStatus }).trafficRules;
@@ -87,7 +92,7 @@ async function expectTranslation(state: LabState): Promise<void> {
   expect(await peerSeenBy(p1.ns, p2.ip), 'n1/p1 → n2/p1').toBe(p1.ip);
 }
 
-describe.skipIf(process.getuid?.() !== 0)('masquerade and forward rules (iptables) on a netns lab with an outside host', () => {
+describe.skipIf(process.getuid?.() !== 0)('masquerade and forward rules (iptables) on a netns lab with an outside host', SLOW, () => {
   let lab: MasqLab | undefined;
   let state: LabState;
   let prefix: string;
@@ -217,7 +222,7 @@ describe.skipIf(process.getuid?.() !== 0)('masquerade and forward rules (iptable
   });
 });
 
-describe.skipIf(process.getuid?.() !== 0)('masquerade and forward rules (native nftables, EnableNFTables) on a netns lab with an outside host', () => {
+describe.skipIf(process.getuid?.() !== 0)('masquerade and forward rules (native nftables, EnableNFTables) on a netns lab with an outside host', SLOW, () => {
   let lab: MasqLab | undefined;
   let state: LabState;
   let prefix: string;
