@@ -22,6 +22,21 @@ interface DaemonStatus {
   /** error and downForMs: why the lease watch is down and since when (absent while it is up, and from older daemons). */
   control?: { target: string; watching: boolean; revision: number; error?: string; downForMs?: number };
   peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
+  /** The masquerade and forward rules (src/daemon/traffic-rules.ts); absent from older daemons. */
+  trafficRules?: {
+    backend: string;
+    masquerade: boolean;
+    randomFully: boolean;
+    forward: boolean;
+    installed: boolean;
+    installedIn: string[];
+    skipped?: string;
+    resyncPeriodS: number;
+    resyncs: number;
+    lastResync?: string;
+    errors: number;
+    lastError?: string;
+  };
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   offload?: {
     enabled?: boolean;
@@ -76,6 +91,21 @@ export function formatDaemonStatus(s: DaemonStatus): string {
     const down = s.control.downForMs !== undefined ? `, down for ${(s.control.downForMs / 1000).toFixed(1)} s` : '';
     const why = s.control.error ? ` (${s.control.error})` : '';
     lines.push(`control ${s.control.target}: ${s.control.watching ? 'watching' : 'NOT watching'} at revision ${s.control.revision}${down}${why}`);
+  }
+  const t = s.trafficRules;
+  if (t) {
+    const what = [t.masquerade && `masquerade${t.randomFully ? ' --random-fully' : ''}`, t.forward && 'forward'].filter(Boolean).join(', ');
+    const state = t.installed
+      ? `${t.installedIn.join('; ')}`
+      : t.skipped
+        ? `NOT installed: ${t.skipped}`
+        : what
+          ? 'NOT installed'
+          : 'none (no --ip-masq, forward rules off)';
+    const resync = t.installed
+      ? `; resync every ${t.resyncPeriodS} s, ${t.resyncs} put back${t.lastResync ? ` (last ${t.lastResync})` : ''}${t.errors ? `, ${t.errors} failed (${t.lastError})` : ''}`
+      : '';
+    lines.push(`rules ${t.backend}${what ? ` ${what}` : ''}: ${state}${resync}`);
   }
   const peers = s.peers ?? [];
   lines.push('', `peers (${peers.length}):`);

@@ -15,6 +15,7 @@ import { startHealthServer } from './health';
 import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
+import { TrafficRules } from './traffic-rules';
 
 export interface DaemonOptions {
   registry: Registry;
@@ -29,7 +30,12 @@ export interface DaemonOptions {
   healthzPort: number;
   /** Renew this long before expiry (flannel renews an hour ahead); capped at half the remaining TTL. */
   renewMarginMs: number;
+  /** --ip-masq: FLANNEL_IPMASQ=true in subnet.env, and masquerade rules for pods' traffic leaving the network. */
   ipMasq: boolean;
+  /** --iptables-forward-rules: accept forwarding to and from the network (flanneld's default: on). */
+  iptablesForwardRules: boolean;
+  /** --iptables-resync: seconds between checks that the rules are still there (0: never). */
+  iptablesResyncS: number;
   /**
    * Kernel offloads (all on by default in the CLI), each on its own so what each pays can be
    * measured alone. Every routing and encapsulation decision is still made per packet in the
@@ -77,6 +83,7 @@ export class NodeDaemon {
   private node?: Node;
   private health?: { port: number; close(): Promise<void> };
   private watch?: LeaseWatch;
+  private traffic?: TrafficRules;
   private routesInstalled = false;
   private subnetFileWritten = false;
   private stopping = false;
@@ -190,6 +197,19 @@ export class NodeDaemon {
     });
     this.node.datapath?.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
 
+    // Before subnet.env: FLANNEL_IPMASQ=true tells the CNI plugin to leave masquerading to us.
+    this.traffic = new TrafficRules({
+      backend: this.config.enableNftables ? 'nftables' : 'iptables',
+      network: this.config.network,
+      subnet: this.lease.subnet,
+      masquerade: opts.ipMasq,
+      forward: opts.iptablesForwardRules,
+      resyncS: opts.iptablesResyncS,
+      log: this.log,
+    });
+    await this.traffic.install();
+    this.traffic.startResync();
+
     await writeSubnetEnv(opts.subnetFile, {
       network: this.config.network,
       subnet: `${formatIpv4(subnet.addr + 1)}/${subnet.len}`,
@@ -217,6 +237,7 @@ export class NodeDaemon {
     this.watch?.stop();
     this.node?.datapath?.stop();
     await this.node?.hostRoutes?.removeAll();
+    await this.traffic?.remove().catch((e: Error) => this.log.warn({ err: e.message }, 'removing the traffic rules failed'));
     // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
     // addresses and routes that pointed into it.
     this.tun?.close();
@@ -241,6 +262,7 @@ export class NodeDaemon {
     if (!this.lease) missing.push('lease');
     if (!this.tun && this.config && BACKENDS[this.config.backend.type].needsTun) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
+    if (this.traffic && !this.traffic.settled) missing.push('traffic rules');
     if (!this.subnetFileWritten) missing.push('subnet file');
     missing.push(...(this.watch ? this.watch.notReady() : ['peer sync']));
     if (this.leaseLost) missing.push(`lease lost: ${this.leaseLost}`);
@@ -268,6 +290,7 @@ export class NodeDaemon {
       hostRoutes: this.node?.hostRoutes
         ? { routes: this.node.hostRoutes.routes(), unreachable: this.node.hostRoutes.unreachable, unreachablePeers: this.node.hostRoutes.unreachablePeers() }
         : undefined,
+      trafficRules: this.traffic?.status(),
       runtime: this.runtime.snapshot(),
     };
   }

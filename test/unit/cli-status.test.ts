@@ -51,6 +51,29 @@ describe('weft status', () => {
     expect(text).not.toContain('offloads');
   });
 
+  it('says which masquerade and forward rules are in place and how often they were put back', () => {
+    const rules = {
+      backend: 'iptables',
+      masquerade: true,
+      randomFully: true,
+      forward: true,
+      installed: true,
+      installedIn: ['iptables nat WEFT-POSTRTG (from POSTROUTING)', 'iptables filter WEFT-FWD (from FORWARD)'],
+      resyncPeriodS: 5,
+      resyncs: 1,
+      lastResync: '2026-12-02T10:00:00.000Z',
+      errors: 0,
+    };
+    expect(formatDaemonStatus({ ...base, trafficRules: rules })).toContain(
+      'rules iptables masquerade --random-fully, forward: iptables nat WEFT-POSTRTG (from POSTROUTING); iptables filter WEFT-FWD (from FORWARD); resync every 5 s, 1 put back (last 2026-12-02T10:00:00.000Z)\n',
+    );
+    const none = { ...rules, masquerade: false, forward: false, installed: false, installedIn: [], resyncs: 0, lastResync: undefined };
+    expect(formatDaemonStatus({ ...base, trafficRules: none })).toContain('rules iptables: none (no --ip-masq, forward rules off)\n');
+    const skipped = { ...none, forward: true, skipped: 'iptables-restore not found' };
+    expect(formatDaemonStatus({ ...base, trafficRules: skipped })).toContain('rules iptables forward: NOT installed: iptables-restore not found\n');
+    expect(formatDaemonStatus(base)).not.toContain('rules');
+  });
+
   it('says why and for how long the lease watch is down, and nothing extra while it is up', () => {
     expect(formatDaemonStatus(base)).toContain('control 192.168.77.1:7000: watching at revision 7\n');
     const down = formatDaemonStatus({
