@@ -1,7 +1,7 @@
 // weft-cni's network configuration and the delegate configuration it builds from it, as flannel's
 // CNI plugin does (flannel-io/cni-plugin flannel.go loadFlannelNetConf, flannel_linux.go doCmdAdd
 // and getDelegateIPAM): the node's lease from subnet.env becomes a `bridge` + `host-local` config.
-import { formatCidr, maskOf, parseAddrPrefix } from '../route/address';
+import { formatCidr, formatIpv4, maskOf, parseAddrPrefix } from '../route/address';
 import type { SubnetEnv } from '../daemon/subnet-env';
 import { CNI_ERRORS, CniError } from './errors';
 
@@ -138,7 +138,7 @@ export function podRange(env: SubnetEnv): string {
  * fields win; otherwise type `bridge`, `ipMasq` = !FLANNEL_IPMASQ (the bridge masquerades only
  * when flanneld does not), `mtu` = FLANNEL_MTU, `isGateway` for bridge; `ipam` is the user's
  * top-level ipam with type host-local by default, the range set to the node's lease and a route
- * to each cluster network appended to the user's routes.
+ * to each cluster network (via the range's gateway) appended to the user's routes.
  */
 export function buildDelegate(conf: WeftCniConf, env: SubnetEnv): Json {
   const d: Json = { cniVersion: conf.cniVersion, name: conf.name, ...conf.delegate };
@@ -150,11 +150,17 @@ export function buildDelegate(conf: WeftCniConf, env: SubnetEnv): Json {
   if (d.type === 'bridge' && d.isGateway === undefined) d.isGateway = true;
   // FLANNEL_NETWORK may list several networks, comma-separated (flannel's loadFlannelSubnetEnv).
   const networks = [...new Set(env.network.split(',').map((n) => networkOf(n.trim())))];
+  const range = podRange(env);
+  // The gateway written out, where flannel leaves it unset: the route is the same either way
+  // (host-local's gateway is the range's first address, and the bridge installs a gateway-less
+  // route via it), but the reference bridge's CHECK (plugins 1.1.1) looks the route up with the
+  // result's gateway as given, so a gateway-less route is never "found" and CHECK always fails.
+  const gw = formatIpv4(parseAddrPrefix(range).addr + 1);
   d.ipam = {
     type: 'host-local',
     ...conf.ipam,
-    ranges: [[{ subnet: podRange(env) }]],
-    routes: [...((conf.ipam.routes as unknown[] | undefined) ?? []), ...networks.map((dst) => ({ dst }))],
+    ranges: [[{ subnet: range }]],
+    routes: [...((conf.ipam.routes as unknown[] | undefined) ?? []), ...networks.map((dst) => ({ dst, gw }))],
   };
   if (conf.runtimeConfig) d.runtimeConfig = conf.runtimeConfig;
   return d;

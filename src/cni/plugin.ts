@@ -209,6 +209,7 @@ function cmdAdd(conf: WeftCniConf, env: Env): string {
   const id = containerId(env);
   const ifn = ifname(env);
   const config = buildDelegate(conf, loadSubnetEnv(conf.subnetFile));
+  findPlugin(String(config.type), env.CNI_PATH); // before anything is saved: nothing to undo if absent
   // A chained plugin before us would hand a prevResult; the delegate passes it on (spec: ADD
   // "MUST handle prevResult by either passing it through, or modifying it").
   if (conf.prevResult !== undefined) config.prevResult = conf.prevResult;
