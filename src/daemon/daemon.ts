@@ -5,7 +5,7 @@ import { RegistryError } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
 import { BACKENDS } from '../datapath/backends';
 import { HostRoutes } from '../datapath/host-routes';
-import { assembleNode, tunnelMtu, usesHostRoutes, type Node } from '../datapath/node';
+import { assembleNode, tunnelMtu, underlayMtuFor, usesHostRoutes, type Node } from '../datapath/node';
 import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
@@ -121,6 +121,8 @@ export class NodeDaemon {
     this.network = parseCidr(this.config.network);
     const type = this.config.backend.type;
     const spec = BACKENDS[type];
+    // Backend.MTU (vxlan) in place of the interface's; refused here, before a lease is taken.
+    const underlayMtu = underlayMtuFor(this.config.backend, underlay);
     const leaseData = spec.leaseData(publicIp, this.config.backend.vni ?? 0);
     const previousSubnet = await this.previousSubnet();
     this.lease = await this.retry('acquire lease', () =>
@@ -132,7 +134,7 @@ export class NodeDaemon {
       previousSubnet && previousSubnet !== this.lease.subnet ? 'lease acquired: a different subnet than subnet.env recorded' : 'lease acquired',
     );
 
-    this.mtu = tunnelMtu(type, underlay.mtu);
+    this.mtu = tunnelMtu(type, underlayMtu);
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
       this.sock = spec.openTransport(publicIp, port, {
@@ -181,7 +183,7 @@ export class NodeDaemon {
       backend: this.config.backend,
       network: this.network,
       lease: this.lease,
-      underlayMtu: underlay.mtu,
+      underlayMtu,
       devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
       hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
       stats: this.stats,
