@@ -25,7 +25,7 @@ function stateWith(n: number, revision: number): StoreState {
       expiration: 1_700_000_000_000 + i,
     });
   }
-  return { revision, leases, previous: { '198.51.100.7': '10.9.9.0/24' } };
+  return { revision, leases, previous: { '198.51.100.7': '10.9.9.0/24' }, reservations: [{ subnet: '10.0.200.0/24', publicIp: '198.51.100.9' }] };
 }
 
 async function loadError(store: LeaseStore): Promise<Error> {
