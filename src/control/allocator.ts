@@ -248,7 +248,7 @@ export function overlaps(a: string, b: string): boolean {
     return false;
   }
   const mask = maskOf(Math.min(x.len, y.len));
-  return ((x.addr & mask) >>> 0) === ((y.addr & mask) >>> 0);
+  return (x.addr & mask) >>> 0 === (y.addr & mask) >>> 0;
 }
 
 function markOverlap(range: SubnetRange, subnet: string, into: Set<number>): void {

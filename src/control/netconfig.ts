@@ -276,7 +276,9 @@ function parseBackend(v: unknown): BackendConfig {
   const known: NetConfKey[] = [{ key: 'Type', rule: 'same', note: '' }, ...BACKEND_KEYS[type]];
   checkKeys(v, known, 'Backend.', (k) => {
     const takers = BACKEND_TYPES.filter((b) => BACKEND_KEYS[b].some((s) => s.key.toLowerCase() === k.toLowerCase()));
-    return takers.length > 0 ? `is not a key of the ${type} backend (${takers.join(', ')} take${takers.length === 1 ? 's' : ''} it); remove it` : 'is not a flannel Backend key';
+    return takers.length > 0
+      ? `is not a key of the ${type} backend (${takers.join(', ')} take${takers.length === 1 ? 's' : ''} it); remove it`
+      : 'is not a flannel Backend key';
   });
   const port = optionalInt(v, 'Port', 'Backend.Port', 1, 65535);
   const vni = optionalInt(v, 'VNI', 'Backend.VNI', 0, 0xffffff); // 24-bit field, RFC 7348 §5

@@ -441,7 +441,7 @@ describe('EmbeddedRegistry reservations', () => {
     w.handle.close();
   });
 
-  it("a node with an ordinary lease elsewhere moves to its reservation at its next acquire; the old lease is dropped", async () => {
+  it('a node with an ordinary lease elsewhere moves to its reservation at its next acquire; the old lease is dropped', async () => {
     const r = await open({}, SMALL);
     const old = await r.acquire({ publicIp: '192.0.2.5' });
     expect(old.subnet).toBe('10.244.1.0/24');
@@ -470,14 +470,30 @@ describe('EmbeddedRegistry reservations', () => {
     await r.acquire({ publicIp: '192.0.2.1' }); // 10.244.1.0/24
     await r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.9' });
     const cases: Array<[Promise<unknown>, string, RegExp]> = [
-      [r.reserve({ subnet: '10.244.9.0/24', publicIp: '192.0.2.7' }), 'invalid', /^subnet 10\.244\.9\.0\/24 is not one the network hands out: a \/24 of 10\.244\.0\.0\/16 from SubnetMin 10\.244\.1\.0 to SubnetMax 10\.244\.3\.0$/],
+      [
+        r.reserve({ subnet: '10.244.9.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.9\.0\/24 is not one the network hands out: a \/24 of 10\.244\.0\.0\/16 from SubnetMin 10\.244\.1\.0 to SubnetMax 10\.244\.3\.0$/,
+      ],
       [r.reserve({ subnet: '10.244.2.0/25', publicIp: '192.0.2.7' }), 'invalid', /is not one the network hands out/],
       [r.reserve({ subnet: 'ten', publicIp: '192.0.2.7' }), 'invalid', /^subnet "ten" is not a CIDR/],
       [r.reserve({ subnet: '10.244.3.0/24', publicIp: 'nope' }), 'invalid', /^publicIp "nope" is not an IPv4 address$/],
       [r.reserve({ subnet: '10.244.3.0/24', publicIp: '127.0.0.1' }), 'invalid', /loopback/],
-      [r.reserve({ subnet: '10.244.1.0/24', publicIp: '192.0.2.7' }), 'invalid', /^subnet 10\.244\.1\.0\/24 is leased to 192\.0\.2\.1 \(10\.244\.1\.0\/24\); reserve it once that lease is gone$/],
-      [r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.7' }), 'invalid', /^subnet 10\.244\.2\.0\/24 is already reserved for 192\.0\.2\.9; unreserve it first$/],
-      [r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }), 'invalid', /^publicIp 192\.0\.2\.9 already has subnet 10\.244\.2\.0\/24 reserved; unreserve it first$/],
+      [
+        r.reserve({ subnet: '10.244.1.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.1\.0\/24 is leased to 192\.0\.2\.1 \(10\.244\.1\.0\/24\); reserve it once that lease is gone$/,
+      ],
+      [
+        r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.2\.0\/24 is already reserved for 192\.0\.2\.9; unreserve it first$/,
+      ],
+      [
+        r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }),
+        'invalid',
+        /^publicIp 192\.0\.2\.9 already has subnet 10\.244\.2\.0\/24 reserved; unreserve it first$/,
+      ],
       [r.reserve({ subnet: '1'.repeat(100), publicIp: '192.0.2.7' }), 'invalid', /^subnet is 100 characters long/],
       [r.unreserve('x'.repeat(100)), 'invalid', /^subnet is 100 characters long/],
     ];
@@ -503,7 +519,9 @@ describe('EmbeddedRegistry reservations', () => {
     const l = await narrower.acquire({ publicIp: '192.0.2.9' });
     expect(l.subnet).toBe('10.244.1.0/24');
     expect(isReservation(l)).toBe(false);
-    expect(warnings).toContainEqual(expect.objectContaining({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9', m: 'skipping a reservation that does not fit the network config' }));
+    expect(warnings).toContainEqual(
+      expect.objectContaining({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9', m: 'skipping a reservation that does not fit the network config' }),
+    );
     expect(await narrower.reservations()).toEqual([{ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }]);
   });
 });

@@ -185,7 +185,8 @@ const NET = '10.244.0.0/16';
 describe('net-conf keys: every flannel key is honoured or refused by name, never ignored', () => {
   it('every top-level key of the table is either accepted with its default or refused naming it', () => {
     for (const k of TOP_KEYS) {
-      if (k.rule === 'refused') expect(refusal({ Network: NET, [k.key]: k.key === 'IPv6SubnetLen' ? 64 : 'fd00::/56' })).toContain(`${k.key} is not supported by weft`);
+      if (k.rule === 'refused')
+        expect(refusal({ Network: NET, [k.key]: k.key === 'IPv6SubnetLen' ? 64 : 'fd00::/56' })).toContain(`${k.key} is not supported by weft`);
     }
     expect(TOP_KEYS.map((k) => k.key)).toEqual(
       expect.arrayContaining(['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'Backend', 'EnableIPv4', 'EnableIPv6', 'EnableNFTables', 'IPv6Network']),
@@ -194,7 +195,9 @@ describe('net-conf keys: every flannel key is honoured or refused by name, never
 
   it('EnableIPv4: true (the default) accepted, false refused, non-boolean refused', () => {
     expect(parseNetConfig({ Network: NET, EnableIPv4: true }).network).toBe(NET);
-    expect(refusal({ Network: NET, EnableIPv4: false })).toBe('net-conf.json: EnableIPv4 false (an IPv6-only network) is not supported by weft, which is IPv4-only');
+    expect(refusal({ Network: NET, EnableIPv4: false })).toBe(
+      'net-conf.json: EnableIPv4 false (an IPv6-only network) is not supported by weft, which is IPv4-only',
+    );
     expect(refusal({ Network: NET, EnableIPv4: 1 })).toBe('net-conf.json: EnableIPv4 1 must be true or false');
   });
 
@@ -228,9 +231,15 @@ describe('net-conf keys: every flannel key is honoured or refused by name, never
   });
 
   it('a key of another backend is refused, naming the backends that take it', () => {
-    expect(refusal({ Network: NET, Backend: { Type: 'host-gw', Port: 1 } })).toBe('net-conf.json: Backend.Port is not a key of the host-gw backend (udp, vxlan take it); remove it');
-    expect(refusal({ Network: NET, Backend: { Type: 'udp', VNI: 1 } })).toBe('net-conf.json: Backend.VNI is not a key of the udp backend (vxlan takes it); remove it');
-    expect(refusal({ Network: NET, Backend: { Type: 'udp', DirectRouting: true } })).toMatch(/Backend\.DirectRouting is not a key of the udp backend \(vxlan, ipip take it\)/);
+    expect(refusal({ Network: NET, Backend: { Type: 'host-gw', Port: 1 } })).toBe(
+      'net-conf.json: Backend.Port is not a key of the host-gw backend (udp, vxlan take it); remove it',
+    );
+    expect(refusal({ Network: NET, Backend: { Type: 'udp', VNI: 1 } })).toBe(
+      'net-conf.json: Backend.VNI is not a key of the udp backend (vxlan takes it); remove it',
+    );
+    expect(refusal({ Network: NET, Backend: { Type: 'udp', DirectRouting: true } })).toMatch(
+      /Backend\.DirectRouting is not a key of the udp backend \(vxlan, ipip take it\)/,
+    );
     expect(refusal({ Network: NET, Backend: { Type: 'ipip', MTU: 1400 } })).toMatch(/Backend\.MTU is not a key of the ipip backend \(vxlan takes it\)/);
   });
 
@@ -242,7 +251,9 @@ describe('net-conf keys: every flannel key is honoured or refused by name, never
 
   it('vxlan GBP and Learning: false accepted, true refused by name', () => {
     expect(parseNetConfig({ Network: NET, Backend: { Type: 'vxlan', GBP: false, Learning: false } }).backend.type).toBe('vxlan');
-    expect(refusal({ Network: NET, Backend: { Type: 'vxlan', GBP: true } })).toMatch(/^net-conf\.json: Backend\.GBP true is not supported by weft \(VXLAN Group Based Policy/);
+    expect(refusal({ Network: NET, Backend: { Type: 'vxlan', GBP: true } })).toMatch(
+      /^net-conf\.json: Backend\.GBP true is not supported by weft \(VXLAN Group Based Policy/,
+    );
     expect(refusal({ Network: NET, Backend: { Type: 'vxlan', learning: true } })).toMatch(/^net-conf\.json: Backend\.Learning true is not supported by weft/);
     expect(refusal({ Network: NET, Backend: { Type: 'vxlan', GBP: 'off' } })).toBe('net-conf.json: Backend.GBP "off" must be true or false');
   });
