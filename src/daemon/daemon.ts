@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Lease, Registry, WatchBatch } from '../control/registry';
-import { RegistryError } from '../control/registry';
+import { RegistryError, isReservation } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
 import { BACKENDS } from '../datapath/backends';
 import { HostRoutes } from '../datapath/host-routes';
@@ -406,6 +406,11 @@ export class NodeDaemon {
 
   private scheduleRenew(): void {
     if (this.stopping || !this.lease) return;
+    // A reservation never expires and is never renewed (renewing would give it a TTL on etcd).
+    if (isReservation(this.lease)) {
+      this.log.info({ subnet: this.lease.subnet }, 'the subnet is reserved for this node: never expires, not renewed');
+      return;
+    }
     const remaining = this.lease.expiration - Date.now();
     const margin = Math.min(this.opts.renewMarginMs, remaining / 2);
     const delay = Math.max(200, remaining - margin);

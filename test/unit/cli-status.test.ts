@@ -2,6 +2,7 @@
 // included (system calls against the packets they moved).
 import { describe, expect, it } from 'vitest';
 import { formatDaemonStatus } from '../../src/cli/status';
+import { NEVER_EXPIRES } from '../../src/control/registry';
 
 const base = {
   publicIp: '192.168.77.11',
@@ -49,6 +50,11 @@ describe('weft status', () => {
     expect(text).toContain('  10.244.9.0/24      via 192.168.77.12:8285');
     expect(text).toContain('drops            no_route 2');
     expect(text).not.toContain('offloads');
+  });
+
+  it('says a reserved lease never expires', () => {
+    const text = formatDaemonStatus({ ...base, lease: { subnet: '10.244.5.0/24', expiration: NEVER_EXPIRES } });
+    expect(text).toContain('lease 10.244.5.0/24, reserved for this node, never expires');
   });
 
   it('says why and for how long the lease watch is down, and nothing extra while it is up', () => {
