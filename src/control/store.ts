@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import { makeDirs, quotePath } from '../util/make-dirs';
-import type { Lease, Reservation } from './registry';
+import { isReservation, type Lease, type Reservation } from './registry';
 import { StateLockError, releaseLock, takeLock } from './state-lock';
 import { replaceFile } from '../util/durable-file';
 
@@ -208,6 +208,13 @@ export function decodeState(text: string): StoreState {
       reservedIps.add(publicIp);
       reservations.push({ subnet, publicIp });
     });
+  }
+  // A lease that never expires is a reservation held by its node; without the reservation
+  // nothing could ever end it (revoke keeps it, unreserve finds nothing to remove).
+  for (const l of leases) {
+    if (isReservation(l) && !reservations.some((r) => r.subnet === l.subnet && r.publicIp === l.publicIp)) {
+      throw new Error(`lease ${l.subnet} of ${l.publicIp} never expires but no reservation keeps it`);
+    }
   }
   return { revision, leases, previous, reservations };
 }
