@@ -25,7 +25,8 @@ export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --n
 
   --listen ADDR:PORT        gRPC address to serve (port 0 picks a free port; the bound address is logged)
   --state-dir DIR           where leases.json is kept (created if missing)
-  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend.
+  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend
+                            (vxlan when absent), EnableNFTables; a flannel key weft lacks is refused.
                             With etcd: written to PREFIX/config if absent; refused if etcd holds a
                             different one; omitted: the one in etcd is used
   Keeping the leases in etcd instead of --state-dir (gRPC clients and flanneld-style etcd clients
