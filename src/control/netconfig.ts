@@ -280,7 +280,9 @@ function parseBackend(v: unknown): BackendConfig {
       ? `is not a key of the ${type} backend (${takers.join(', ')} take${takers.length === 1 ? 's' : ''} it); remove it`
       : 'is not a flannel Backend key';
   });
-  const port = optionalInt(v, 'Port', 'Backend.Port', 1, 65535);
+  // vxlan Port 0 is the kernel's default port in flanneld (the link is created with port 0);
+  // udp has no such default, so there 0 is refused.
+  const port = optionalInt(v, 'Port', 'Backend.Port', type === 'vxlan' ? 0 : 1, 65535);
   const vni = optionalInt(v, 'VNI', 'Backend.VNI', 0, 0xffffff); // 24-bit field, RFC 7348 §5
   const mtu = optionalInt(v, 'MTU', 'Backend.MTU', MIN_BACKEND_MTU, 65535);
   const dr = field(v, 'DirectRouting');
@@ -293,7 +295,7 @@ function parseBackend(v: unknown): BackendConfig {
       out.port = port ?? BACKENDS.udp.defaultPort;
       break;
     case 'vxlan':
-      out.port = port ?? BACKENDS.vxlan.defaultPort;
+      out.port = port || BACKENDS.vxlan.defaultPort;
       out.vni = vni ?? DEFAULT_VNI;
       out.directRouting = (dr as boolean | undefined) ?? false;
       if (mtu !== undefined) out.mtu = mtu;

@@ -265,6 +265,11 @@ describe('net-conf keys: every flannel key is honoured or refused by name, never
     expect(refusal({ Network: NET, Backend: { Type: 'vxlan', Name: 'flannel.4096' } })).toMatch(/^net-conf\.json: Backend\.Name is not supported by weft/);
   });
 
+  it("vxlan Port 0 is the kernel's default (8472), as in flanneld; udp Port 0 is refused", () => {
+    expect(parseNetConfig({ Network: NET, Backend: { Type: 'vxlan', Port: 0 } }).backend.port).toBe(8472);
+    expect(refusal({ Network: NET, Backend: { Type: 'udp', Port: 0 } })).toBe('net-conf.json: Backend.Port 0 must be an integer from 1 to 65535');
+  });
+
   it('vxlan MTU: an integer from 576 to 65535, kept as given', () => {
     expect(parseNetConfig({ Network: NET, Backend: { Type: 'vxlan', MTU: 1400 } }).backend.mtu).toBe(1400);
     expect(parseNetConfig({ Network: NET, Backend: { Type: 'vxlan', mtu: 9000 } }).backend.mtu).toBe(9000);
