@@ -2,6 +2,7 @@
 // the command `docker compose exec node1 weft status` and `weft lab exec n1 -- weft status` run.
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
+import { isReservation } from '../control/registry';
 
 export const USAGE = `usage: weft status [--healthz ADDR:PORT] [--json]
 
@@ -85,7 +86,10 @@ export function formatDaemonStatus(s: DaemonStatus): string {
   const ready = s.ready ? 'ready' : 'NOT READY';
   lines.push(`node ${s.publicIp ?? '?'} (${s.iface ?? '?'}): ${ready}, backend ${s.backend ?? '?'}, network ${s.network ?? '?'}`);
   if (s.leaseLost) lines.push(`lease LOST: ${s.leaseLost}`);
-  if (s.lease) lines.push(`lease ${s.lease.subnet}, expires ${new Date(s.lease.expiration).toISOString()}`);
+  if (s.lease) {
+    const when = isReservation(s.lease) ? 'reserved for this node, never expires' : `expires ${new Date(s.lease.expiration).toISOString()}`;
+    lines.push(`lease ${s.lease.subnet}, ${when}`);
+  }
   lines.push(`device ${s.tun ?? '(none: kernel routes only)'}, MTU ${s.mtu ?? '?'}`);
   if (s.control) {
     const down = s.control.downForMs !== undefined ? `, down for ${(s.control.downForMs / 1000).toFixed(1)} s` : '';

@@ -1,11 +1,11 @@
 import { promises as fs } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Lease, Registry, WatchBatch } from '../control/registry';
-import { RegistryError } from '../control/registry';
+import { RegistryError, isReservation } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
 import { BACKENDS } from '../datapath/backends';
 import { HostRoutes } from '../datapath/host-routes';
-import { assembleNode, tunnelMtu, usesHostRoutes, type Node } from '../datapath/node';
+import { assembleNode, tunnelMtu, underlayMtuFor, usesHostRoutes, type Node } from '../datapath/node';
 import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
@@ -128,6 +128,8 @@ export class NodeDaemon {
     this.network = parseCidr(this.config.network);
     const type = this.config.backend.type;
     const spec = BACKENDS[type];
+    // Backend.MTU (vxlan) in place of the interface's; refused here, before a lease is taken.
+    const underlayMtu = underlayMtuFor(this.config.backend, underlay);
     const leaseData = spec.leaseData(publicIp, this.config.backend.vni ?? 0);
     const previousSubnet = await this.previousSubnet();
     this.lease = await this.retry('acquire lease', () =>
@@ -139,7 +141,7 @@ export class NodeDaemon {
       previousSubnet && previousSubnet !== this.lease.subnet ? 'lease acquired: a different subnet than subnet.env recorded' : 'lease acquired',
     );
 
-    this.mtu = tunnelMtu(type, underlay.mtu);
+    this.mtu = tunnelMtu(type, underlayMtu);
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
       this.sock = spec.openTransport(publicIp, port, {
@@ -188,7 +190,7 @@ export class NodeDaemon {
       backend: this.config.backend,
       network: this.network,
       lease: this.lease,
-      underlayMtu: underlay.mtu,
+      underlayMtu,
       devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
       hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
       stats: this.stats,
@@ -427,6 +429,11 @@ export class NodeDaemon {
 
   private scheduleRenew(): void {
     if (this.stopping || !this.lease) return;
+    // A reservation never expires and is never renewed (renewing would give it a TTL on etcd).
+    if (isReservation(this.lease)) {
+      this.log.info({ subnet: this.lease.subnet }, 'the subnet is reserved for this node: never expires, not renewed');
+      return;
+    }
     const remaining = this.lease.expiration - Date.now();
     const margin = Math.min(this.opts.renewMarginMs, remaining / 2);
     const delay = Math.max(200, remaining - margin);

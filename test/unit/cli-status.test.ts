@@ -2,6 +2,7 @@
 // included (system calls against the packets they moved).
 import { describe, expect, it } from 'vitest';
 import { formatDaemonStatus } from '../../src/cli/status';
+import { NEVER_EXPIRES } from '../../src/control/registry';
 
 const base = {
   publicIp: '192.168.77.11',
@@ -72,6 +73,11 @@ describe('weft status', () => {
     const skipped = { ...none, forward: true, skipped: 'iptables-restore not found' };
     expect(formatDaemonStatus({ ...base, trafficRules: skipped })).toContain('rules iptables forward: NOT installed: iptables-restore not found\n');
     expect(formatDaemonStatus(base)).not.toContain('rules');
+  });
+
+  it('says a reserved lease never expires', () => {
+    const text = formatDaemonStatus({ ...base, lease: { subnet: '10.244.5.0/24', expiration: NEVER_EXPIRES } });
+    expect(text).toContain('lease 10.244.5.0/24, reserved for this node, never expires');
   });
 
   it('says why and for how long the lease watch is down, and nothing extra while it is up', () => {
