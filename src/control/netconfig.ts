@@ -79,7 +79,7 @@ export const TOP_KEYS: readonly NetConfKey[] = [
   { key: 'SubnetLen', rule: 'same', note: '0 or absent: 24, or a quarter of a network smaller than /22' },
   { key: 'SubnetMin', rule: 'same', note: 'default: the second subnet' },
   { key: 'SubnetMax', rule: 'same', note: 'default: the last subnet' },
-  { key: 'Backend', rule: 'same', note: 'absent, or without Type: vxlan' },
+  { key: 'Backend', rule: 'same', note: "absent: udp, as flanneld's code (flannel's docs say vxlan); given without Type: refused, as flanneld" },
   { key: 'EnableNFTables', rule: 'same', note: 'masquerade and forward rules in nftables instead of iptables' },
   { key: 'EnableIPv4', rule: 'same', note: 'true (the default) only: weft is IPv4; false is refused' },
   { key: 'EnableIPv6', rule: 'default-only', note: 'weft is IPv4-only: true is refused' },
@@ -256,18 +256,19 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
 }
 
 /**
- * Backend, absent or without Type: vxlan, the default flannel documents (configuration.md:
- * "Defaults to vxlan backend") and every kube-flannel manifest writes out. (flanneld's code reads
- * an absent Backend as udp, which its udp backend refuses on every architecture but amd64, and an
- * empty Type as an unknown backend; weft follows the documentation.)
+ * Backend absent: udp, as flanneld's code decides (pkg/subnet/config.go parseBackendType), not
+ * vxlan as flannel's configuration.md says. weft and flanneld nodes reading one config from etcd
+ * must pick the same backend, or a mixed cluster splits into two data planes that cannot reach
+ * each other; the manifests flannel ships all write Type out, which both read alike. A Backend
+ * without a Type (or with "") is refused, as flanneld refuses it ("unknown backend type").
  */
 function parseBackend(v: unknown): BackendConfig {
-  if (v === undefined || v === null) return { type: 'vxlan', port: BACKENDS.vxlan.defaultPort, vni: DEFAULT_VNI, directRouting: false };
+  if (v === undefined || v === null) return { type: 'udp', port: BACKENDS.udp.defaultPort };
   if (!isPlainObject(v)) fail(`Backend ${show(v)} must be an object like {"Type": "vxlan"}`);
   const t = field(v, 'Type');
   let type: BackendType;
   if (t === undefined || t === null || t === '') {
-    type = 'vxlan';
+    return fail(`Backend.Type is required when Backend is given (one of ${BACKEND_TYPES.join(', ')}), as flanneld requires it`);
   } else if (isBackendType(t)) {
     type = t;
   } else {

@@ -83,9 +83,9 @@ const flush = () => new Promise((r) => setImmediate(r));
 describe('EmbeddedRegistry', () => {
   it('acquire grants, persists before answering, and bumps the revision', async () => {
     const r = await open();
-    // No Backend in the net-conf: vxlan, flannel's default, is the lease's backend type.
+    // No Backend in the net-conf: udp, flanneld's default, is the lease's backend type.
     const l = await r.acquire({ publicIp: '192.0.2.1', backendData: { VtepMAC: '02:aa' } });
-    expect(l).toEqual({ subnet: '10.244.1.0/24', publicIp: '192.0.2.1', backendType: 'vxlan', backendData: { VtepMAC: '02:aa' }, expiration: T0 + TTL });
+    expect(l).toEqual({ subnet: '10.244.1.0/24', publicIp: '192.0.2.1', backendType: 'udp', backendData: { VtepMAC: '02:aa' }, expiration: T0 + TTL });
     const onDisk = decodeState(await fsp.readFile(path.join(dir, 'leases.json'), 'utf8'));
     expect(onDisk.leases).toEqual([l]);
     expect(onDisk.revision).toBe(1);

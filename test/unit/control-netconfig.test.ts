@@ -10,7 +10,7 @@ describe('parseNetConfig defaults', () => {
       subnetLen: 24,
       subnetMin: '10.244.1.0', // the first subnet is skipped
       subnetMax: '10.244.255.0',
-      backend: { type: 'vxlan', port: 8472, vni: 1, directRouting: false }, // flannel's documented default
+      backend: { type: 'udp', port: 8285 }, // flanneld's code (pkg/subnet/config.go); its docs say vxlan
       enableNftables: false,
       raw: { Network: '10.244.0.0/16' },
     });
@@ -42,16 +42,13 @@ describe('parseNetConfig defaults', () => {
     expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } }).backend).toEqual({ type: 'host-gw' });
   });
 
-  it('Backend without Type (or with an empty one) is vxlan, with what else it gives', () => {
-    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: {} }).backend).toEqual({ type: 'vxlan', port: 8472, vni: 1, directRouting: false });
-    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { Type: '' } }).backend.type).toBe('vxlan');
-    expect(parseNetConfig({ Network: '10.244.0.0/16', Backend: { VNI: 3, MTU: 1400 } }).backend).toEqual({
-      type: 'vxlan',
-      port: 8472,
-      vni: 3,
-      directRouting: false,
-      mtu: 1400,
-    });
+  it('Backend absent is udp, as flanneld decides; Backend without a Type is refused, as flanneld refuses it', () => {
+    expect(parseNetConfig({ Network: '10.244.0.0/16' }).backend).toEqual({ type: 'udp', port: 8285 });
+    for (const backend of [{}, { Type: '' }, { VNI: 3, MTU: 1400 }]) {
+      expect(() => parseNetConfig({ Network: '10.244.0.0/16', Backend: backend })).toThrow(
+        /^net-conf\.json: Backend\.Type is required when Backend is given \(one of udp, vxlan, ipip, host-gw\), as flanneld requires it$/,
+      );
+    }
   });
 
   it('SubnetLen defaults to a quarter of networks smaller than /22 (flanneld)', () => {
