@@ -1,6 +1,7 @@
 // Layering of weft's sources, checked by `npm run lint` (depcruise src perf test --config .dependency-cruiser.cjs).
 //
 //   daemon/  control/  lab/  cli/  bench/     the programs: compose everything below
+//   cni/                                      (cni/ is weft-cni, the CNI plugin, a program of its own)
 //   datapath/                                 pipeline and backends: packets in, packets out
 //   packet/  route/  io/                      wire formats, addresses and LPM, native addon wrappers
 //   util/                                     leaf helpers anyone may import
@@ -10,7 +11,7 @@
 // test/unit/lint-layering.test.ts proves each rule below can fail.
 
 /** The program layers: nothing in packet/, route/ or io/ may import them. */
-const PROGRAMS = '^src/(daemon|control|lab|cli|bench)/';
+const PROGRAMS = '^src/(daemon|control|lab|cli|bench|cni)/';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -40,10 +41,10 @@ module.exports = {
       severity: 'error',
       comment:
         'datapath/ (pipeline, backends) sits on packet/, route/ and io/ and is used by the programs; it must ' +
-        "not import daemon/, lab/, cli/ or bench/ (e.g. the offline replay must not need the daemon's peer " +
+        "not import daemon/, lab/, cli/, bench/ or cni/ (e.g. the offline replay must not need the daemon's peer " +
         'bookkeeping). Move the shared code into datapath/ or below, or have the program pass it in.',
       from: { path: '^src/datapath/' },
-      to: { path: '^src/(daemon|lab|cli|bench)/' },
+      to: { path: '^src/(daemon|lab|cli|bench|cni)/' },
     },
     {
       name: 'datapath-not-to-control',

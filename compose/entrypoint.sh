@@ -5,8 +5,8 @@
 #                with the etcd profile it keeps its leases in etcd and puts that net-conf at
 #                flannel's /coreos.com/network/config (weft control does so if the key is absent).
 #   daemon       weft daemon (on weft control, or with the etcd profile straight on etcd), then one
-#                pod: a network namespace "pod" attached by the CNI bridge + host-local plugins from
-#                the node's subnet.env, as kubelet and flannel's CNI plugin attach a pod.
+#                pod: a network namespace "pod" attached through weft-cni (which hands the node's
+#                subnet.env to the CNI bridge + host-local plugins), as kubelet attaches a pod.
 #   etcd         one etcd 3.4 member (Debian's), the etcd profile's lease store.
 #   healthcheck  exit 0 once this node's daemon is ready and its pod is attached.
 #
@@ -26,6 +26,9 @@ HEALTHZ_PORT=9090
 SUBNET_ENV=/run/flannel/subnet.env
 NET_CONF=/run/weft/net-conf.json
 POD_READY=/run/weft/pod-ready
+CNI_CONFLIST=/etc/cni/net.d/10-weft.conflist
+# weft-cni first (the Dockerfile links it into /opt/cni/bin), then Debian's reference plugins.
+CNI_PATH_DIRS=/opt/cni/bin:/usr/lib/cni
 # The backend names, from weft's backend table (src/datapath/backends/index.ts): the one list.
 BACKENDS=$(node -p "require('/opt/weft/dist/src/datapath/backends').BACKEND_TYPES.join(' ')")
 WAIT_S=${WEFT_WAIT_S:-120}
@@ -92,33 +95,32 @@ run_etcd() {
     --initial-cluster etcd=http://127.0.0.1:2380 --logger zap --log-outputs stderr
 }
 
-# host-local wants the subnet's network address; FLANNEL_SUBNET is the gateway's (10.244.3.1/24).
-network_of() {
-  local ip=${1%/*} len=${1#*/} a b c d n mask
-  IFS=. read -r a b c d <<<"$ip"
-  n=$(((a << 24) | (b << 16) | (c << 8) | d))
-  mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
-  n=$((n & mask))
-  echo "$((n >> 24 & 255)).$((n >> 16 & 255)).$((n >> 8 & 255)).$((n & 255))/$len"
-}
-
-# The pod: a network namespace attached exactly as flannel's CNI plugin delegates to the
-# reference bridge plugin (cni0 as the pod gateway .1, host-local IPAM over the node's subnet,
-# the cluster network routed via the gateway, the pod MTU = FLANNEL_MTU).
+# The pod: a network namespace attached as kubelet attaches one through a container runtime. The
+# node's CNI config is a conflist naming weft-cni (installed in /opt/cni/bin, a node's usual CNI
+# bin dir); the runtime hands the plugin its entry with the list's name and cniVersion, and
+# weft-cni builds the bridge + host-local delegate config from subnet.env as flannel's CNI plugin
+# does (cni0 as the pod gateway .1, host-local IPAM over the node's subnet, the cluster network
+# routed via the gateway, the pod MTU = FLANNEL_MTU) and runs Debian's bridge plugin with it. The
+# delegate's ipMasq is off: pods keep their own addresses across the overlay (flannel's default,
+# ipMasq = !FLANNEL_IPMASQ, would have the bridge masquerade traffic to other nodes' pods too).
 attach_pod() {
   local FLANNEL_NETWORK FLANNEL_SUBNET FLANNEL_MTU FLANNEL_IPMASQ conf out
   # shellcheck disable=SC1090
   . "$SUBNET_ENV"
-  conf=$(printf '{"cniVersion":"1.0.0","name":"weft","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"mtu":%s,"ipam":{"type":"host-local","ranges":[[{"subnet":"%s"}]],"routes":[{"dst":"%s"}],"dataDir":"/var/lib/cni/networks"}}' \
-    "$FLANNEL_MTU" "$(network_of "$FLANNEL_SUBNET")" "$FLANNEL_NETWORK")
+  mkdir -p "$(dirname "$CNI_CONFLIST")"
+  printf '{\n  "cniVersion": "1.0.0",\n  "name": "weft",\n  "plugins": [\n    { "type": "weft-cni", "subnetFile": "%s", "delegate": { "bridge": "cni0", "ipMasq": false } }\n  ]\n}\n' \
+    "$SUBNET_ENV" >"$CNI_CONFLIST"
+  # What the runtime derives from the conflist for its first plugin (CNI spec section 3).
+  conf=$(node -e 'const l = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    process.stdout.write(JSON.stringify({ cniVersion: l.cniVersion, name: l.name, ...l.plugins[0] }));' "$CNI_CONFLIST")
   ip netns add pod
   ip netns exec pod ip link set lo up
   # As the netns lab's pods (src/lab/netns.ts POD_SYSCTLS): loose reverse-path check, no IPv6.
   ip netns exec pod sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
     net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
   if ! out=$(CNI_COMMAND=ADD CNI_CONTAINERID="pod-$(hostname)" CNI_NETNS=/run/netns/pod CNI_IFNAME=eth0 \
-    CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge <<<"$conf"); then
-    say "CNI bridge ADD failed: $out"
+    CNI_PATH="$CNI_PATH_DIRS" /opt/cni/bin/weft-cni <<<"$conf"); then
+    say "CNI ADD through weft-cni failed: $out"
     return 1
   fi
   pod_ip=$(ip netns exec pod ip -4 -o addr show dev eth0 | awk '{ print $4; exit }')

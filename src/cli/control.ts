@@ -10,22 +10,30 @@ import type { Registry } from '../control/registry';
 import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
 import { parseNetConfig } from '../control/netconfig';
 import { parseListen, startControlServer } from '../control/server';
-import { loadServerTls } from '../control/tls';
+import { loadClientCredentials, loadServerTls } from '../control/tls';
+import { GrpcRegistry } from '../control/client';
+import { quote } from '../util/quote';
 import { DEFAULT_MAX_WATCHES_PER_CLIENT } from '../control/limits';
 
-export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE
+export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE [--reserve SUBNET=IP ...]
        weft control --listen ADDR:PORT --etcd-endpoints URLS [--net-config-path FILE]
                     [--lease-ttl SECONDS] [--log-level LEVEL] [--max-watches-per-client N]
                     [--tls-cert-file PATH --tls-key-file PATH [--tls-client-ca-file PATH]]
+       weft control reserve --control ADDR:PORT SUBNET PUBLIC_IP
+       weft control unreserve --control ADDR:PORT SUBNET
+       weft control reservations --control ADDR:PORT
 
   --listen ADDR:PORT        gRPC address to serve (port 0 picks a free port; the bound address is logged)
   --state-dir DIR           where leases.json is kept (created if missing)
-  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend.
+  --net-config-path FILE    flannel net-conf.json: Network, SubnetLen, SubnetMin, SubnetMax, Backend
+                            (vxlan when absent), EnableNFTables; a flannel key weft lacks is refused.
                             With etcd: written to PREFIX/config if absent; refused if etcd holds a
                             different one; omitted: the one in etcd is used
   Keeping the leases in etcd instead of --state-dir (gRPC clients and flanneld-style etcd clients
   then see the same leases):
 ${ETCD_HELP.trimEnd()}
+  --reserve SUBNET=IP       keep SUBNET for the node with public IP IP (repeatable; --state-dir only):
+                            as \`weft control reserve\` at startup, refused in one line the same way
   --lease-ttl SECONDS       subnet lease lifetime (default 86400, flanneld's 24 h)
   --log-level LEVEL         trace | debug | info | warn | error | fatal | silent (default info)
   --max-watches-per-client N
@@ -41,11 +49,83 @@ ${ETCD_HELP.trimEnd()}
                             certificate's IP SANs; a certificate with O=weft:admins in its Subject
                             may act on any lease. Reads are open to every verified client.
                             Without it, any client that can connect may change any lease.
+
+reservations (the embedded registry's; on etcd a reservation is a subnet key written without a
+lease, with etcdctl, as flannel documents). A reserved subnet goes to the node with that public
+IP, never expires, is never handed to another node and outlives that node's revoke. Served only
+to a client on the control plane's loopback address, so run these on its host:
+  reserve SUBNET PUBLIC_IP  keep SUBNET (one the network hands out, not held by another node)
+  unreserve SUBNET          end it; a node holding it re-acquires, normally the same subnet
+  reservations              list them, one "SUBNET PUBLIC_IP" per line
+  --control ADDR:PORT       weft control's --listen address as seen from here (e.g. 127.0.0.1:7000)
+  --control-cafile, --control-certfile, --control-keyfile
+                            as for weft daemon, when weft control serves TLS
 `;
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
+const RESERVATION_COMMANDS = ['reserve', 'unreserve', 'reservations'] as const;
+type ReservationCommand = (typeof RESERVATION_COMMANDS)[number];
+
+/** `weft control reserve|unreserve|reservations`: a client of the running weft control. */
+async function runReservation(cmd: ReservationCommand, argv: string[]): Promise<number> {
+  let values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        control: { type: 'string' },
+        'control-cafile': { type: 'string' },
+        'control-certfile': { type: 'string' },
+        'control-keyfile': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (e) {
+    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`, { cause: e });
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const want = { reserve: ['SUBNET', 'PUBLIC_IP'], unreserve: ['SUBNET'], reservations: [] }[cmd];
+  if (positionals.length !== want.length) {
+    throw new Error(
+      `${cmd} takes ${want.length ? want.join(' ') : 'no arguments'}, got ${positionals.length ? positionals.map((p) => quote(p)).join(' ') : 'none'}`,
+    );
+  }
+  const target = required(values.control, '--control');
+  parseListen(target);
+  const credentials = loadClientCredentials({ caFile: values['control-cafile'], certFile: values['control-certfile'], keyFile: values['control-keyfile'] });
+  const client = new GrpcRegistry(target, { credentials });
+  try {
+    if (cmd === 'reserve') {
+      await client.reserve({ subnet: positionals[0], publicIp: positionals[1] });
+      process.stdout.write(`reserved ${positionals[0]} for ${positionals[1]}\n`);
+    } else if (cmd === 'unreserve') {
+      await client.unreserve(positionals[0]);
+      process.stdout.write(`unreserved ${positionals[0]}\n`);
+    } else {
+      for (const r of await client.reservations()) process.stdout.write(`${r.subnet} ${r.publicIp}\n`);
+    }
+  } finally {
+    client.close();
+  }
+  return 0;
+}
+
+/** --reserve SUBNET=IP, split; the registry checks the parts. */
+function reserveFlag(v: string): { subnet: string; publicIp: string } {
+  const m = /^([^=]+)=([^=]+)$/.exec(v);
+  if (!m) throw new Error(`--reserve ${quote(v)} must be SUBNET=PUBLIC_IP, e.g. 10.244.7.0/24=192.168.77.17`);
+  return { subnet: m[1], publicIp: m[2] };
+}
+
 export async function run(argv: string[]): Promise<number | void> {
+  if ((RESERVATION_COMMANDS as readonly string[]).includes(argv[0])) return runReservation(argv[0] as ReservationCommand, argv.slice(1));
   let values;
   try {
     ({ values } = parseArgs({
@@ -62,6 +142,7 @@ export async function run(argv: string[]): Promise<number | void> {
         'tls-cert-file': { type: 'string' },
         'tls-key-file': { type: 'string' },
         'tls-client-ca-file': { type: 'string' },
+        reserve: { type: 'string', multiple: true },
         ...ETCD_OPTIONS,
         help: { type: 'boolean', short: 'h' },
       },
@@ -79,6 +160,10 @@ export async function run(argv: string[]): Promise<number | void> {
   const etcd = etcdOptionsFrom(values);
   if (etcd && values['state-dir'] !== undefined) throw new Error('--state-dir and --etcd-endpoints are two places for the leases; give one');
   const stateDir = etcd ? undefined : required(values['state-dir'], '--state-dir');
+  const reserves = (values.reserve ?? []).map(reserveFlag);
+  if (etcd && reserves.length > 0) {
+    throw new Error('--reserve keeps reservations in --state-dir; on etcd a reservation is a subnet key written without a lease (etcdctl put)');
+  }
   const confPath = etcd ? values['net-config-path'] : required(values['net-config-path'], '--net-config-path');
   const leaseTtlMs = ttlFlag('--lease-ttl', values['lease-ttl']);
   const level = values['log-level'] ?? 'info';
@@ -117,6 +202,14 @@ export async function run(argv: string[]): Promise<number | void> {
   } else {
     const reg = new EmbeddedRegistry({ config: parseNetConfig(confText!), stateDir: stateDir!, leaseTtlMs, logger });
     await reg.open();
+    for (const r of reserves) {
+      try {
+        await reg.reserve(r);
+      } catch (e) {
+        reg.close();
+        throw new Error(`--reserve ${r.subnet}=${r.publicIp}: ${(e as Error).message}`, { cause: e });
+      }
+    }
     registry = reg;
     where = { stateFile: reg.stateFile };
   }

@@ -38,7 +38,14 @@ ${ETCD_HELP.trimEnd()}
                           is opted into, e.g. --healthz-ip 0.0.0.0 for a kubelet httpGet probe)
   --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
-  --ip-masq               written to subnet.env as FLANNEL_IPMASQ=true
+  --ip-masq               masquerade pods' traffic leaving the network (flanneld's rules, chain
+                          WEFT-POSTRTG in nat, or table ip weft with net-conf EnableNFTables),
+                          and FLANNEL_IPMASQ=true in subnet.env so the CNI plugin does not too
+  --iptables-forward-rules
+                          accept forwarding from and to the network (chain WEFT-FWD in filter,
+                          or table ip weft), for hosts whose FORWARD policy is DROP (default on)
+  --iptables-resync SECONDS
+                          check the rules this often and put back any removed (default 5)
   --offload LIST          the kernel offloads to use, comma-separated (default tun,gso,gro):
                           tun  IFF_VNET_HDR and TSO/USO on the TUN (64 KB super-packets in
                                and out, split and coalesced by weft)
@@ -94,6 +101,8 @@ export const DAEMON_OPTIONS = {
   'healthz-port': { type: 'string' },
   'renew-margin': { type: 'string', default: '3600' },
   'ip-masq': { type: 'boolean', default: false },
+  'iptables-forward-rules': { type: 'boolean', default: true },
+  'iptables-resync': { type: 'string', default: '5' },
   offload: { type: 'string' },
   'no-offload': { type: 'boolean', default: false },
   'busy-poll-us': { type: 'string', default: '0' },
@@ -161,6 +170,9 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
   const busyPoll = Number(values['busy-poll-us']);
   if (!/^\d+$/.test(values['busy-poll-us']!) || busyPoll > BUSY_POLL_MAX_US)
     throw new Error(`--busy-poll-us: "${values['busy-poll-us']}" is not a whole number of µs in 0..${BUSY_POLL_MAX_US}`);
+  const resync = values['iptables-resync']!;
+  if (!/^\d+$/.test(resync) || Number(resync) < 1 || Number(resync) > 86_400)
+    throw new Error(`--iptables-resync: ${quote(resync)} is not a whole number of seconds in 1..86400`);
   const offloads = parseOffloads(values.offload, values['no-offload']!);
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
@@ -194,6 +206,8 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
     healthzPort,
     renewMarginMs: renewMargin * 1000,
     ipMasq: values['ip-masq']!,
+    iptablesForwardRules: values['iptables-forward-rules']!,
+    iptablesResyncS: Number(resync),
     offloads,
     busyPollUs: busyPoll,
     logger,

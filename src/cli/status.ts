@@ -2,6 +2,7 @@
 // the command `docker compose exec node1 weft status` and `weft lab exec n1 -- weft status` run.
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
+import { isReservation } from '../control/registry';
 
 export const USAGE = `usage: weft status [--healthz ADDR:PORT] [--json]
 
@@ -22,6 +23,21 @@ interface DaemonStatus {
   /** error and downForMs: why the lease watch is down and since when (absent while it is up, and from older daemons). */
   control?: { target: string; watching: boolean; revision: number; error?: string; downForMs?: number };
   peers?: { subnet: string; publicIp: string; port: number; direct: boolean }[];
+  /** The masquerade and forward rules (src/daemon/traffic-rules.ts); absent from older daemons. */
+  trafficRules?: {
+    backend: string;
+    masquerade: boolean;
+    randomFully: boolean;
+    forward: boolean;
+    installed: boolean;
+    installedIn: string[];
+    skipped?: string;
+    resyncPeriodS: number;
+    resyncs: number;
+    lastResync?: string;
+    errors: number;
+    lastError?: string;
+  };
   counters?: Record<string, unknown> & { drops?: Record<string, number> };
   offload?: {
     enabled?: boolean;
@@ -70,12 +86,30 @@ export function formatDaemonStatus(s: DaemonStatus): string {
   const ready = s.ready ? 'ready' : 'NOT READY';
   lines.push(`node ${s.publicIp ?? '?'} (${s.iface ?? '?'}): ${ready}, backend ${s.backend ?? '?'}, network ${s.network ?? '?'}`);
   if (s.leaseLost) lines.push(`lease LOST: ${s.leaseLost}`);
-  if (s.lease) lines.push(`lease ${s.lease.subnet}, expires ${new Date(s.lease.expiration).toISOString()}`);
+  if (s.lease) {
+    const when = isReservation(s.lease) ? 'reserved for this node, never expires' : `expires ${new Date(s.lease.expiration).toISOString()}`;
+    lines.push(`lease ${s.lease.subnet}, ${when}`);
+  }
   lines.push(`device ${s.tun ?? '(none: kernel routes only)'}, MTU ${s.mtu ?? '?'}`);
   if (s.control) {
     const down = s.control.downForMs !== undefined ? `, down for ${(s.control.downForMs / 1000).toFixed(1)} s` : '';
     const why = s.control.error ? ` (${s.control.error})` : '';
     lines.push(`control ${s.control.target}: ${s.control.watching ? 'watching' : 'NOT watching'} at revision ${s.control.revision}${down}${why}`);
+  }
+  const t = s.trafficRules;
+  if (t) {
+    const what = [t.masquerade && `masquerade${t.randomFully ? ' --random-fully' : ''}`, t.forward && 'forward'].filter(Boolean).join(', ');
+    const state = t.installed
+      ? `${t.installedIn.join('; ')}`
+      : t.skipped
+        ? `NOT installed: ${t.skipped}`
+        : what
+          ? 'NOT installed'
+          : 'none (no --ip-masq, forward rules off)';
+    const resync = t.installed
+      ? `; resync every ${t.resyncPeriodS} s, ${t.resyncs} put back${t.lastResync ? ` (last ${t.lastResync})` : ''}${t.errors ? `, ${t.errors} failed (${t.lastError})` : ''}`
+      : '';
+    lines.push(`rules ${t.backend}${what ? ` ${what}` : ''}: ${state}${resync}`);
   }
   const peers = s.peers ?? [];
   lines.push('', `peers (${peers.length}):`);

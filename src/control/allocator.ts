@@ -3,6 +3,10 @@
 // gets, so every rule here is unit-testable with a seeded random source.
 //
 // Rules (flanneld's local manager, pkg/subnet/etcd/local_manager.go tryAcquireLease):
+//  0. A node with a reservation (a subnet kept for its public IP, no TTL) gets that subnet, as a
+//     lease that never expires; an ordinary lease it held elsewhere is dropped. A reservation
+//     that no longer fits the config is skipped (the registry warns) and the node is treated
+//     as having none. Reserved subnets are never handed to another node.
 //  1. A node that still holds a lease — same public IP — gets that lease back, renewed, with its
 //     backend attributes updated (a restarted vxlan node has a new VTEP MAC).
 //  2. A node whose lease lapsed gets its previous subnet again if nobody took it meanwhile, so
@@ -12,12 +16,12 @@
 //  3. Otherwise a free subnet between SubnetMin and SubnetMax, chosen at random: random rather
 //     than lowest-free so that a node that lost its lease and comes back with stale routes is
 //     unlikely to collide with whoever was handed the subnet next.
-import { cidrContains, classifyIpv4, formatCidr, formatIpv4, parseCidr, parseIpv4, type Ipv4Class } from '../route/address';
+import { cidrContains, classifyIpv4, formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4, type Ipv4Class } from '../route/address';
 import { BACKEND_TYPES, isBackendType } from '../datapath/backends';
 import { MAX_LEASES, backendDataText, checkAcquireSizes } from './limits';
 import { quote } from '../util/quote';
 import type { NetworkConfig } from './netconfig';
-import { RegistryError, type AcquireRequest, type Lease } from './registry';
+import { NEVER_EXPIRES, RegistryError, isReservation, type AcquireRequest, type Lease, type Reservation } from './registry';
 
 export interface AllocationInput {
   config: NetworkConfig;
@@ -26,6 +30,11 @@ export interface AllocationInput {
   /** publicIp → subnet last held, kept after a lease expires or is revoked. */
   previous: Readonly<Record<string, string>>;
   request: AcquireRequest;
+  /**
+   * Subnets reserved for a public IP. A reservation its node holds is also in `leases` (with
+   * expiration NEVER_EXPIRES); one it does not hold yet is only here.
+   */
+  reservations?: readonly Reservation[];
   now: number;
   ttlMs: number;
   /** Uniform in [0, 1), like Math.random; injectable for tests. */
@@ -35,7 +44,9 @@ export interface AllocationInput {
 export interface Allocation {
   lease: Lease;
   /** How the subnet was chosen, for logs and tests. */
-  reason: 'held' | 'previous' | 'random';
+  reason: 'reserved' | 'held' | 'previous' | 'random';
+  /** This node's reservation that no longer fits the config and was skipped; the registry warns. */
+  skippedReservation?: Reservation;
   /**
    * A lease the same node held that no longer fits the config (the net-conf changed under it);
    * the registry removes it and announces the removal before announcing the new one.
@@ -154,12 +165,29 @@ export function allocate(input: AllocationInput): Allocation {
   const expiration = now + ttlMs;
   const live = input.leases.filter((l) => l.expiration > now);
 
-  // Rule 1: the node's own live lease, if it still fits the config.
-  const held = live.find((l) => l.publicIp === publicIp);
+  const reservations = input.reservations ?? [];
+
+  // Rule 0: the node's reservation, if it fits the config and nobody else holds any of it (a
+  // registry never lets that happen; an etcd key written by hand might).
+  let skippedReservation: Reservation | undefined;
+  for (const r of reservations) {
+    if (r.publicIp !== publicIp) continue;
+    const fits = subnetIndex(range, r.subnet) >= 0 && !live.some((l) => l.publicIp !== publicIp && overlaps(l.subnet, r.subnet));
+    if (!fits) {
+      skippedReservation = r;
+      continue;
+    }
+    const other = live.find((l) => l.publicIp === publicIp && l.subnet !== r.subnet && !isReservation(l));
+    return { reason: 'reserved', replaced: other, lease: { subnet: r.subnet, publicIp, backendType, backendData, expiration: NEVER_EXPIRES } };
+  }
+
+  // Rule 1: the node's own live lease, if it still fits the config. A reservation lease left
+  // here is one rule 0 skipped: it stays, and is not this node's any more than anyone's.
+  const held = live.find((l) => l.publicIp === publicIp && !isReservation(l));
   let replaced: Lease | undefined;
   if (held) {
     if (subnetIndex(range, held.subnet) >= 0) {
-      return { reason: 'held', lease: { subnet: held.subnet, publicIp, backendType, backendData, expiration } };
+      return { reason: 'held', skippedReservation, lease: { subnet: held.subnet, publicIp, backendType, backendData, expiration } };
     }
     replaced = held;
   }
@@ -173,6 +201,7 @@ export function allocate(input: AllocationInput): Allocation {
     if (l === replaced) continue;
     markOverlap(range, l.subnet, taken);
   }
+  for (const r of reservations) markOverlap(range, r.subnet, taken);
   // Every List reply and watch snapshot carries every lease, and limits.ts sizes the gRPC
   // messages for MAX_LEASES of them: one more could make List fail for every node.
   if (live.length - (replaced ? 1 : 0) >= MAX_LEASES) {
@@ -184,7 +213,7 @@ export function allocate(input: AllocationInput): Allocation {
     if (typeof prev !== 'string') continue;
     const i = subnetIndex(range, prev);
     if (i >= 0 && !taken.has(i)) {
-      return { reason: 'previous', replaced, lease: { subnet: subnetAt(range, i), publicIp, backendType, backendData, expiration } };
+      return { reason: 'previous', replaced, skippedReservation, lease: { subnet: subnetAt(range, i), publicIp, backendType, backendData, expiration } };
     }
   }
 
@@ -206,7 +235,20 @@ export function allocate(input: AllocationInput): Allocation {
     if (t <= idx) idx++;
     else break;
   }
-  return { reason: 'random', replaced, lease: { subnet: subnetAt(range, idx), publicIp, backendType, backendData, expiration } };
+  return { reason: 'random', replaced, skippedReservation, lease: { subnet: subnetAt(range, idx), publicIp, backendType, backendData, expiration } };
+}
+
+/** Whether two CIDRs share any address (either contains the other). */
+export function overlaps(a: string, b: string): boolean {
+  let x, y;
+  try {
+    x = parseCidr(a);
+    y = parseCidr(b);
+  } catch {
+    return false;
+  }
+  const mask = maskOf(Math.min(x.len, y.len));
+  return (x.addr & mask) >>> 0 === (y.addr & mask) >>> 0;
 }
 
 function markOverlap(range: SubnetRange, subnet: string, into: Set<number>): void {

@@ -15,6 +15,8 @@ import {
   type LeaseRef,
   type Registry,
   type RegistryLogger,
+  type Reservation,
+  type ReservationRegistry,
   type WatchBatch,
   type WatchHandle,
 } from './registry';
@@ -28,6 +30,7 @@ import {
   type WireLease,
   type WireListResponse,
   type WireNetworkConfig,
+  type WireReservation,
   type WireWatchBatch,
 } from './wire';
 import { classifyTransportFailure } from './tls';
@@ -45,7 +48,7 @@ export interface GrpcRegistryOptions {
 
 type UnaryMethod = (req: unknown, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
 
-export class GrpcRegistry implements Registry {
+export class GrpcRegistry implements Registry, ReservationRegistry {
   readonly target: string;
   private readonly client: grpc.Client;
   private readonly deadlineMs: number;
@@ -108,6 +111,20 @@ export class GrpcRegistry implements Registry {
 
   async revoke(lease: LeaseRef): Promise<void> {
     await this.unary<unknown>('Revoke', { subnet: lease.subnet, publicIp: lease.publicIp });
+  }
+
+  /** weft control's reservation calls; served only when this client is on the server's loopback. */
+  async reserve(r: Reservation): Promise<void> {
+    await this.unary<unknown>('Reserve', { subnet: r.subnet, publicIp: r.publicIp });
+  }
+
+  async unreserve(subnet: string): Promise<void> {
+    await this.unary<unknown>('Unreserve', { subnet });
+  }
+
+  async reservations(): Promise<Reservation[]> {
+    const w = await this.unary<{ reservations: WireReservation[] }>('ListReservations', {});
+    return w.reservations.map((r) => ({ subnet: r.subnet, publicIp: r.publicIp }));
   }
 
   async list(): Promise<{ leases: Lease[]; revision: number }> {

@@ -11,14 +11,16 @@
 //    the state after it — never a gap or a duplicate.
 //  - Each watcher has its own FIFO drained in a microtask, so onBatch never runs re-entrantly
 //    inside acquire() or inside watch() itself, and batches arrive in revision order.
-import { allocate, normalisePublicIp } from './allocator';
-import { MAX_EVENTS_PER_BATCH, MAX_MUTATIONS_PER_COMMIT, checkAcquireRequest, checkLeaseRef } from './limits';
+import { acquirablePublicIp, allocate, normalisePublicIp, overlaps, subnetIndex, subnetRange } from './allocator';
+import { MAX_EVENTS_PER_BATCH, MAX_LEASES, MAX_MUTATIONS_PER_COMMIT, checkAcquireRequest, checkLeaseRef, checkSubnetSize } from './limits';
 import { quote } from '../util/quote';
 import type { NetworkConfig } from './netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,
+  NEVER_EXPIRES,
   RegistryError,
   cloneLease,
+  isReservation,
   silentLogger,
   type AcquireRequest,
   type Lease,
@@ -26,6 +28,8 @@ import {
   type LeaseRef,
   type Registry,
   type RegistryLogger,
+  type Reservation,
+  type ReservationRegistry,
   type WatchBatch,
   type WatchHandle,
 } from './registry';
@@ -65,7 +69,7 @@ interface Watcher {
   onError: (e: Error) => void;
 }
 
-export class EmbeddedRegistry implements Registry {
+export class EmbeddedRegistry implements Registry, ReservationRegistry {
   private readonly cfg: NetworkConfig;
   private readonly store: LeaseStore;
   private readonly ttlMs: number;
@@ -129,10 +133,14 @@ export class EmbeddedRegistry implements Registry {
         leases: s.leases,
         previous: s.previous,
         request: req,
+        reservations: s.reservations,
         now,
         ttlMs: this.ttlMs,
         random: this.random,
       });
+      if (alloc.skippedReservation) {
+        this.log.warn({ ...alloc.skippedReservation, network: this.cfg.network }, 'skipping a reservation that does not fit the network config');
+      }
       if (alloc.replaced) {
         removeLease(s, alloc.replaced);
         events.push({ type: 'removed', lease: alloc.replaced });
@@ -161,6 +169,8 @@ export class EmbeddedRegistry implements Registry {
     }
     return this.mutate((s, now, events) => {
       const held = findOwned(s, ref);
+      // A reservation has no TTL to extend: nothing changes, nothing is written or announced.
+      if (isReservation(held)) return cloneLease(held);
       const lease: Lease = { ...held, expiration: now + this.ttlMs };
       s.leases = s.leases.map((l) => (l === held ? lease : l));
       // A renewal is announced as 'added' (an update), as flannel's etcd watch reports any put.
@@ -177,11 +187,104 @@ export class EmbeddedRegistry implements Registry {
     }
     return this.mutate((s, _now, events) => {
       const held = findOwned(s, ref);
+      if (isReservation(held)) {
+        // flannel: a reservation is kept for its node whatever that node does; only the
+        // operator ends it (weft control unreserve).
+        this.log.info({ subnet: held.subnet, publicIp: held.publicIp }, 'revoke of a reserved subnet: reservation kept');
+        return;
+      }
       removeLease(s, held);
       s.previous[held.publicIp] = held.subnet;
       events.push({ type: 'removed', lease: held });
       this.log.info({ subnet: held.subnet, publicIp: held.publicIp }, 'lease revoked');
     });
+  }
+
+  /**
+   * Keeps `r.subnet` for the node at `r.publicIp`. Refused (one line) when the subnet is not one
+   * the config hands out, is held by another node's live lease or reserved for another IP, or
+   * when the IP already has a reservation elsewhere. The IP's live lease on that subnet, if it
+   * holds it already, becomes the reservation at once (announced as an update).
+   */
+  reserve(r: Reservation): Promise<void> {
+    let subnet: string;
+    let publicIp: string;
+    try {
+      checkLeaseRef(r);
+      subnet = this.reservableSubnet(r.subnet);
+      publicIp = acquirablePublicIp(r.publicIp, this.cfg);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+    return this.mutate((s, _now, events) => {
+      const same = s.reservations.find((x) => x.subnet === subnet);
+      if (same && same.publicIp === publicIp) return; // already so
+      if (same) throw new RegistryError('invalid', `subnet ${subnet} is already reserved for ${same.publicIp}; unreserve it first`);
+      const mine = s.reservations.find((x) => x.publicIp === publicIp);
+      if (mine) throw new RegistryError('invalid', `publicIp ${publicIp} already has subnet ${mine.subnet} reserved; unreserve it first`);
+      const holder = s.leases.find((l) => l.publicIp !== publicIp && overlaps(l.subnet, subnet));
+      if (holder) throw new RegistryError('invalid', `subnet ${subnet} is leased to ${holder.publicIp} (${holder.subnet}); reserve it once that lease is gone`);
+      if (s.reservations.length >= MAX_LEASES) throw new RegistryError('exhausted', `the registry holds ${MAX_LEASES} reservations, the most it keeps`);
+      s.reservations = [...s.reservations, { subnet, publicIp }];
+      const held = s.leases.find((l) => l.subnet === subnet && l.publicIp === publicIp);
+      if (held) {
+        const lease: Lease = { ...held, expiration: NEVER_EXPIRES };
+        s.leases = s.leases.map((l) => (l === held ? lease : l));
+        events.push({ type: 'added', lease });
+      }
+      this.log.info({ subnet, publicIp, held: held !== undefined }, 'subnet reserved');
+    });
+  }
+
+  /**
+   * Ends the reservation on `subnet`. A node holding it loses the lease (announced as removed)
+   * and re-acquires at once: its subnet.env hint gives it the same subnet back, as an ordinary
+   * lease with a TTL.
+   */
+  unreserve(subnet: string): Promise<void> {
+    let canonical: string;
+    try {
+      checkSubnetSize(subnet);
+      canonical = formatCidr(parseCidr(subnet));
+    } catch (e) {
+      return Promise.reject(e instanceof RegistryError ? e : new RegistryError('invalid', `subnet ${quote(subnet)} is not a CIDR (${(e as Error).message})`));
+    }
+    return this.mutate((s, _now, events) => {
+      const r = s.reservations.find((x) => x.subnet === canonical);
+      if (!r) throw new RegistryError('not_found', `subnet ${canonical} is not reserved`);
+      s.reservations = s.reservations.filter((x) => x !== r);
+      const held = s.leases.find((l) => l.subnet === canonical && isReservation(l));
+      if (held) {
+        removeLease(s, held);
+        s.previous[held.publicIp] = held.subnet;
+        events.push({ type: 'removed', lease: held });
+      }
+      this.log.info({ subnet: canonical, publicIp: r.publicIp }, 'reservation removed');
+    });
+  }
+
+  reservations(): Promise<Reservation[]> {
+    const s = this.state;
+    if (!s || this.closed) return Promise.reject(new RegistryError('unavailable', this.closed ? 'registry is closed' : 'registry is not open'));
+    return Promise.resolve(s.reservations.map((r) => ({ ...r })));
+  }
+
+  /** A subnet the config hands out, canonical; RegistryError('invalid') naming the range otherwise. */
+  private reservableSubnet(subnet: string): string {
+    let canonical: string;
+    try {
+      canonical = formatCidr(parseCidr(subnet));
+    } catch (e) {
+      throw new RegistryError('invalid', `subnet ${quote(subnet)} is not a CIDR (${(e as Error).message})`);
+    }
+    if (subnetIndex(subnetRange(this.cfg), canonical) < 0) {
+      const c = this.cfg;
+      throw new RegistryError(
+        'invalid',
+        `subnet ${canonical} is not one the network hands out: a /${c.subnetLen} of ${c.network} from SubnetMin ${c.subnetMin} to SubnetMax ${c.subnetMax}`,
+      );
+    }
+    return canonical;
   }
 
   list(): Promise<{ leases: Lease[]; revision: number }> {
@@ -288,7 +391,7 @@ export class EmbeddedRegistry implements Registry {
     const cur = this.state;
     if (!cur) return failAll(new RegistryError('unavailable', 'registry is not open'));
     const now = this.now();
-    const next: StoreState = { revision: cur.revision, leases: [...cur.leases], previous: { ...cur.previous } };
+    const next: StoreState = { revision: cur.revision, leases: [...cur.leases], previous: { ...cur.previous }, reservations: cur.reservations };
     const events: LeaseEvent[] = [];
     for (const l of cur.leases) {
       if (l.expiration <= now) {
@@ -303,18 +406,22 @@ export class EmbeddedRegistry implements Registry {
     for (const op of batch) {
       const leases = [...next.leases];
       const previous = { ...next.previous };
+      // Mutations replace the reservations array rather than edit it, so keeping it is a copy.
+      const reservations = next.reservations;
       const mark = events.length;
       try {
         outcomes.push({ ok: true, value: op.fn(next, now, events, swept) });
       } catch (error) {
         next.leases = leases;
         next.previous = previous;
+        next.reservations = reservations;
         events.length = mark;
         outcomes.push({ ok: false, error });
       }
     }
-    if (events.length > 0) {
-      // Reads and no-op sweeps change nothing and are not written.
+    // Reads and no-op sweeps change nothing and are not written; a reservation made or ended
+    // without touching a lease is written without a new revision (watchers see no event).
+    if (events.length > 0 || next.reservations !== cur.reservations) {
       next.revision = cur.revision + events.length;
       try {
         await this.store.save(next);
@@ -336,8 +443,10 @@ export class EmbeddedRegistry implements Registry {
     let rev = base;
     for (const event of events) this.events.push({ revision: ++rev, event });
     if (this.events.length > this.logSize) this.events.splice(0, this.events.length - this.logSize);
-    for (const w of this.watchers) {
-      this.deliver(w, { revision: next.revision, snapshot: false, leases: [], events: events.map(cloneEvent) });
+    if (events.length > 0) {
+      for (const w of this.watchers) {
+        this.deliver(w, { revision: next.revision, snapshot: false, leases: [], events: events.map(cloneEvent) });
+      }
     }
     this.scheduleSweep();
   }

@@ -174,6 +174,11 @@ export function checkLeaseRef(ref: LeaseRef): void {
  * undefined when it is within the limits. Readers skip such a lease rather than fail: one bad
  * lease must not cost a node every other peer.
  */
+/** A subnet given alone (weft control unreserve). */
+export function checkSubnetSize(subnet: unknown): void {
+  checkLength('subnet', subnet, MAX_CIDR_CHARS, 'an IPv4 CIDR');
+}
+
 export function leaseProblem(l: Pick<Lease, 'subnet' | 'publicIp' | 'backendType' | 'backendData'>): string | undefined {
   try {
     checkLength('subnet', l.subnet, MAX_CIDR_CHARS, 'an IPv4 CIDR');

@@ -54,6 +54,98 @@ function show(v: unknown): string {
   return typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v));
 }
 
+/**
+ * How weft treats one net-conf.json key flanneld reads.
+ * - `same`: as flanneld.
+ * - `default-only`: weft implements only the Go zero value (false), which is also flanneld's
+ *   default; any other value is refused.
+ * - `refused`: weft does not implement it; present with any value but null, it is refused.
+ */
+export type NetConfKeyRule = 'same' | 'default-only' | 'refused';
+
+export interface NetConfKey {
+  readonly key: string;
+  readonly rule: NetConfKeyRule;
+  /** What weft does with it, for the compatibility docs and the error line. */
+  readonly note: string;
+}
+
+/**
+ * The top level of net-conf.json: the fields of flanneld's subnet.Config (pkg/subnet/config.go),
+ * which encoding/json fills; BackendType there is `json:"-"` and so not a key.
+ */
+export const TOP_KEYS: readonly NetConfKey[] = [
+  { key: 'Network', rule: 'same', note: 'required; the IPv4 cluster network' },
+  { key: 'SubnetLen', rule: 'same', note: '0 or absent: 24, or a quarter of a network smaller than /22' },
+  { key: 'SubnetMin', rule: 'same', note: 'default: the second subnet' },
+  { key: 'SubnetMax', rule: 'same', note: 'default: the last subnet' },
+  { key: 'Backend', rule: 'same', note: "absent: udp, as flanneld's code (flannel's docs say vxlan); given without Type: refused, as flanneld" },
+  { key: 'EnableNFTables', rule: 'same', note: 'masquerade and forward rules in nftables instead of iptables' },
+  { key: 'EnableIPv4', rule: 'same', note: 'true (the default) only: weft is IPv4; false is refused' },
+  { key: 'EnableIPv6', rule: 'default-only', note: 'weft is IPv4-only: true is refused' },
+  { key: 'IPv6Network', rule: 'refused', note: 'weft is IPv4-only' },
+  { key: 'IPv6SubnetLen', rule: 'refused', note: 'weft is IPv4-only' },
+  { key: 'IPv6SubnetMin', rule: 'refused', note: 'weft is IPv4-only' },
+  { key: 'IPv6SubnetMax', rule: 'refused', note: 'weft is IPv4-only' },
+];
+
+/**
+ * Backend keys by Backend.Type: the config structs of flannel's Linux backends (pkg/backend/udp,
+ * vxlan, ipip, hostgw). Type is read for every backend. A key of another backend is refused
+ * rather than ignored as flanneld ignores it: it configures nothing, and is most often left over
+ * from a backend switch or a Type typo.
+ */
+export const BACKEND_KEYS: Readonly<Record<BackendType, readonly NetConfKey[]>> = {
+  udp: [{ key: 'Port', rule: 'same', note: 'default 8285' }],
+  vxlan: [
+    { key: 'VNI', rule: 'same', note: 'default 1' },
+    { key: 'Port', rule: 'same', note: 'default 8472' },
+    {
+      key: 'MTU',
+      rule: 'same',
+      note: "the MTU of the outgoing (underlay) packets, default the interface's; tunnel and pod MTU are 50 less; above the interface's MTU is refused at daemon start",
+    },
+    { key: 'DirectRouting', rule: 'same', note: 'host routes to peers on the same underlay subnet' },
+    { key: 'GBP', rule: 'default-only', note: 'VXLAN Group Based Policy is not implemented: true is refused' },
+    { key: 'Learning', rule: 'default-only', note: "weft's VTEP learns nothing from traffic (peers come from leases): true is refused" },
+    { key: 'MacPrefix', rule: 'refused', note: "flannel's Windows backend only" },
+    { key: 'Name', rule: 'refused', note: "flannel's Windows backend only" },
+  ],
+  ipip: [{ key: 'DirectRouting', rule: 'same', note: 'host routes to peers on the same underlay subnet' }],
+  'host-gw': [],
+};
+
+/** Smallest Backend.MTU: 576, the datagram every IPv4 host must accept (RFC 791), as weft trace's --mtu. */
+export const MIN_BACKEND_MTU = 576;
+
+/**
+ * Refuse keys that are not in `known` (a typo, or a key another backend takes), and keys that
+ * appear twice in different case: Go's encoding/json would let the later one win silently.
+ */
+function checkKeys(obj: Record<string, unknown>, known: readonly NetConfKey[], label: string, otherwise: (k: string) => string): void {
+  const seen = new Map<string, string>();
+  for (const k of Object.keys(obj)) {
+    const lower = k.toLowerCase();
+    const spec = known.find((s) => s.key.toLowerCase() === lower);
+    if (!spec) fail(`${label}${quoteKey(k)} ${otherwise(k)}`);
+    const before = seen.get(lower);
+    if (before !== undefined) fail(`${label}${spec.key} is given twice (${quoteKey(before)} and ${quoteKey(k)}); keys match case-insensitively, keep one`);
+    seen.set(lower, k);
+    const v = obj[k];
+    if (v === null) continue; // Go's encoding/json leaves the field at its default
+    if (spec.rule === 'refused') fail(`${label}${spec.key} is not supported by weft (${spec.note}); remove it`);
+    if (spec.rule === 'default-only') {
+      if (typeof v !== 'boolean') fail(`${label}${spec.key} ${show(v)} must be true or false`);
+      if (v) fail(`${label}${spec.key} true is not supported by weft (${spec.note})`);
+    }
+  }
+}
+
+/** A key as the file spells it; quoted only when it is not a plain word (e.g. a stray space). */
+function quoteKey(k: string): string {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(k) ? k : JSON.stringify(k.length > 64 ? `${k.slice(0, 64)}…` : k);
+}
+
 function optionalInt(obj: Record<string, unknown>, name: string, label: string, min: number, max: number): number | undefined {
   const v = field(obj, name);
   if (v === undefined || v === null) return undefined;
@@ -85,6 +177,11 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
   }
   if (!isPlainObject(raw)) fail('must be a JSON object like {"Network": "10.244.0.0/16"}');
   const obj = raw;
+  checkKeys(obj, TOP_KEYS, '', () => 'is not a flannel net-conf.json key');
+  const v4 = field(obj, 'EnableIPv4');
+  if (v4 !== undefined && v4 !== null && typeof v4 !== 'boolean') fail(`EnableIPv4 ${show(v4)} must be true or false`);
+  // flanneld's EnableIPv4 defaults to true; false asks for an IPv6-only network.
+  if (v4 === false) fail('EnableIPv4 false (an IPv6-only network) is not supported by weft, which is IPv4-only');
 
   const netStr = field(obj, 'Network');
   if (netStr === undefined || netStr === null || netStr === '') {
@@ -158,22 +255,37 @@ export function parseNetConfig(json: string | unknown): NetworkConfig {
   };
 }
 
+/**
+ * Backend absent: udp, as flanneld's code decides (pkg/subnet/config.go parseBackendType), not
+ * vxlan as flannel's configuration.md says. weft and flanneld nodes reading one config from etcd
+ * must pick the same backend, or a mixed cluster splits into two data planes that cannot reach
+ * each other; the manifests flannel ships all write Type out, which both read alike. A Backend
+ * without a Type (or with "") is refused, as flanneld refuses it ("unknown backend type").
+ */
 function parseBackend(v: unknown): BackendConfig {
   if (v === undefined || v === null) return { type: 'udp', port: BACKENDS.udp.defaultPort };
   if (!isPlainObject(v)) fail(`Backend ${show(v)} must be an object like {"Type": "vxlan"}`);
   const t = field(v, 'Type');
   let type: BackendType;
-  if (t === undefined || t === null) {
-    type = 'udp';
+  if (t === undefined || t === null || t === '') {
+    return fail(`Backend.Type is required when Backend is given (one of ${BACKEND_TYPES.join(', ')}), as flanneld requires it`);
   } else if (isBackendType(t)) {
     type = t;
   } else {
     return fail(`Backend.Type ${show(t)} is not supported; use one of ${BACKEND_TYPES.join(', ')}`);
   }
-  // Validate every field that is present, even where this backend ignores it: a typo'd value
-  // should not wait until someone switches backends to surface.
-  const port = optionalInt(v, 'Port', 'Backend.Port', 1, 65535);
+  const known: NetConfKey[] = [{ key: 'Type', rule: 'same', note: '' }, ...BACKEND_KEYS[type]];
+  checkKeys(v, known, 'Backend.', (k) => {
+    const takers = BACKEND_TYPES.filter((b) => BACKEND_KEYS[b].some((s) => s.key.toLowerCase() === k.toLowerCase()));
+    return takers.length > 0
+      ? `is not a key of the ${type} backend (${takers.join(', ')} take${takers.length === 1 ? 's' : ''} it); remove it`
+      : 'is not a flannel Backend key';
+  });
+  // vxlan Port 0 is the kernel's default port in flanneld (the link is created with port 0);
+  // udp has no such default, so there 0 is refused.
+  const port = optionalInt(v, 'Port', 'Backend.Port', type === 'vxlan' ? 0 : 1, 65535);
   const vni = optionalInt(v, 'VNI', 'Backend.VNI', 0, 0xffffff); // 24-bit field, RFC 7348 §5
+  const mtu = optionalInt(v, 'MTU', 'Backend.MTU', MIN_BACKEND_MTU, 65535);
   const dr = field(v, 'DirectRouting');
   if (dr !== undefined && dr !== null && typeof dr !== 'boolean') {
     fail(`Backend.DirectRouting ${show(dr)} must be true or false`);
@@ -184,9 +296,10 @@ function parseBackend(v: unknown): BackendConfig {
       out.port = port ?? BACKENDS.udp.defaultPort;
       break;
     case 'vxlan':
-      out.port = port ?? BACKENDS.vxlan.defaultPort;
+      out.port = port || BACKENDS.vxlan.defaultPort;
       out.vni = vni ?? DEFAULT_VNI;
       out.directRouting = (dr as boolean | undefined) ?? false;
+      if (mtu !== undefined) out.mtu = mtu;
       break;
     case 'ipip':
       // Raw IP protocol 4: no port, no VNI; flannel's ipip backend takes DirectRouting too.

@@ -20,10 +20,29 @@ export interface RegistryLogger {
 /** The logger a registry uses when given none. */
 export const silentLogger: RegistryLogger = { info() {}, warn() {}, error() {} };
 
+/**
+ * Lease.expiration of a reservation: a subnet kept for one public IP with no TTL (flannel: a
+ * lease key in etcd without an etcd lease). The largest time a JavaScript Date holds (ECMA-262
+ * §21.4.1.1), so `new Date(expiration)` still prints (+275760-09-13) and every comparison with
+ * a real time says "later"; on the wire it is expiration_ms 8640000000000000.
+ */
+export const NEVER_EXPIRES = 8_640_000_000_000_000;
+
+/** Whether a lease is a reservation: it never expires, is never renewed nor revoked away. */
+export function isReservation(l: { expiration: number }): boolean {
+  return l.expiration >= NEVER_EXPIRES;
+}
+
+/** A subnet kept for the node with this public IP, whether or not that node holds it now. */
+export interface Reservation {
+  subnet: string;
+  publicIp: string;
+}
+
 /** A subnet lease: what the datapath routes by (PeerLease), and when it expires. */
 export interface Lease extends PeerLease {
   /**
-   * Milliseconds since the epoch. 0 in watch batches from etcd, where knowing it costs a
+   * Milliseconds since the epoch; NEVER_EXPIRES for a reservation. 0 in watch batches from etcd, where knowing it costs a
    * TimeToLive round trip per lease and no watcher needs a peer's expiry (acquire, renew and
    * list always fill it in).
    */
@@ -82,6 +101,24 @@ export interface Registry {
    */
   watch(fromRevision: number, onBatch: (b: WatchBatch) => void, onError: (e: Error) => void): WatchHandle;
   close(): void;
+}
+
+/**
+ * Reservations an operator manages through the registry (the embedded one; on etcd a reservation
+ * is a subnet key written without a lease, with etcdctl, as flannel's docs say). A reservation
+ * is granted by acquire() to the node with its public IP, is never given to another node,
+ * never expires, and survives that node's revoke.
+ */
+export interface ReservationRegistry {
+  reserve(r: Reservation): Promise<void>;
+  /** Ends a reservation; a lease on it ends too (its node re-acquires, normally the same subnet). */
+  unreserve(subnet: string): Promise<void>;
+  reservations(): Promise<Reservation[]>;
+}
+
+export function hasReservations(r: unknown): r is ReservationRegistry {
+  const x = r as Partial<ReservationRegistry> | null;
+  return typeof x?.reserve === 'function' && typeof x.unreserve === 'function' && typeof x.reservations === 'function';
 }
 
 export type RegistryErrorCode = 'exhausted' | 'not_found' | 'invalid' | 'unavailable' | 'permission';

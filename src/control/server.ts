@@ -13,8 +13,9 @@ import {
   checkAcquireSizes,
   checkBackendDataText,
   checkLeaseRef,
+  checkSubnetSize,
 } from './limits';
-import { RegistryError, type Registry, type RegistryLogger, type WatchHandle } from './registry';
+import { RegistryError, hasReservations, type Registry, type RegistryLogger, type WatchHandle } from './registry';
 import { describeIdentity, identityFromCertificate, leaseRefusal } from './tls';
 import {
   batchToWire,
@@ -25,6 +26,7 @@ import {
   parseBackendData,
   type WireAcquireRequest,
   type WireLeaseRef,
+  type WireReservation,
   type WireWatchRequest,
 } from './wire';
 
@@ -82,6 +84,17 @@ export function parseListen(listen: string): { host: string; port: number } {
   const port = Number(m[2]);
   if (port > 65535) throw new Error(`--listen ${listen}: port ${port} is above 65535`);
   return { host: m[1], port };
+}
+
+/**
+ * Whether a grpc-js peer ("127.0.0.1:40000", "::1:40000", "::ffff:127.0.0.1:40000") is on a
+ * loopback address: the only callers allowed to change reservations.
+ */
+export function isLoopbackPeer(peer: string): boolean {
+  const addr = peer.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  if (addr === '::1') return true;
+  const v4 = /^(?:::ffff:)?(\d+)\.\d+\.\d+\.\d+$/i.exec(addr);
+  return v4 !== null && v4[1] === '127';
 }
 
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
@@ -156,6 +169,24 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       );
     };
 
+  // Reservations are an operator's decision, not a node's: a node certificate (tls.ts) says
+  // which leases a node may touch, not who may keep subnets for whom, and without mTLS nothing
+  // identifies a caller at all. So the reservation calls are served only to a caller on the
+  // control plane's own host (`weft control reserve` run there), whatever else it presents.
+  const operator = (call: grpc.ServerUnaryCall<unknown, unknown>, rpc: string) => {
+    if (!isLoopbackPeer(call.getPeer())) {
+      logger.warn({ rpc, peer: call.getPeer() }, 'reservation call refused: not from a loopback address');
+      throw new RegistryError('permission', `${rpc} is served only to clients on this host's loopback address (run weft control ${rpc.toLowerCase()} there)`);
+    }
+    if (!hasReservations(registry)) {
+      throw new RegistryError(
+        'invalid',
+        'this registry keeps no reservations of its own: on etcd a reservation is a subnet key written without a lease (etcdctl put, as flannel documents)',
+      );
+    }
+    return registry;
+  };
+
   const handlers: grpc.UntypedServiceImplementation = {
     GetConfig: unary('GetConfig', async () => configToWire(await registry.config())),
     Acquire: unary('Acquire', async (req: WireAcquireRequest, call) => {
@@ -182,6 +213,19 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       await registry.revoke({ subnet: req.subnet, publicIp: req.publicIp });
       return {};
     }),
+    Reserve: unary('Reserve', async (req: WireReservation, call) => {
+      checkLeaseRef(req);
+      await operator(call, 'Reserve').reserve({ subnet: req.subnet, publicIp: req.publicIp });
+      return {};
+    }),
+    Unreserve: unary('Unreserve', async (req: { subnet: string }, call) => {
+      checkSubnetSize(req.subnet);
+      await operator(call, 'Unreserve').unreserve(req.subnet);
+      return {};
+    }),
+    ListReservations: unary('ListReservations', async (_req: unknown, call) => ({
+      reservations: await operator(call, 'ListReservations').reservations(),
+    })),
     List: unary('List', async () => {
       const { leases, revision } = await registry.list();
       return { leases: leases.map(leaseToWire), revision };

@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { formatCidr, formatIpv4, parseCidr, parseIpv4 } from '../route/address';
 import { makeDirs, quotePath } from '../util/make-dirs';
-import type { Lease } from './registry';
+import { isReservation, type Lease, type Reservation } from './registry';
 import { StateLockError, releaseLock, takeLock } from './state-lock';
 import { replaceFile } from '../util/durable-file';
 
@@ -27,10 +27,16 @@ export interface StoreState {
   leases: Lease[];
   /** publicIp → subnet last held, so a node that comes back late can get its subnet again. */
   previous: Record<string, string>;
+  /**
+   * Subnets kept for a public IP (`weft control reserve`), at most one per subnet and per IP.
+   * The node's lease on its reserved subnet, once it acquires it, is in `leases` with
+   * expiration NEVER_EXPIRES. (Absent from files written before reservations: none.)
+   */
+  reservations: Reservation[];
 }
 
 export function emptyState(): StoreState {
-  return { revision: 0, leases: [], previous: {} };
+  return { revision: 0, leases: [], previous: {}, reservations: [] };
 }
 
 export class StateFileError extends Error {
@@ -141,6 +147,7 @@ export function encodeState(state: StoreState): string {
       expiration: l.expiration,
     })),
     previous: state.previous,
+    reservations: state.reservations.map((r) => ({ subnet: r.subnet, publicIp: r.publicIp })),
   };
   return JSON.stringify(doc, null, 2) + '\n';
 }
@@ -185,7 +192,31 @@ export function decodeState(text: string): StoreState {
       previous[canonicalIp(ip, `previous key ${JSON.stringify(ip)}`)] = canonicalCidr(subnet, `previous[${ip}]`);
     }
   }
-  return { revision, leases, previous };
+  const reservations: Reservation[] = [];
+  if (doc.reservations !== undefined) {
+    if (!Array.isArray(doc.reservations)) throw new Error('reservations is not an array');
+    const reservedSubnets = new Set<string>();
+    const reservedIps = new Set<string>();
+    doc.reservations.forEach((v: unknown, i: number) => {
+      const where = `reservations[${i}]`;
+      if (!isObject(v)) throw new Error(`${where} is not an object`);
+      const subnet = canonicalCidr(v.subnet, `${where}.subnet`);
+      const publicIp = canonicalIp(v.publicIp, `${where}.publicIp`);
+      if (reservedSubnets.has(subnet)) throw new Error(`subnet ${subnet} is reserved twice`);
+      if (reservedIps.has(publicIp)) throw new Error(`publicIp ${publicIp} holds two reservations`);
+      reservedSubnets.add(subnet);
+      reservedIps.add(publicIp);
+      reservations.push({ subnet, publicIp });
+    });
+  }
+  // A lease that never expires is a reservation held by its node; without the reservation
+  // nothing could ever end it (revoke keeps it, unreserve finds nothing to remove).
+  for (const l of leases) {
+    if (isReservation(l) && !reservations.some((r) => r.subnet === l.subnet && r.publicIp === l.publicIp)) {
+      throw new Error(`lease ${l.subnet} of ${l.publicIp} never expires but no reservation keeps it`);
+    }
+  }
+  return { revision, leases, previous, reservations };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

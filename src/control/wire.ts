@@ -72,6 +72,11 @@ export interface WireLeaseRef {
   publicIp: string;
 }
 
+export interface WireReservation {
+  subnet: string;
+  publicIp: string;
+}
+
 export interface WireListResponse {
   leases: WireLease[];
   revision: number;

@@ -1,11 +1,11 @@
 import { promises as fs } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Lease, Registry, WatchBatch } from '../control/registry';
-import { RegistryError } from '../control/registry';
+import { RegistryError, isReservation } from '../control/registry';
 import type { NetworkConfig } from '../control/netconfig';
 import { BACKENDS } from '../datapath/backends';
 import { HostRoutes } from '../datapath/host-routes';
-import { assembleNode, tunnelMtu, usesHostRoutes, type Node } from '../datapath/node';
+import { assembleNode, tunnelMtu, underlayMtuFor, usesHostRoutes, type Node } from '../datapath/node';
 import { DatapathStats } from '../datapath/stats';
 import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } from '../io/iproute';
 import { TunDevice } from '../io/tun';
@@ -15,6 +15,7 @@ import { startHealthServer } from './health';
 import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
+import { TrafficRules } from './traffic-rules';
 
 export interface DaemonOptions {
   registry: Registry;
@@ -38,7 +39,12 @@ export interface DaemonOptions {
   healthzPort: number;
   /** Renew this long before expiry (flannel renews an hour ahead); capped at half the remaining TTL. */
   renewMarginMs: number;
+  /** --ip-masq: FLANNEL_IPMASQ=true in subnet.env, and masquerade rules for pods' traffic leaving the network. */
   ipMasq: boolean;
+  /** --iptables-forward-rules: accept forwarding to and from the network (flanneld's default: on). */
+  iptablesForwardRules: boolean;
+  /** --iptables-resync: seconds between checks that the rules are still there (0: never). */
+  iptablesResyncS: number;
   /**
    * Kernel offloads (all on by default in the CLI), each on its own so what each pays can be
    * measured alone. Every routing and encapsulation decision is still made per packet in the
@@ -86,6 +92,7 @@ export class NodeDaemon {
   private node?: Node;
   private health?: { port: number; close(): Promise<void> };
   private watch?: LeaseWatch;
+  private traffic?: TrafficRules;
   private routesInstalled = false;
   private subnetFileWritten = false;
   private stopping = false;
@@ -131,6 +138,8 @@ export class NodeDaemon {
     this.network = parseCidr(this.config.network);
     const type = this.config.backend.type;
     const spec = BACKENDS[type];
+    // Backend.MTU (vxlan) in place of the interface's; refused here, before a lease is taken.
+    const underlayMtu = underlayMtuFor(this.config.backend, underlay);
     const leaseData = spec.leaseData(publicIp, this.config.backend.vni ?? 0);
     const previousSubnet = await this.previousSubnet();
     this.lease = await this.retry('acquire lease', () =>
@@ -142,7 +151,7 @@ export class NodeDaemon {
       previousSubnet && previousSubnet !== this.lease.subnet ? 'lease acquired: a different subnet than subnet.env recorded' : 'lease acquired',
     );
 
-    this.mtu = tunnelMtu(type, underlay.mtu);
+    this.mtu = tunnelMtu(type, underlayMtu);
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
       this.sock = spec.openTransport(underlayIp, port, {
@@ -191,7 +200,7 @@ export class NodeDaemon {
       backend: this.config.backend,
       network: this.network,
       lease: this.lease,
-      underlayMtu: underlay.mtu,
+      underlayMtu,
       underlayIp: underlay.ip,
       devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
       hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
@@ -200,6 +209,19 @@ export class NodeDaemon {
       log: this.log,
     });
     this.node.datapath?.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
+
+    // Before subnet.env: FLANNEL_IPMASQ=true tells the CNI plugin to leave masquerading to us.
+    this.traffic = new TrafficRules({
+      backend: this.config.enableNftables ? 'nftables' : 'iptables',
+      network: this.config.network,
+      subnet: this.lease.subnet,
+      masquerade: opts.ipMasq,
+      forward: opts.iptablesForwardRules,
+      resyncS: opts.iptablesResyncS,
+      log: this.log,
+    });
+    await this.traffic.install();
+    this.traffic.startResync();
 
     await writeSubnetEnv(opts.subnetFile, {
       network: this.config.network,
@@ -228,6 +250,7 @@ export class NodeDaemon {
     this.watch?.stop();
     this.node?.datapath?.stop();
     await this.node?.hostRoutes?.removeAll();
+    await this.traffic?.remove().catch((e: Error) => this.log.warn({ err: e.message }, 'removing the traffic rules failed'));
     // Closing the last descriptor of a non-persistent TUN device deletes it, and with it the
     // addresses and routes that pointed into it.
     this.tun?.close();
@@ -252,6 +275,7 @@ export class NodeDaemon {
     if (!this.lease) missing.push('lease');
     if (!this.tun && this.config && BACKENDS[this.config.backend.type].needsTun) missing.push('tun');
     if (!this.routesInstalled) missing.push('routes');
+    if (this.traffic && !this.traffic.settled) missing.push('traffic rules');
     if (!this.subnetFileWritten) missing.push('subnet file');
     missing.push(...(this.watch ? this.watch.notReady() : ['peer sync']));
     if (this.leaseLost) missing.push(`lease lost: ${this.leaseLost}`);
@@ -280,6 +304,7 @@ export class NodeDaemon {
       hostRoutes: this.node?.hostRoutes
         ? { routes: this.node.hostRoutes.routes(), unreachable: this.node.hostRoutes.unreachable, unreachablePeers: this.node.hostRoutes.unreachablePeers() }
         : undefined,
+      trafficRules: this.traffic?.status(),
       runtime: this.runtime.snapshot(),
     };
   }
@@ -414,6 +439,11 @@ export class NodeDaemon {
 
   private scheduleRenew(): void {
     if (this.stopping || !this.lease) return;
+    // A reservation never expires and is never renewed (renewing would give it a TTL on etcd).
+    if (isReservation(this.lease)) {
+      this.log.info({ subnet: this.lease.subnet }, 'the subnet is reserved for this node: never expires, not renewed');
+      return;
+    }
     const remaining = this.lease.expiration - Date.now();
     const margin = Math.min(this.opts.renewMarginMs, remaining / 2);
     const delay = Math.max(200, remaining - margin);

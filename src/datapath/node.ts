@@ -63,6 +63,21 @@ export function tunnelMtu(type: BackendType, underlayMtu: number): number {
   return underlayMtu - BACKENDS[type].overhead;
 }
 
+/**
+ * The MTU the backend's underlay packets may use: Backend.MTU where net-conf gives one (flannel's
+ * vxlan "MTU": the outgoing packets' MTU, its device getting 50 less), else the underlay
+ * interface's own. Larger than the interface's, full-size tunnel packets could not leave it (the
+ * vxlan socket sends with DF clear, so the kernel would fragment every one of them), so that is
+ * refused rather than run slowly.
+ */
+export function underlayMtuFor(backend: BackendConfig, iface: { name: string; mtu: number }): number {
+  if (backend.mtu === undefined) return iface.mtu;
+  if (backend.mtu > iface.mtu) {
+    throw new Error(`net-conf.json: Backend.MTU ${backend.mtu} is larger than the MTU of ${iface.name}, the underlay interface: at most ${iface.mtu}`);
+  }
+  return backend.mtu;
+}
+
 /** Whether a node with this Backend installs kernel routes to peers (host-gw, or DirectRouting where the backend takes it). */
 export function usesHostRoutes(backend: BackendConfig): boolean {
   const spec: BackendSpec = BACKENDS[backend.type];

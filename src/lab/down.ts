@@ -6,7 +6,7 @@ import { cniDel } from './cni';
 import { deleteNs, listNs, nsExists, nsPids } from './netns';
 import { cmdline, pidsWithCmdline, terminate } from './process';
 import { isLabPid } from './lifecycle';
-import { LAB_ROOT, labDir, labNsPattern, prefixOf, readState, type LabRef, type LabState } from './state';
+import { LAB_ROOT, labCniPath, labDir, labNsPattern, prefixOf, readState, type LabRef, type LabState } from './state';
 
 export interface LabDownOptions {
   log?: (msg: string) => void;
@@ -96,6 +96,7 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
         netns: nsExists(p.ns) ? `/run/netns/${p.ns}` : '',
         ifname: p.ifname,
         config: p.cniConfig,
+        cniPath: labCniPath(state.dir),
         timeoutMs: 10_000,
       }).catch((err: unknown) => log(`CNI DEL ${p.name}: ${err instanceof Error ? err.message : String(err)} (ignored)`));
     }

@@ -45,7 +45,23 @@ export const UNDERLAY_BRIDGE = 'br0';
 export const UNDERLAY_BRIDGE_B = 'br1';
 export const NODE_IFACE = 'eth0';
 export const POD_IFACE = 'eth0';
+/** The reference CNI plugins (Debian's containernetworking-plugins): bridge, host-local, ... */
 export const CNI_BIN_DIR = '/usr/lib/cni';
+/** The plugin type pods are attached with: weft's own, which delegates to bridge + host-local. */
+export const CNI_PLUGIN = 'weft-cni';
+
+/**
+ * The lab's own CNI bin dir (like a node's /opt/cni/bin), where weft-cni is installed; searched
+ * before the reference plugins. The lab does not write into /usr/lib/cni, which is Debian's.
+ */
+export function labCniBinDir(dir: string): string {
+  return join(dir, 'cni-bin');
+}
+
+/** CNI_PATH for the lab's plugin calls: its own bin dir, then the reference plugins. */
+export function labCniPath(dir: string): string[] {
+  return [labCniBinDir(dir), CNI_BIN_DIR];
+}
 /**
  * flat: every node on one underlay bridge (one L2 segment). routed: two underlay subnets, each
  * its own bridge, joined only by a router namespace, so nodes on different subnets are not L2
@@ -133,7 +149,7 @@ export interface LabPod {
   cidr: string;
   gateway?: string;
   containerId: string;
-  /** The network configuration given to the CNI plugin on ADD (kept for DEL). */
+  /** The network configuration given to the CNI plugin on ADD (kept for DEL): weft-cni's, or bridge's in records from before it. */
   cniConfig: Record<string, unknown>;
 }
 
@@ -295,6 +311,11 @@ export function podsNotOn(state: LabState, node: string): LabPod[] {
  * The weft.js that the lab runs: bin/weft.js of the package this module belongs to. Found by
  * walking up, because this file runs both from src/lab (vitest) and from dist/src/lab (CLI).
  */
+/** bin/weft-cni beside the default bin/weft.js: the CNI plugin the lab installs. */
+export function defaultWeftCni(): string {
+  return join(dirname(defaultWeftJs()), 'weft-cni');
+}
+
 export function defaultWeftJs(): string {
   let dir = __dirname;
   for (let i = 0; i < 6; i++) {

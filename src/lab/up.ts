@@ -1,11 +1,11 @@
 // `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
-// attached through the CNI bridge plugin. Any failure tears down what was made.
+// attached through weft-cni (delegating to the CNI bridge plugin). Any failure tears down what was made.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendType } from '../datapath/backends';
 import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/address';
 import { hostAt, networkOf, within } from './addr';
-import { bridgeConfig, cniAdd, readSubnetEnv } from './cni';
+import { cniAdd, installWeftCni, pluginConfig, readSubnetEnv, weftConflist } from './cni';
 import { labDown } from './down';
 import { ETCD_BIN } from './etcd';
 import { DEFAULT_ETCD_PREFIX } from '../control/etcd/codec';
@@ -27,6 +27,8 @@ import {
 import {
   CNI_BIN_DIR,
   CONTROL_PORT,
+  defaultWeftCni,
+  labCniPath,
   ETCD_CLIENT_PORT,
   ETCD_MEMBER_COUNTS,
   REGISTRIES,
@@ -206,6 +208,9 @@ function preflight(weftJs: string, isDefault: boolean): void {
     if (!existsSync(join(CNI_BIN_DIR, p))) throw new Error(`CNI plugin ${join(CNI_BIN_DIR, p)} missing: run scripts/setup.sh (containernetworking-plugins)`);
   }
   if (!existsSync(weftJs)) throw new Error(`${weftJs} missing`);
+  // Pods attach through weft-cni, which runs the compiled plugin (whatever weft.js the lab runs).
+  const cni = join(defaultWeftCni(), '..', '..', 'dist', 'src', 'cni', 'main.js');
+  if (!existsSync(cni)) throw new Error(`${cni} missing: build first (npx tsc -p tsconfig.build.json)`);
   // bin/weft.js only loads the compiled CLI; without dist/ every daemon would die at start.
   const built = join(weftJs, '..', '..', 'dist', 'src', 'cli', 'main.js');
   if (isDefault && !existsSync(built)) {
@@ -372,6 +377,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     // Recorded before anything exists, so a failed or interrupted up can always be taken down.
     writeState(state);
     writeFileSync(state.control.netConfPath, JSON.stringify(netConf(o.network, o.backend, backendConfig), null, 2) + '\n');
+    installWeftCni(dir, state.nodeBin, defaultWeftCni());
 
     at(`create the underlay switch namespace ${switchNs}`);
     log(`creating underlay switch ${switchNs} (${sides.map((sd) => `${sd.bridge} ${sd.underlay}`).join(', ')}; control at ${controlIp})`);
@@ -483,13 +489,15 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       at(`attach pods on ${n.name}`);
       const env = readSubnetEnv(n.subnetFile);
       if (!env) throw new Error(`${n.subnetFile} missing or incomplete although ${n.name} reported ready`);
-      const config = bridgeConfig(env, n.cniDataDir);
-      // What kubelet would find in /etc/cni/net.d after flannel's plugin expanded its delegate.
-      writeFileSync(join(n.dir, '10-weft.conf'), JSON.stringify(config, null, 2) + '\n');
+      // What kubelet would find in the node's /etc/cni/net.d; weft-cni saves the delegate config
+      // it builds from subnet.env under the node's weft-cni dir.
+      const conflist = weftConflist(n);
+      writeFileSync(join(n.dir, '10-weft.conflist'), JSON.stringify(conflist, null, 2) + '\n');
+      const config = pluginConfig(conflist);
       for (let j = 1; j <= o.pods; j++) {
         const ns = podNsName(o.prefix, n.index, j);
         const containerId = ns.replace(/[^A-Za-z0-9_.-]/g, '_');
-        const res = await cniAdd({ nodeNs: n.ns, containerId, netns: `/run/netns/${ns}`, ifname: POD_IFACE, config });
+        const res = await cniAdd({ nodeNs: n.ns, containerId, netns: `/run/netns/${ns}`, ifname: POD_IFACE, config, cniPath: labCniPath(dir) });
         const ip4 = res.ips?.find((x) => x.address.includes('.'));
         if (!ip4) throw new Error(`CNI ADD for ${ns} returned no IPv4 address: ${JSON.stringify(res)}`);
         state.pods.push({

@@ -42,6 +42,11 @@ describe('weft daemon flag errors', () => {
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--healthz-port', '70000'], /--healthz-port: "70000" is not a port number/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--tun-name', 'a-name-far-too-long'], /--tun-name/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--log-level', 'loud'], /--log-level/],
+    [
+      ['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--iptables-resync', '0'],
+      /--iptables-resync: "0" is not a whole number of seconds in 1\.\.86400/,
+    ],
+    [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--iptables-resync', '5s'], /--iptables-resync: "5s" is not a whole number/],
     [['daemon', '--frobnicate'], /Unknown option '--frobnicate'/],
   ];
   it.each(cases)('weft %j', (args, msg) => {

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ETCD_PREFIX } from '../../src/control/etcd/codec';
 import { ensureNetworkConfig } from '../../src/control/etcd/netconf';
 import { EtcdRegistry, type EtcdRegistryOptions } from '../../src/control/etcd/registry';
-import { isRegistryError, type Lease, type Registry, type RegistryLogger, type WatchBatch } from '../../src/control/registry';
+import { NEVER_EXPIRES, isRegistryError, type Lease, type Registry, type RegistryLogger, type WatchBatch } from '../../src/control/registry';
 import { mustRun, sleep } from '../../src/lab/process';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { rejection } from '../support/registry';
@@ -51,6 +51,14 @@ async function leaseOfKey(c: EtcdTestCluster, key: string): Promise<string> {
   const m = /"Lease" : (\d+)/.exec(out);
   if (!m) throw new Error(`no lease in: ${out}`);
   return BigInt(m[1]).toString(16).padStart(16, '0'); // etcdctl prints IDs as %016x
+}
+
+/** The etcd lease ID a key is attached to, in decimal; '0' for a key written without one (a reservation). */
+async function keyLease(c: EtcdTestCluster, key: string): Promise<string> {
+  const out = await etcdctl(c, 'get', key, '-w', 'fields');
+  const m = /"Lease" : (\d+)/.exec(out);
+  if (!m) throw new Error(`no lease field in: ${out}`);
+  return m[1];
 }
 
 async function leaseTtl(c: EtcdTestCluster, hexId: string): Promise<{ granted: number; remaining: number }> {
@@ -187,6 +195,57 @@ describe('EtcdRegistry on a single member', () => {
     expect(await etcdctl(c, 'get', keyOf(DEFAULT_ETCD_PREFIX, udp.subnet))).toBe('');
     const leases = (await etcdctl(c, 'lease', 'list')).trim().split('\n').slice(1);
     expect(leases).toEqual([newId]);
+  });
+
+  it("a reservation (a key etcdctl wrote without a lease, as flannel's docs say) goes to its node and stays leaseless through acquire, renew and revoke; never to another node", async () => {
+    const prefix = '/tres/network';
+    const reg = registry({ endpoints: c.endpoints, prefix });
+    await ensureNetworkConfig(reg, JSON.stringify({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0', Backend: { Type: 'vxlan' } }));
+    const key = keyOf(prefix, '10.244.2.0/24');
+    const written = '{"PublicIP":"192.168.77.50","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:50"}}';
+    await etcdctl(c, 'put', key, written);
+
+    // Another node gets the other subnet; a third finds none: the reserved one is not free.
+    const other = await reg.acquire({ publicIp: '192.168.77.51' });
+    expect(other.subnet).toBe('10.244.1.0/24');
+    expect((await rejection(reg.acquire({ publicIp: '192.168.77.52', previousSubnet: '10.244.2.0/24' }))).code).toBe('exhausted');
+
+    const mine = await reg.acquire({ publicIp: '192.168.77.50', backendData: { VNI: 1, VtepMAC: '0e:00:c0:a8:4d:32' } });
+    expect(mine).toMatchObject({ subnet: '10.244.2.0/24', expiration: NEVER_EXPIRES, backendData: { VNI: 1, VtepMAC: '0e:00:c0:a8:4d:32' } });
+    expect(await keyLease(c, key)).toBe('0');
+    expect((await etcdctl(c, 'get', key, '--print-value-only')).trim()).toBe(
+      '{"PublicIP":"192.168.77.50","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:c0:a8:4d:32"}}',
+    );
+    expect(await reg.renew(mine)).toEqual(mine);
+    expect(await keyLease(c, key)).toBe('0');
+    await reg.revoke(mine);
+    expect(await keyLease(c, key)).toBe('0');
+    const listed = (await reg.list()).leases.find((l) => l.subnet === mine.subnet);
+    expect(listed?.expiration).toBe(NEVER_EXPIRES);
+    // A restarted node (same public IP, a fresh client) gets it again, still without a lease.
+    const again = await registry({ endpoints: c.endpoints, prefix }).acquire({ publicIp: '192.168.77.50' });
+    expect(again).toMatchObject({ subnet: '10.244.2.0/24', expiration: NEVER_EXPIRES });
+    expect(await keyLease(c, key)).toBe('0');
+  });
+
+  it('a reservation outside the network config is skipped with a warning and left as written; its node gets an ordinary lease', async () => {
+    const prefix = '/tres2/network';
+    const warnings: Array<Record<string, unknown>> = [];
+    const logger: RegistryLogger = { info() {}, error() {}, warn: (o, m) => warnings.push({ ...o, m }) };
+    const reg = registry({ endpoints: c.endpoints, prefix, logger });
+    await ensureNetworkConfig(reg, JSON.stringify({ Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0', Backend: { Type: 'vxlan' } }));
+    const key = keyOf(prefix, '10.244.9.0/24');
+    const written = '{"PublicIP":"192.168.77.60","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:60"}}';
+    await etcdctl(c, 'put', key, written);
+    const l = await reg.acquire({ publicIp: '192.168.77.60' });
+    expect(['10.244.1.0/24', '10.244.2.0/24']).toContain(l.subnet);
+    expect(l.expiration).toBeLessThan(NEVER_EXPIRES);
+    expect(await keyLease(c, keyOf(prefix, l.subnet))).not.toBe('0');
+    expect(warnings).toContainEqual(
+      expect.objectContaining({ subnet: '10.244.9.0/24', publicIp: '192.168.77.60', m: 'skipping a reservation that does not fit the network config' }),
+    );
+    expect((await etcdctl(c, 'get', key, '--print-value-only')).trim()).toBe(written);
+    expect(await keyLease(c, key)).toBe('0');
   });
 
   it('network config: missing is unavailable with the etcdctl command to fix it, junk is invalid, ensure refuses a different one', async () => {

@@ -3,7 +3,7 @@
 // (host-gw style). That separates lab bugs from datapath bugs, and lets the failure paths (a
 // daemon dying at start, a lost state.json) be provoked on purpose. lab-netns.test.ts runs the
 // real programs.
-import { existsSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,7 @@ import {
 import { listNs } from '../../src/lab/netns';
 import { probe } from '../../src/lab/probe';
 import { formatStatus, underlaySide } from '../../src/lab';
+import { ensureBuilt } from '../support/build';
 import { uniquePrefix } from '../support/prefix';
 
 // Speaks the lab's contract: control listens on --listen; a daemon gets a /24 from control, writes
@@ -143,8 +144,11 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing (stand-in control/daemon
     tmp = mkdtempSync(join(tmpdir(), 'weft-lab-standin-'));
     weftJs = join(tmp, 'weft.js');
     writeFileSync(weftJs, STANDIN);
+    // The stand-in replaces weft control and weft daemon only: pods still attach through the
+    // real weft-cni, which runs the compiled dist/.
+    await ensureBuilt();
     state = await labUp({ prefix, nodes: 2, pods: 2, weftJs });
-  });
+  }, 240_000);
 
   afterAll(async () => {
     await labDown(prefix);
@@ -166,7 +170,17 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing (stand-in control/daemon
     expect(br.stdout).toContain('10.244.1.1/24');
   });
 
-  it('attaches pods through the CNI bridge plugin inside their lease', async () => {
+  it('attaches pods through weft-cni (delegating to the CNI bridge plugin) inside their lease', async () => {
+    // As a runtime would: the plugin config comes from the node's conflist, and weft-cni, found
+    // in the lab's CNI bin dir, saved the bridge config it built for DEL.
+    for (const p of state.pods) {
+      const node = state.nodes.find((n) => n.name === p.node)!;
+      expect(p.cniConfig.type).toBe('weft-cni');
+      const conflist = JSON.parse(readFileSync(join(node.dir, '10-weft.conflist'), 'utf8')) as { plugins: { type: string }[] };
+      expect(conflist.plugins[0].type).toBe('weft-cni');
+      const saved = JSON.parse(readFileSync(join(node.dir, 'weft-cni', `${p.containerId}@eth0`), 'utf8')) as Record<string, unknown>;
+      expect(saved).toMatchObject({ type: 'bridge', bridge: 'cni0', ipMasq: false, ipam: { type: 'host-local', dataDir: node.cniDataDir } });
+    }
     const s = await labStatus(prefix);
     for (const p of s.pods) {
       const node = s.nodes.find((n) => n.name === p.node)!;
@@ -275,8 +289,9 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing, routed topology (stand-
     tmp = mkdtempSync(join(tmpdir(), 'weft-lab-standin-'));
     weftJs = join(tmp, 'weft.js');
     writeFileSync(weftJs, STANDIN);
+    await ensureBuilt(); // pods attach through the real weft-cni
     state = await labUp({ prefix, nodes: 3, pods: 1, weftJs, topology: 'routed' });
-  });
+  }, 240_000);
 
   afterAll(async () => {
     await labDown(prefix);

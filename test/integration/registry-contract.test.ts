@@ -11,6 +11,7 @@ import type { Registry } from '../../src/control/registry';
 import { startControlServer } from '../../src/control/server';
 import { EtcdRegistry } from '../../src/control/etcd/registry';
 import { afterAll, beforeAll } from 'vitest';
+import { mustRun } from '../../src/lab/process';
 import { startEtcdCluster, type EtcdTestCluster } from '../support/etcd';
 import { registryContract, type ContractSubject } from '../support/registry-contract';
 
@@ -27,8 +28,16 @@ async function embedded(netConf: Record<string, unknown>, ttlMs: number) {
   };
 }
 
-/** `weft control`'s gRPC server in front of `backing`, and GrpcRegistry clients of it. */
-async function overGrpc(backing: Registry, closeBacking: () => Promise<void>): Promise<ContractSubject> {
+/**
+ * `weft control`'s gRPC server in front of `backing`, and GrpcRegistry clients of it. `reserve`:
+ * how an operator reserves with that backing (for the embedded one, the Reserve RPC, which
+ * this 127.0.0.1 client may call).
+ */
+async function overGrpc(
+  backing: Registry,
+  closeBacking: () => Promise<void>,
+  reserve?: (subnet: string, publicIp: string) => Promise<void>,
+): Promise<ContractSubject> {
   const server = await startControlServer({ listen: '127.0.0.1:0', registry: backing, logger: pino({ level: 'silent' }), shutdownGraceMs: 500 });
   const clients: GrpcRegistry[] = [];
   const client = (): GrpcRegistry => {
@@ -36,9 +45,11 @@ async function overGrpc(backing: Registry, closeBacking: () => Promise<void>): P
     clients.push(c);
     return c;
   };
+  const registry = client();
   return {
-    registry: client(),
+    registry,
     second: client,
+    reserve: reserve ?? ((subnet, publicIp) => registry.reserve({ subnet, publicIp })),
     close: async () => {
       for (const c of clients) c.close();
       await server.close();
@@ -51,7 +62,7 @@ registryContract(
   'embedded',
   async (netConf, ttlMs) => {
     const e = await embedded(netConf, ttlMs);
-    return { registry: e.registry, second: () => e.registry, close: e.close };
+    return { registry: e.registry, second: () => e.registry, reserve: (subnet, publicIp) => e.registry.reserve({ subnet, publicIp }), close: e.close };
   },
   { shortTtlMs: 2000, expirySlackMs: 500 },
 );
@@ -81,16 +92,25 @@ async function etcdRegistry(netConf: Record<string, unknown>, ttlMs: number) {
   const make = (): EtcdRegistry => new EtcdRegistry({ endpoints: etcd!.endpoints, prefix, leaseTtlMs: ttlMs, deadlineMs: 5000 });
   const registry = make();
   await registry.ensureConfig(JSON.stringify(netConf));
-  return { registry, make };
+  // flannel's docs/reservations.md: the lease key, put without --lease.
+  const reserve = async (subnet: string, publicIp: string): Promise<void> => {
+    const value = JSON.stringify({ PublicIP: publicIp, PublicIPv6: null, BackendType: 'vxlan', BackendData: { VNI: 4, VtepMAC: '0e:00:00:00:00:01' } });
+    await mustRun('etcdctl', [...etcd!.etcdctlFlags, 'put', `${prefix}/subnets/${subnet.replace('/', '-')}`, value], {
+      timeoutMs: 10_000,
+      env: { ...process.env, ETCDCTL_API: '3' },
+    });
+  };
+  return { registry, make, reserve };
 }
 
 registryContract(
   'etcd',
   async (netConf, ttlMs) => {
-    const { registry, make } = await etcdRegistry(netConf, ttlMs);
+    const { registry, make, reserve } = await etcdRegistry(netConf, ttlMs);
     const others: EtcdRegistry[] = [];
     return {
       registry,
+      reserve,
       second: () => {
         const r = make();
         others.push(r);
@@ -108,8 +128,8 @@ registryContract(
 registryContract(
   'gRPC → etcd (weft control --etcd-endpoints)',
   async (netConf, ttlMs) => {
-    const { registry } = await etcdRegistry(netConf, ttlMs);
-    return overGrpc(registry, async () => registry.close());
+    const { registry, reserve } = await etcdRegistry(netConf, ttlMs);
+    return overGrpc(registry, async () => registry.close(), reserve);
   },
   { shortTtlMs: 2000, expirySlackMs: 1500 },
 );

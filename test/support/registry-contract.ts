@@ -4,7 +4,7 @@
 // anything one of them does differently is a bug the daemon would meet in production.
 import { describe, expect, it, afterEach } from 'vitest';
 import type { Lease, LeaseEvent, Registry, WatchBatch, WatchHandle } from '../../src/control/registry';
-import { RegistryError } from '../../src/control/registry';
+import { NEVER_EXPIRES, RegistryError, isReservation } from '../../src/control/registry';
 import { MAX_BACKEND_DATA_BYTES } from '../../src/control/limits';
 import { cidrContainsCidr, parseCidr } from '../../src/route/address';
 import { rejection } from './registry';
@@ -15,6 +15,12 @@ export interface ContractSubject {
   registry: Registry;
   /** Another, independent client of the same registry (what a second node would hold). */
   second(): Registry;
+  /**
+   * Keeps `subnet` for `publicIp` the way an operator does with this registry: `weft control
+   * reserve` (the embedded registry's call, or its RPC from loopback), or on etcd the key written
+   * without a lease with flannel's lease value, as flannel's docs/reservations.md says.
+   */
+  reserve(subnet: string, publicIp: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -166,6 +172,26 @@ export function registryContract(name: string, factory: ContractFactory, opts: C
       await registry.revoke({ subnet: a.subnet, publicIp: '192.0.2.1' });
       expect((await registry.list()).leases).toEqual([]);
       expect((await rejection(registry.revoke({ subnet: a.subnet, publicIp: '192.0.2.1' }))).code).toBe('not_found');
+    });
+
+    it('a reservation goes to the node with its public IP, never expires, survives renew and revoke, and is never handed to another node', async () => {
+      const s = await subject({ ...NET, SubnetMin: '10.50.1.0', SubnetMax: '10.50.3.0' });
+      await s.reserve('10.50.2.0/24', '192.0.2.50');
+      // The two other subnets go to two other nodes; a third finds none, hint or not.
+      const others = [await s.registry.acquire({ publicIp: '192.0.2.51' }), await s.second().acquire({ publicIp: '192.0.2.52' })];
+      expect(others.map((l) => l.subnet).sort()).toEqual(['10.50.1.0/24', '10.50.3.0/24']);
+      expect((await rejection(s.registry.acquire({ publicIp: '192.0.2.53', previousSubnet: '10.50.2.0/24' }))).code).toBe('exhausted');
+
+      const mine = await s.registry.acquire({ publicIp: '192.0.2.50', backendData: { VNI: 4, VtepMAC: '0e:00:c0:00:02:32' } });
+      expect(mine).toMatchObject({ subnet: '10.50.2.0/24', publicIp: '192.0.2.50', expiration: NEVER_EXPIRES });
+      expect(isReservation(mine)).toBe(true);
+      expect((await s.second().renew({ subnet: mine.subnet, publicIp: mine.publicIp })).expiration).toBe(NEVER_EXPIRES);
+      await s.registry.revoke({ subnet: mine.subnet, publicIp: mine.publicIp });
+      const listed = (await s.registry.list()).leases.find((l) => l.subnet === mine.subnet);
+      expect(listed).toMatchObject({ publicIp: '192.0.2.50', expiration: NEVER_EXPIRES, backendData: { VNI: 4, VtepMAC: '0e:00:c0:00:02:32' } });
+      // The node coming back (another client) gets it again; a stranger still does not.
+      expect((await s.second().acquire({ publicIp: '192.0.2.50' })).subnet).toBe('10.50.2.0/24');
+      expect((await rejection(s.second().renew({ subnet: mine.subnet, publicIp: '192.0.2.53' }))).code).toBe('permission');
     });
 
     it('refuses malformed acquire requests as invalid, granting nothing', async () => {

@@ -2,6 +2,7 @@
 // included (system calls against the packets they moved).
 import { describe, expect, it } from 'vitest';
 import { formatDaemonStatus } from '../../src/cli/status';
+import { NEVER_EXPIRES } from '../../src/control/registry';
 
 const base = {
   publicIp: '192.168.77.11',
@@ -49,6 +50,34 @@ describe('weft status', () => {
     expect(text).toContain('  10.244.9.0/24      via 192.168.77.12:8285');
     expect(text).toContain('drops            no_route 2');
     expect(text).not.toContain('offloads');
+  });
+
+  it('says which masquerade and forward rules are in place and how often they were put back', () => {
+    const rules = {
+      backend: 'iptables',
+      masquerade: true,
+      randomFully: true,
+      forward: true,
+      installed: true,
+      installedIn: ['iptables nat WEFT-POSTRTG (from POSTROUTING)', 'iptables filter WEFT-FWD (from FORWARD)'],
+      resyncPeriodS: 5,
+      resyncs: 1,
+      lastResync: '2026-12-02T10:00:00.000Z',
+      errors: 0,
+    };
+    expect(formatDaemonStatus({ ...base, trafficRules: rules })).toContain(
+      'rules iptables masquerade --random-fully, forward: iptables nat WEFT-POSTRTG (from POSTROUTING); iptables filter WEFT-FWD (from FORWARD); resync every 5 s, 1 put back (last 2026-12-02T10:00:00.000Z)\n',
+    );
+    const none = { ...rules, masquerade: false, forward: false, installed: false, installedIn: [], resyncs: 0, lastResync: undefined };
+    expect(formatDaemonStatus({ ...base, trafficRules: none })).toContain('rules iptables: none (no --ip-masq, forward rules off)\n');
+    const skipped = { ...none, forward: true, skipped: 'iptables-restore not found' };
+    expect(formatDaemonStatus({ ...base, trafficRules: skipped })).toContain('rules iptables forward: NOT installed: iptables-restore not found\n');
+    expect(formatDaemonStatus(base)).not.toContain('rules');
+  });
+
+  it('says a reserved lease never expires', () => {
+    const text = formatDaemonStatus({ ...base, lease: { subnet: '10.244.5.0/24', expiration: NEVER_EXPIRES } });
+    expect(text).toContain('lease 10.244.5.0/24, reserved for this node, never expires');
   });
 
   it('says why and for how long the lease watch is down, and nothing extra while it is up', () => {

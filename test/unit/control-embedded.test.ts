@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EmbeddedRegistry, type EmbeddedRegistryOptions } from '../../src/control/embedded';
 import { parseNetConfig } from '../../src/control/netconfig';
-import { type RegistryError, type WatchBatch } from '../../src/control/registry';
+import { NEVER_EXPIRES, isReservation, type RegistryError, type WatchBatch } from '../../src/control/registry';
 import { decodeState } from '../../src/control/store';
 import { rejection } from '../support/registry';
 
@@ -83,6 +83,7 @@ const flush = () => new Promise((r) => setImmediate(r));
 describe('EmbeddedRegistry', () => {
   it('acquire grants, persists before answering, and bumps the revision', async () => {
     const r = await open();
+    // No Backend in the net-conf: udp, flanneld's default, is the lease's backend type.
     const l = await r.acquire({ publicIp: '192.0.2.1', backendData: { VtepMAC: '02:aa' } });
     expect(l).toEqual({ subnet: '10.244.1.0/24', publicIp: '192.0.2.1', backendType: 'udp', backendData: { VtepMAC: '02:aa' }, expiration: T0 + TTL });
     const onDisk = decodeState(await fsp.readFile(path.join(dir, 'leases.json'), 'utf8'));
@@ -395,5 +396,132 @@ describe('EmbeddedRegistry group commit', () => {
     const { leases, revision } = await r.list();
     expect(leases.map((l) => l.publicIp).sort()).toEqual(['192.0.2.2', '192.0.2.3']);
     expect(revision).toBe(4); // acquire .1, acquire .2, revoke .1, acquire .3
+  });
+});
+
+describe('EmbeddedRegistry reservations', () => {
+  const SMALL = { Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.3.0' };
+
+  it('a reserved subnet goes to its public IP, never expires, is not renewed, and survives revoke and restart', async () => {
+    let r = await open({}, SMALL);
+    await r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' });
+    expect(await r.reservations()).toEqual([{ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }]);
+    // random: () => 0 would pick 10.244.1.0; the reservation wins.
+    const l = await r.acquire({ publicIp: '192.0.2.9', backendData: { VtepMAC: '02:09' } });
+    expect(l).toMatchObject({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9', expiration: NEVER_EXPIRES });
+    expect(isReservation(l)).toBe(true);
+    clock += 10 * TTL;
+    expect(await r.sweep()).toBe(0);
+    expect(await r.renew({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' })).toEqual(l);
+    await r.revoke({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' });
+    expect((await r.list()).leases).toEqual([l]);
+    r.close();
+    opened.length = 0;
+    r = await open({}, SMALL);
+    expect((await r.list()).leases).toEqual([l]);
+    expect(await r.reservations()).toEqual([{ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }]);
+  });
+
+  it('a reserved subnet is never handed to another node, even when it is the last one free', async () => {
+    const r = await open({}, SMALL);
+    await r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.9' });
+    expect((await r.acquire({ publicIp: '192.0.2.1' })).subnet).toBe('10.244.1.0/24');
+    // the previousSubnet hint does not get it either
+    expect((await r.acquire({ publicIp: '192.0.2.2', previousSubnet: '10.244.2.0/24' })).subnet).toBe('10.244.3.0/24');
+    expect((await rejection(r.acquire({ publicIp: '192.0.2.3' }))).code).toBe('exhausted');
+  });
+
+  it("reserving the node's own live lease turns it into a reservation at once, announced as an update", async () => {
+    const r = await open({}, SMALL);
+    const l = await r.acquire({ publicIp: '192.0.2.5' });
+    const w = await collectCurrent(r, (await r.list()).revision);
+    await r.reserve({ subnet: l.subnet, publicIp: '192.0.2.5' });
+    const b = await w.next();
+    expect(b.events).toEqual([{ type: 'added', lease: { ...l, expiration: NEVER_EXPIRES } }]);
+    w.handle.close();
+  });
+
+  it('a node with an ordinary lease elsewhere moves to its reservation at its next acquire; the old lease is dropped', async () => {
+    const r = await open({}, SMALL);
+    const old = await r.acquire({ publicIp: '192.0.2.5' });
+    expect(old.subnet).toBe('10.244.1.0/24');
+    await r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.5' });
+    const now = await r.acquire({ publicIp: '192.0.2.5', previousSubnet: old.subnet });
+    expect(now.subnet).toBe('10.244.3.0/24');
+    expect((await r.list()).leases.map((x) => x.subnet)).toEqual(['10.244.3.0/24']);
+  });
+
+  it('unreserve ends the reservation and the lease on it; the node gets the subnet back as an ordinary lease', async () => {
+    const r = await open({}, SMALL);
+    await r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' });
+    const l = await r.acquire({ publicIp: '192.0.2.9' });
+    const w = await collectCurrent(r, (await r.list()).revision);
+    await r.unreserve('10.244.3.0/24');
+    expect((await w.next()).events).toEqual([{ type: 'removed', lease: l }]);
+    expect(await r.reservations()).toEqual([]);
+    const again = await r.acquire({ publicIp: '192.0.2.9', previousSubnet: l.subnet });
+    expect(again).toMatchObject({ subnet: '10.244.3.0/24', expiration: clock + TTL });
+    expect((await rejection(r.unreserve('10.244.3.0/24'))).message).toBe('subnet 10.244.3.0/24 is not reserved');
+    w.handle.close();
+  });
+
+  it('refuses, in one line each: outside the range, malformed, held by another node, reserved for another IP, a second reservation for one IP, an unreachable IP', async () => {
+    const r = await open({}, SMALL);
+    await r.acquire({ publicIp: '192.0.2.1' }); // 10.244.1.0/24
+    await r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.9' });
+    const cases: Array<[Promise<unknown>, string, RegExp]> = [
+      [
+        r.reserve({ subnet: '10.244.9.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.9\.0\/24 is not one the network hands out: a \/24 of 10\.244\.0\.0\/16 from SubnetMin 10\.244\.1\.0 to SubnetMax 10\.244\.3\.0$/,
+      ],
+      [r.reserve({ subnet: '10.244.2.0/25', publicIp: '192.0.2.7' }), 'invalid', /is not one the network hands out/],
+      [r.reserve({ subnet: 'ten', publicIp: '192.0.2.7' }), 'invalid', /^subnet "ten" is not a CIDR/],
+      [r.reserve({ subnet: '10.244.3.0/24', publicIp: 'nope' }), 'invalid', /^publicIp "nope" is not an IPv4 address$/],
+      [r.reserve({ subnet: '10.244.3.0/24', publicIp: '127.0.0.1' }), 'invalid', /loopback/],
+      [
+        r.reserve({ subnet: '10.244.1.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.1\.0\/24 is leased to 192\.0\.2\.1 \(10\.244\.1\.0\/24\); reserve it once that lease is gone$/,
+      ],
+      [
+        r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.7' }),
+        'invalid',
+        /^subnet 10\.244\.2\.0\/24 is already reserved for 192\.0\.2\.9; unreserve it first$/,
+      ],
+      [
+        r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }),
+        'invalid',
+        /^publicIp 192\.0\.2\.9 already has subnet 10\.244\.2\.0\/24 reserved; unreserve it first$/,
+      ],
+      [r.reserve({ subnet: '1'.repeat(100), publicIp: '192.0.2.7' }), 'invalid', /^subnet is 100 characters long/],
+      [r.unreserve('x'.repeat(100)), 'invalid', /^subnet is 100 characters long/],
+    ];
+    for (const [p, code, re] of cases) {
+      const e = await rejection(p);
+      expect(e.code).toBe(code);
+      expect(e.message).toMatch(re);
+      expect(e.message).not.toContain('\n');
+    }
+    // the same reservation again is no change, and no error
+    await r.reserve({ subnet: '10.244.2.0/24', publicIp: '192.0.2.9' });
+    expect(await r.reservations()).toEqual([{ subnet: '10.244.2.0/24', publicIp: '192.0.2.9' }]);
+  });
+
+  it('a reservation that no longer fits the config is skipped with a warning; the node gets another subnet and the reserved one stays out of use', async () => {
+    const r = await open({}, SMALL);
+    await r.reserve({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' });
+    r.close();
+    opened.length = 0;
+    const warnings: object[] = [];
+    const logger = { info() {}, error() {}, warn: (o: object, m?: string) => warnings.push({ ...o, m }) };
+    const narrower = await open({ logger }, { ...SMALL, SubnetMax: '10.244.2.0' });
+    const l = await narrower.acquire({ publicIp: '192.0.2.9' });
+    expect(l.subnet).toBe('10.244.1.0/24');
+    expect(isReservation(l)).toBe(false);
+    expect(warnings).toContainEqual(
+      expect.objectContaining({ subnet: '10.244.3.0/24', publicIp: '192.0.2.9', m: 'skipping a reservation that does not fit the network config' }),
+    );
+    expect(await narrower.reservations()).toEqual([{ subnet: '10.244.3.0/24', publicIp: '192.0.2.9' }]);
   });
 });

@@ -25,7 +25,7 @@ function stateWith(n: number, revision: number): StoreState {
       expiration: 1_700_000_000_000 + i,
     });
   }
-  return { revision, leases, previous: { '198.51.100.7': '10.9.9.0/24' } };
+  return { revision, leases, previous: { '198.51.100.7': '10.9.9.0/24' }, reservations: [{ subnet: '10.0.200.0/24', publicIp: '198.51.100.9' }] };
 }
 
 async function loadError(store: LeaseStore): Promise<Error> {
@@ -147,6 +147,27 @@ describe('LeaseStore', () => {
         /subnet 10\.0\.0\.0\/24 is leased twice/,
       ],
       ['bad previous', '{"version":1,"revision":0,"leases":[],"previous":{"1.2.3.4":"nope"}}', /previous/],
+      ['reservations not an array', '{"version":1,"revision":0,"leases":[],"reservations":{}}', /reservations is not an array/],
+      [
+        'reservation bad subnet',
+        '{"version":1,"revision":0,"leases":[],"reservations":[{"subnet":"x","publicIp":"1.2.3.4"}]}',
+        /reservations\[0\]\.subnet "x" is not a CIDR/,
+      ],
+      [
+        'subnet reserved twice',
+        '{"version":1,"revision":0,"leases":[],"reservations":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4"},{"subnet":"10.0.0.0/24","publicIp":"1.2.3.5"}]}',
+        /subnet 10\.0\.0\.0\/24 is reserved twice/,
+      ],
+      [
+        'two reservations for one IP',
+        '{"version":1,"revision":0,"leases":[],"reservations":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4"},{"subnet":"10.0.1.0/24","publicIp":"1.2.3.4"}]}',
+        /publicIp 1\.2\.3\.4 holds two reservations/,
+      ],
+      [
+        'a never-expiring lease without its reservation',
+        '{"version":1,"revision":1,"leases":[{"subnet":"10.0.0.0/24","publicIp":"1.2.3.4","backendType":"vxlan","backendData":{},"expiration":8640000000000000}]}',
+        /lease 10\.0\.0\.0\/24 of 1\.2\.3\.4 never expires but no reservation keeps it/,
+      ],
     ];
     for (const [name, text, why] of cases) {
       it(name, async () => {

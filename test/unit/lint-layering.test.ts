@@ -82,6 +82,17 @@ describe('layering check (dependency-cruiser with .dependency-cruiser.cjs)', () 
     expect(r.output).toContain('datapath-not-to-programs: src/datapath/a.ts → src/daemon/peers.ts');
   });
 
+  it('fails an import from route/ or datapath/ into cni/ (weft-cni is a program)', async () => {
+    const r = await cruise({
+      'src/cni/config.ts': "import { now } from '../util/clock';\nexport const DEFAULT = now();\n",
+      'src/route/table.ts': "import { now } from '../util/clock';\nimport { DEFAULT } from '../cni/config';\nexport const TABLE = now() + DEFAULT;\n",
+      'src/datapath/a.ts': "import { Y } from './y';\nimport { DEFAULT } from '../cni/config';\nexport const A = Y + DEFAULT;\n",
+    });
+    expect(r.code).not.toBe(0);
+    expect(r.output).toContain('lower-layer-not-to-upper: src/route/table.ts → src/cni/config.ts');
+    expect(r.output).toContain('datapath-not-to-programs: src/datapath/a.ts → src/cni/config.ts');
+  });
+
   it('fails an import from datapath/ into control/, type-only included', async () => {
     const r = await cruise({
       'src/control/registry.ts': 'export interface Lease { subnet: string }\n',

@@ -11,6 +11,11 @@
 //    when ownership was checked, so a lease that expired and went to another node meanwhile is
 //    never overwritten or deleted by its old owner. flannel's own update/delete are
 //    unconditional; being stricter cannot break a flannel peer.
+//  - A key without an etcd lease is a reservation (flannel's docs/reservations.md: "the only
+//    difference between a lease and reservation is the etcd TTL"): the node with its PublicIP
+//    gets that subnet, acquire re-puts it without a lease (new BackendData, still no TTL), renew
+//    leaves it alone, revoke does not delete it, and it expires "never" (NEVER_EXPIRES). One
+//    that no longer fits the config is skipped with a warning and stays out of everyone's reach.
 //  - Failures of etcd or the transport are RegistryError('unavailable'): the daemon backs off
 //    and retries those, and nothing in here retries or reconnects behind its back beyond trying
 //    the other endpoints within one call's deadline (endpoints.ts).
@@ -22,6 +27,7 @@ import { quote } from '../../util/quote';
 import { parseNetConfig, type NetworkConfig } from '../netconfig';
 import {
   DEFAULT_LEASE_TTL_MS,
+  NEVER_EXPIRES,
   RegistryError,
   silentLogger,
   type AcquireRequest,
@@ -226,12 +232,11 @@ export class EtcdRegistry implements Registry, WatchSource {
 
   /**
    * When a key's lease ends, as flanneld computes it: now plus the lease's remaining TTL. A key
-   * without a lease (written by hand with etcdctl) never expires; it is reported as if just
-   * renewed, since Lease has no "forever".
+   * without a lease is a reservation: NEVER_EXPIRES.
    */
   private async expirationOf(leaseId: string, c: Call): Promise<number> {
     const now = Date.now();
-    if (leaseId === '0' || leaseId === '') return now + this.ttlSeconds * 1000;
+    if (leaseless(leaseId)) return NEVER_EXPIRES;
     const r = await this.client.leaseClient.leaseTimeToLive({ ID: leaseId }, this.opts(c));
     // -1: the lease ran out between the read and this question; the DELETE is on its way.
     return now + Math.max(0, num(r.TTL)) * 1000;
@@ -248,7 +253,8 @@ export class EtcdRegistry implements Registry, WatchSource {
       publicIp: e.attrs.publicIp,
       backendType: e.attrs.backendType,
       backendData: e.attrs.backendData,
-      expiration: withExpiry ? await this.expirationOf(e.leaseId, c) : 0,
+      // A reservation is known from the key alone, so watches report it too.
+      expiration: leaseless(e.leaseId) ? NEVER_EXPIRES : withExpiry ? await this.expirationOf(e.leaseId, c) : 0,
     };
   }
 
@@ -274,7 +280,7 @@ export class EtcdRegistry implements Registry, WatchSource {
    * Not awaited: the caller's change is already committed and must not wait on housekeeping.
    */
   private releaseOldLease(id: string): void {
-    if (id === '0' || id === '') return;
+    if (leaseless(id)) return;
     const c: Call = { deadline: Date.now() + this.deadlineMs };
     const lc = this.client.leaseClient;
     lc.leaseTimeToLive({ ID: id, keys: true }, this.opts(c))
@@ -378,26 +384,38 @@ export class EtcdRegistry implements Registry, WatchSource {
             publicIp: e.attrs?.publicIp ?? '',
             backendType: e.attrs?.backendType ?? '',
             backendData: e.attrs?.backendData ?? {},
-            expiration: now + this.ttlSeconds * 1000,
+            expiration: leaseless(e.leaseId) ? NEVER_EXPIRES : now + this.ttlSeconds * 1000,
           };
           byLease.set(l, e);
           return l;
         });
+        const reservations = entries.filter((e) => leaseless(e.leaseId) && e.attrs).map((e) => ({ subnet: e.subnet, publicIp: e.attrs!.publicIp }));
         // previous = {}: etcd forgets a subnet when its key expires; the node's own
         // previousSubnet hint in the request is what brings it back.
-        const alloc = allocate({ config: cfg, leases, previous: {}, request: req, now, ttlMs: this.ttlSeconds * 1000, random: this.random });
+        const alloc = allocate({ config: cfg, leases, previous: {}, request: req, reservations, now, ttlMs: this.ttlSeconds * 1000, random: this.random });
         const want = alloc.lease;
+        if (alloc.skippedReservation) {
+          const r = alloc.skippedReservation;
+          const e = entries.find((x) => x.subnet === r.subnet);
+          this.warnOnce(e?.key ?? r.subnet, e?.modRevision ?? '', 'skipping a reservation that does not fit the network config', {
+            ...r,
+            network: cfg.network,
+          });
+        }
         const key = subnetKey(this.prefix, want.subnet);
         const value = Buffer.from(encodeLeaseValue(want));
-        const held = alloc.reason === 'held' ? entries.find((e) => e.subnet === want.subnet && e.attrs?.publicIp === want.publicIp) : undefined;
+        const reserved = alloc.reason === 'reserved';
+        const held = alloc.reason === 'held' || reserved ? entries.find((e) => e.subnet === want.subnet && e.attrs?.publicIp === want.publicIp) : undefined;
         const replaced = alloc.replaced ? byLease.get(alloc.replaced) : undefined;
 
-        const g = await this.grant(c);
+        // A reservation is re-put without a lease: giving it one would turn it into an
+        // ordinary lease that expires.
+        const g = reserved ? undefined : await this.grant(c);
         const k = Buffer.from(key);
         const compare: ICompare[] = held
           ? [{ key: k, target: 'Mod', result: 'Equal', mod_revision: held.modRevision }]
           : [{ key: k, target: 'Create', result: 'Equal', create_revision: 0 }];
-        const success: IRequestOp[] = [{ request_put: { key: k, value, lease: g.id } }];
+        const success: IRequestOp[] = [{ request_put: g ? { key: k, value, lease: g.id } : { key: k, value } }];
         if (replaced) {
           // The node's old lease no longer fits the config: drop it in the same transaction so
           // the node never holds two subnets, and only if it is still the one we read.
@@ -412,23 +430,28 @@ export class EtcdRegistry implements Registry, WatchSource {
           // Unknown whether it committed. For a new key flanneld revokes the lease, which undoes
           // the claim if it did happen; re-putting a held key must not be undone that way (the
           // revoke would delete the node's lease), so that lease is left to expire.
-          if (!held) this.revokeUnused(g.id);
+          if (!held && g) this.revokeUnused(g.id);
           throw e;
         }
-        // A retried request whose first try committed fails its compare; our lease on the key says so.
-        const committed = res.succeeded || res.responses[0]?.response_range?.kvs[0]?.lease === g.id;
+        // A retried request whose first try committed fails its compare; our lease on the key
+        // says so (for a reservation, which has none: the value we wrote, without a lease).
+        const onKey = res.responses[0]?.response_range?.kvs[0];
+        const committed = res.succeeded || (g ? onKey?.lease === g.id : onKey !== undefined && leaseless(onKey.lease) && onKey.value.equals(value));
         if (!committed) {
-          this.revokeUnused(g.id);
+          if (g) this.revokeUnused(g.id);
           this.log.info({ subnet: want.subnet, publicIp: want.publicIp, attempt }, 'subnet changed under us; retrying');
           continue;
         }
         if (held) this.releaseOldLease(held.leaseId);
         if (replaced) {
           this.releaseOldLease(replaced.leaseId);
-          this.log.warn({ subnet: replaced.subnet, publicIp: want.publicIp }, 'dropped lease that no longer fits the network config');
+          this.log.warn(
+            { subnet: replaced.subnet, publicIp: want.publicIp },
+            reserved ? 'dropped the lease of a node that has a reservation elsewhere' : 'dropped lease that no longer fits the network config',
+          );
         }
         this.log.info({ subnet: want.subnet, publicIp: want.publicIp, reason: alloc.reason }, 'lease granted');
-        return { ...want, expiration: Date.now() + g.ttlMs };
+        return { ...want, expiration: g ? Date.now() + g.ttlMs : NEVER_EXPIRES };
       }
       throw new RegistryError('unavailable', `${this.where}: acquire: lost ${MAX_CAS_ATTEMPTS} races for a subnet in a row; try again`);
     });
@@ -461,6 +484,16 @@ export class EtcdRegistry implements Registry, WatchSource {
     return this.call('renew', async (c) => {
       for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
         const { key, kv, entry } = await this.owned(ref, c);
+        if (leaseless(kv.lease)) {
+          // A reservation: no TTL to extend, and granting one would end the reservation.
+          return {
+            subnet: entry.subnet,
+            publicIp: entry.attrs.publicIp,
+            backendType: entry.attrs.backendType,
+            backendData: entry.attrs.backendData,
+            expiration: NEVER_EXPIRES,
+          };
+        }
         const g = await this.grant(c);
         const k = Buffer.from(key);
         // The value is put back as read, so a flanneld-written lease keeps fields weft does not model.
@@ -496,6 +529,12 @@ export class EtcdRegistry implements Registry, WatchSource {
     return this.call('revoke', async (c) => {
       for (let attempt = 1; attempt <= MAX_CAS_ATTEMPTS; attempt++) {
         const { key, kv, entry } = await this.owned(ref, c);
+        if (leaseless(kv.lease)) {
+          // flannel: a reservation is kept for its node whatever that node does; the operator
+          // ends it by deleting the key (or putting it back with a lease).
+          this.log.info({ subnet: entry.subnet, publicIp: entry.attrs.publicIp }, 'revoke of a reserved subnet (a key without a lease): reservation kept');
+          return;
+        }
         const k = Buffer.from(key);
         const res = await this.client.kv.txn(
           {
@@ -614,4 +653,9 @@ export class EtcdRegistry implements Registry, WatchSource {
       return (await Promise.all(out)).filter((e): e is LeaseEvent => e !== undefined);
     });
   }
+}
+
+/** An etcd key's lease ID when it has none: '0' (etcd3 gives int64s as strings). */
+function leaseless(leaseId: string): boolean {
+  return leaseId === '0' || leaseId === '';
 }

@@ -134,6 +134,11 @@ export interface BackendConfig {
   vni?: number;
   /** Backend.DirectRouting (vxlan, ipip). */
   directRouting?: boolean;
+  /**
+   * Backend.MTU (vxlan): the MTU of the outgoing underlay packets, as flannel's vxlan backend
+   * reads it (its device gets MTU - 50); absent, the underlay interface's MTU.
+   */
+  mtu?: number;
 }
 
 export const BACKEND_TYPES = Object.keys(BACKENDS) as readonly BackendType[];
