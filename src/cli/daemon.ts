@@ -1,23 +1,36 @@
-import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { GrpcRegistry } from '../control/client';
 import { EtcdRegistry } from '../control/etcd/registry';
 import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon, OFFLOAD_MECHANISMS, type Offloads } from '../daemon/daemon';
+import { discoverUnderlay } from '../daemon/iface';
 import { BUSY_POLL_MAX_US } from '../datapath/datapath';
 import { parseIpv4 } from '../route/address';
+import { packageVersion } from '../util/package-root';
 import { quote } from '../util/quote';
 import { ETCD_HELP, ETCD_OPTIONS, etcdOptionsFrom, ttlFlag } from './etcd-flags';
+import { blameEnv, parseGoFlags, unknownEnv, type GoFlagsOptions } from './go-flags';
 
-const HELP = `usage: weft daemon (--control ADDR:PORT | --etcd-endpoints URLS) --public-ip IP [flags]
+const HELP = `usage: weft daemon (--control ADDR:PORT | --etcd-endpoints URLS) [flags]
+
+Flags are written as flanneld takes them: -flag or --flag, VALUE after a space or an =, a
+boolean as --flag, --flag=true or --flag=false. A flag not on the command line is read from
+FLANNELD_<FLAG> (upper-cased, - as _: FLANNELD_IFACE_REGEX) when that is set and not empty.
 
   --control ADDR:PORT     weft control (gRPC) to get the network config and a lease from
 ${ETCD_HELP.trimEnd()}
   --lease-ttl SECONDS     with --etcd-endpoints: the TTL of the lease this node writes (default
                           86400, flanneld's); with --control, weft control decides
-  --public-ip IP          this node's underlay address: sent from, and announced in the lease
-  --iface NAME            underlay interface (default: the one holding --public-ip)
+  --public-ip IP          the address announced in the lease, for peers to send to (default:
+                          the address of the interface below). Without --iface, --iface-regex
+                          or --iface-can-reach, the interface is the one holding it
+  --iface NAME|IP         the interface to send from, by name or by one of its addresses;
+                          repeatable: the first that exists (with a usable IPv4 address) wins
+  --iface-regex REGEX     after every --iface: the first interface with an IPv4 address, else
+                          a name, that REGEX matches; repeatable, tried in order
+  --iface-can-reach IP    after those: the interface and source address \`ip route get IP\` gives
+                          (default, with none of the three: the interface of the default route)
   --subnet-file PATH      flannel subnet.env to write (default /run/flannel/subnet.env)
   --tun-name NAME         TUN device to create (default weft0)
   --healthz-ip IP         health server address (default 127.0.0.1: /status tells whoever asks
@@ -45,6 +58,7 @@ ${ETCD_HELP.trimEnd()}
   --busy-poll-us N        after packets, keep polling for N µs of quiet before sleeping: lower
                           idle RTT for a spinning CPU (default 0: sleep when idle)
   --log-level LEVEL       pino level (default info)
+  --version               print the version and exit
   --control-cafile PATH   reach --control over TLS, trusting this CA (PEM); control's certificate
                           must name the --control address (an IP SAN for an IP)
   --control-certfile PATH client certificate (PEM) for a control that verifies them (mTLS); its
@@ -74,39 +88,56 @@ function port(name: string, v: string | undefined, dflt: number): number {
   return n;
 }
 
+export const DAEMON_OPTIONS = {
+  control: { type: 'string' },
+  'public-ip': { type: 'string' },
+  iface: { type: 'string', multiple: true },
+  'iface-regex': { type: 'string', multiple: true },
+  'iface-can-reach': { type: 'string' },
+  'subnet-file': { type: 'string', default: '/run/flannel/subnet.env' },
+  'tun-name': { type: 'string', default: 'weft0' },
+  // Loopback, unlike flanneld's 0.0.0.0: weft's /status says more than flanneld's /healthz.
+  'healthz-ip': { type: 'string', default: '127.0.0.1' },
+  'healthz-port': { type: 'string' },
+  'renew-margin': { type: 'string', default: '3600' },
+  'ip-masq': { type: 'boolean', default: false },
+  'iptables-forward-rules': { type: 'boolean', default: true },
+  'iptables-resync': { type: 'string', default: '5' },
+  offload: { type: 'string' },
+  'no-offload': { type: 'boolean', default: false },
+  'busy-poll-us': { type: 'string', default: '0' },
+  'log-level': { type: 'string', default: 'info' },
+  'control-cafile': { type: 'string' },
+  'control-certfile': { type: 'string' },
+  'control-keyfile': { type: 'string' },
+  ...ETCD_OPTIONS,
+  'lease-ttl': { type: 'string' },
+  version: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** flanneld's variables (flagutil.SetFlagsFromEnv(flags, "FLANNELD")); -version is read before them there. */
+export const DAEMON_FLAGS_ENV: GoFlagsOptions = { envPrefix: 'FLANNELD', notFromEnv: ['help', 'version'] };
+
 export async function run(argv: string[]): Promise<number | void> {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      control: { type: 'string' },
-      'public-ip': { type: 'string' },
-      iface: { type: 'string' },
-      'subnet-file': { type: 'string', default: '/run/flannel/subnet.env' },
-      'tun-name': { type: 'string', default: 'weft0' },
-      // Loopback, unlike flanneld's 0.0.0.0: weft's /status says more than flanneld's /healthz.
-      'healthz-ip': { type: 'string', default: '127.0.0.1' },
-      'healthz-port': { type: 'string' },
-      'renew-margin': { type: 'string', default: '3600' },
-      'ip-masq': { type: 'boolean', default: false },
-      'iptables-forward-rules': { type: 'boolean', default: true },
-      'iptables-resync': { type: 'string', default: '5' },
-      offload: { type: 'string' },
-      'no-offload': { type: 'boolean', default: false },
-      'busy-poll-us': { type: 'string', default: '0' },
-      'log-level': { type: 'string', default: 'info' },
-      'control-cafile': { type: 'string' },
-      'control-certfile': { type: 'string' },
-      'control-keyfile': { type: 'string' },
-      ...ETCD_OPTIONS,
-      'lease-ttl': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  const { values, fromEnv } = parseGoFlags(argv, DAEMON_OPTIONS, DAEMON_FLAGS_ENV);
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
   }
+  if (values.version) {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  try {
+    return await runDaemon(values);
+  } catch (e) {
+    // A value FLANNELD_X gave is refused naming the variable, not only the flag.
+    throw blameEnv(e, fromEnv);
+  }
+}
+
+async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OPTIONS>>['values']): Promise<void> {
   const etcd = etcdOptionsFrom(values);
   if (etcd && values.control) throw new Error('give --control or --etcd-endpoints, not both');
   if (!etcd && !values.control) throw new Error('--control ADDR:PORT or --etcd-endpoints URLS is required');
@@ -118,8 +149,20 @@ export async function run(argv: string[]): Promise<number | void> {
       if (values[f] !== undefined) throw new Error(`--${f} applies to --control; for etcd use --etcd-cafile/--etcd-certfile/--etcd-keyfile`);
     }
   }
-  if (!values['public-ip']) throw new Error('--public-ip is required');
-  parseIpv4(values['public-ip']);
+  if (values['public-ip'] !== undefined) parseIpv4(values['public-ip']);
+  // flanneld takes an empty --iface or --iface-regex as "no selector" inside its loop (the default
+  // route's interface, even after other selectors); an empty value is refused here instead.
+  for (const f of ['iface', 'iface-regex'] as const) {
+    if (values[f]?.includes('')) throw new Error(`--${f} is empty; give ${f === 'iface' ? 'an interface name or address' : 'a regular expression'}`);
+  }
+  const canReach = values['iface-can-reach'];
+  if (canReach !== undefined) {
+    try {
+      parseIpv4(canReach);
+    } catch {
+      throw new Error(`--iface-can-reach: ${quote(canReach)} is not an IPv4 address`);
+    }
+  }
   const tunName = values['tun-name']!;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) throw new Error(`--tun-name: "${tunName}" is not a valid interface name (1-15 characters)`);
   const renewMargin = Number(values['renew-margin']);
@@ -134,7 +177,13 @@ export async function run(argv: string[]): Promise<number | void> {
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
 
-  const logger = pino({ level: values['log-level'], base: { node: values['public-ip'] } });
+  const healthzPort = port('healthz-port', values['healthz-port'], 9090);
+  // Read-only, before anything is set up: a selector that finds nothing is one line and exit 1.
+  const underlay = await discoverUnderlay({ ifaces: values.iface ?? [], regexes: values['iface-regex'] ?? [], canReach, publicIp: values['public-ip'] });
+  const logger = pino({ level: values['log-level'], base: { node: underlay.publicIp } });
+  for (const skipped of underlay.skipped) logger.info(skipped);
+  logger.info({ iface: underlay.iface, addr: underlay.addr, publicIp: underlay.publicIp, by: underlay.how }, 'underlay interface chosen');
+  for (const name of unknownEnv(DAEMON_OPTIONS, DAEMON_FLAGS_ENV)) logger.warn({ variable: name }, 'a FLANNELD_ variable names no weft daemon flag; ignored');
   let registry: Registry;
   let controlTarget: string;
   if (etcd) {
@@ -148,12 +197,13 @@ export async function run(argv: string[]): Promise<number | void> {
   const daemon = new NodeDaemon({
     registry,
     controlTarget,
-    publicIp: values['public-ip'],
-    iface: values.iface,
+    publicIp: underlay.publicIp,
+    iface: underlay.iface,
+    underlayIp: underlay.addr,
     subnetFile: values['subnet-file']!,
     tunName,
     healthzIp: values['healthz-ip']!,
-    healthzPort: port('healthz-port', values['healthz-port'], 9090),
+    healthzPort,
     renewMarginMs: renewMargin * 1000,
     ipMasq: values['ip-masq']!,
     iptablesForwardRules: values['iptables-forward-rules']!,

@@ -12,6 +12,8 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
 
 export const USAGE = `usage: weft <command> [flags]
 
+  weft --version           print the version
+
 commands:
   control   run the embedded control plane (gRPC lease registry)
   daemon    run the node data plane (TUN + encapsulation)
@@ -28,6 +30,13 @@ export async function main(argv: string[]): Promise<void> {
   if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help') {
     process.stdout.write(USAGE);
     process.exitCode = cmd ? 0 : 2;
+    return;
+  }
+  if (cmd === '--version' || cmd === '-version') {
+    // flanneld's -version: the version alone, exit 0 (flanneld writes it to stderr; stdout here,
+    // so $(weft --version) holds it).
+    const { packageVersion } = await import('../util/package-root');
+    process.stdout.write(`${packageVersion()}\n`);
     return;
   }
   const load = COMMANDS[cmd];

@@ -1,29 +1,14 @@
 // weft.proto loading and the mapping between Registry types and their protobuf messages,
 // shared by the server and the client so both sides agree on every field and error code.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { packageRoot } from '../util/package-root';
 import { MAX_CIDR_CHARS, MAX_STATUS_DETAILS_CHARS, checkBackendDataText, leaseProblem } from './limits';
 import type { NetworkConfig } from './netconfig';
 import { RegistryError, type Lease, type LeaseEvent, type RegistryErrorCode, type WatchBatch } from './registry';
 
 export const PROTO_RELATIVE_PATH = path.join('src', 'control', 'proto', 'weft.proto');
-
-/**
- * The repository/package root: the nearest ancestor of this file holding package.json. The
- * .proto is not copied by tsc, so the same lookup must work from src/control (tests, vitest)
- * and from dist/src/control (the compiled CLI).
- */
-export function packageRoot(from: string = __dirname): string {
-  let dir = from;
-  for (;;) {
-    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`cannot find package.json above ${from} (needed to locate ${PROTO_RELATIVE_PATH})`);
-    dir = up;
-  }
-}
 
 export function protoPath(): string {
   return path.join(packageRoot(), PROTO_RELATIVE_PATH);

@@ -21,8 +21,17 @@ export interface DaemonOptions {
   registry: Registry;
   /** Shown in status and logs (the control plane's address). */
   controlTarget: string;
+  /** Announced in the lease: --public-ip, else the underlay address (daemon/iface.ts). */
   publicIp: string;
+  /** The underlay interface; default: the one holding underlayIp. */
   iface?: string;
+  /**
+   * The address sent from and bound to, one of iface's (default publicIp). It differs from
+   * publicIp where the node is reached through an address it does not hold (a NAT's outside
+   * address), as flanneld's IfaceAddr differs from its ExtAddr: peers send to publicIp, and what
+   * arrives here is addressed to underlayIp.
+   */
+  underlayIp?: string;
   subnetFile: string;
   tunName: string;
   healthzIp: string;
@@ -113,6 +122,7 @@ export class NodeDaemon {
     const { opts } = this;
     const publicIp = parseIpv4(opts.publicIp);
     const underlay = await this.findUnderlay();
+    const underlayIp = parseIpv4(underlay.ip);
     this.underlayIface = underlay.name;
 
     if (opts.healthzPort > 0) {
@@ -144,7 +154,7 @@ export class NodeDaemon {
     this.mtu = tunnelMtu(type, underlayMtu);
     const port = this.config.backend.port ?? spec.defaultPort;
     if (spec.needsTun) {
-      this.sock = spec.openTransport(publicIp, port, {
+      this.sock = spec.openTransport(underlayIp, port, {
         gso: opts.offloads.gso,
         gro: opts.offloads.gro,
         tunnelMtu: this.mtu,
@@ -191,6 +201,7 @@ export class NodeDaemon {
       network: this.network,
       lease: this.lease,
       underlayMtu,
+      underlayIp: underlay.ip,
       devices: this.tun && this.sock ? { tun: this.tun, transport: this.sock } : undefined,
       hostRoutes: usesHostRoutes(this.config.backend) ? new HostRoutes({ iface: underlay.name, ifaceAddrs: underlay.addrs, log: this.log }) : undefined,
       stats: this.stats,
@@ -275,6 +286,7 @@ export class NodeDaemon {
     return {
       publicIp: this.opts.publicIp,
       iface: this.underlayIface,
+      underlayIp: this.opts.underlayIp ?? this.opts.publicIp,
       tun: this.tun?.name,
       mtu: this.mtu,
       backend: this.config?.backend.type,
@@ -343,21 +355,19 @@ export class NodeDaemon {
     };
   }
 
-  /** The underlay interface: --iface, or the one holding --public-ip; its MTU and addresses (host-gw needs its subnets). */
-  private async findUnderlay(): Promise<{ name: string; mtu: number; addrs: { ip: string; prefixLen: number }[] }> {
-    const { publicIp } = this.opts;
+  /** The underlay interface and the address sent from; its MTU and addresses (host-gw needs its subnets). */
+  private async findUnderlay(): Promise<{ name: string; ip: string; mtu: number; addrs: { ip: string; prefixLen: number }[] }> {
+    const ip = this.opts.underlayIp ?? this.opts.publicIp;
     let name = this.opts.iface;
     if (!name) {
-      const found = await ifaceForAddress(publicIp);
-      if (!found) throw new Error(`--public-ip ${publicIp} is not assigned to any interface here (pass --iface)`);
+      const found = await ifaceForAddress(ip);
+      if (!found) throw new Error(`${ip} is not assigned to any interface here`);
       name = found.name;
     }
     const info = await ifaceInfo(name);
-    if (!info) throw new Error(`--iface ${name}: no such interface`);
-    if (!info.addrs.some((a) => a.ip === publicIp)) {
-      throw new Error(`--public-ip ${publicIp} is not an address of --iface ${name}`);
-    }
-    return { name: info.name, mtu: info.mtu, addrs: info.addrs };
+    if (!info) throw new Error(`interface ${name} does not exist`);
+    if (!info.addrs.some((a) => a.ip === ip)) throw new Error(`${ip} is not an address of ${name}`);
+    return { name: info.name, ip, mtu: info.mtu, addrs: info.addrs };
   }
 
   private async warnIfNotForwarding(): Promise<void> {

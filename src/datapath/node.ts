@@ -37,6 +37,8 @@ export interface NodeOptions {
   lease: PeerLease;
   /** MTU of the underlay interface; the tunnel carries this minus the backend's overhead. */
   underlayMtu: number;
+  /** The address sent from, when it is not the lease's publicIp (behind a NAT; see BackendParams). */
+  underlayIp?: string;
   /**
    * Required when the backend needs a TUN (every backend but host-gw); host-gw has no
    * userspace datapath and is given none.
@@ -112,6 +114,7 @@ export function assembleNode(opts: NodeOptions): Node {
   }
   const backend = spec.create({
     publicIp,
+    underlayIp: opts.underlayIp === undefined ? undefined : parseIpv4(opts.underlayIp),
     subnet,
     port,
     vni: opts.backend.vni ?? DEFAULT_VNI,

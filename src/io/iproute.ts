@@ -132,7 +132,7 @@ export async function linkExists(dev: string, opts?: IpOptions): Promise<boolean
 interface IpAddrJson {
   ifname: string;
   mtu: number;
-  addr_info?: { family: string; local: string; prefixlen: number }[];
+  addr_info?: { family: string; local: string; prefixlen: number; deprecated?: boolean; dynamic?: boolean; preferred_life_time?: number }[];
 }
 
 /** The interface holding IPv4 address `ip`, with its MTU and the address's prefix length. */
@@ -164,4 +164,57 @@ export async function ifaceInfo(
   if (!link) return undefined;
   const addrs = (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ ip: a.local, prefixLen: a.prefixlen }));
   return { name: link.ifname, mtu: link.mtu, addrs };
+}
+
+/** An interface with its IPv4 addresses, as interface discovery (daemon/iface.ts) reads them. */
+export interface IfaceAddrs {
+  name: string;
+  index: number;
+  mtu: number;
+  addrs: {
+    ip: string;
+    prefixLen: number;
+    /** Preferred lifetime over (IFA_F_DEPRECATED): flanneld never picks such an address. */
+    deprecated: boolean;
+    /** Not IFA_F_PERMANENT (e.g. from DHCP): flanneld prefers permanent ones. */
+    dynamic: boolean;
+  }[];
+}
+
+/** Every interface, in ifindex order (as the kernel lists them), with its IPv4 addresses. */
+export async function listIfaces(opts?: IpOptions): Promise<IfaceAddrs[]> {
+  const links = await ipJson<(IpAddrJson & { ifindex: number })[]>(['addr', 'show'], opts);
+  return links.map((l) => ({
+    name: l.ifname,
+    index: l.ifindex,
+    mtu: l.mtu,
+    addrs: (l.addr_info ?? [])
+      .filter((a) => a.family === 'inet')
+      .map((a) => ({ ip: a.local, prefixLen: a.prefixlen, deprecated: a.deprecated === true || a.preferred_life_time === 0, dynamic: a.dynamic === true })),
+  }));
+}
+
+/** The parts of `ip -j route` output read here. */
+interface IpRouteJson {
+  dst?: string;
+  dev?: string;
+  prefsrc?: string;
+  type?: string;
+}
+
+/**
+ * The first IPv4 default route of the main table: its device, or undefined without one (and
+ * dev undefined for a default with no single device: blackhole, unreachable, multipath).
+ */
+export async function defaultRoute(opts?: IpOptions): Promise<{ dev?: string; type?: string } | undefined> {
+  const routes = await ipJson<IpRouteJson[]>(['-4', 'route', 'show', 'table', 'main', 'default'], opts);
+  const r = routes[0];
+  return r ? { dev: r.dev, type: r.type } : undefined;
+}
+
+/** `ip route get ADDR`: the device and source address the kernel would send to ADDR from. */
+export async function routeGet(addr: string, opts?: IpOptions): Promise<{ dev?: string; src?: string }> {
+  const routes = await ipJson<IpRouteJson[]>(['route', 'get', addr], opts);
+  const r = routes[0];
+  return { dev: r?.dev, src: r?.prefsrc };
 }

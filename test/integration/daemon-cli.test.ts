@@ -1,7 +1,7 @@
 // `weft daemon` refuses bad flags with one line naming the problem and exit code 1, before it
 // touches the machine (no TUN, no socket, no lease); and where its health server listens.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +34,10 @@ describe('weft daemon flag errors', () => {
     [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--control-cafile', '/x'], /--control-cafile applies to --control/],
     [['daemon', '--etcd-endpoints', 'http://127.0.0.1:2379', '--etcd-cafile', '/nonexistent/ca.pem', '--public-ip', '127.0.0.1'], /--etcd-cafile/],
     [['daemon', '--control', '127.0.0.1'], /--control: "127\.0\.0\.1" is not ADDR:PORT/],
-    [['daemon', '--control', '127.0.0.1:7000'], /--public-ip is required/],
+    [['daemon', '--control', '127.0.0.1:7000', '--iface-can-reach', '10.0.0.300'], /--iface-can-reach: "10\.0\.0\.300" is not an IPv4 address/],
+    [['daemon', '--control', '127.0.0.1:7000', '--iface', 'eth0', '--iface='], /--iface is empty; give an interface name or address/],
+    [['daemon', '--control', '127.0.0.1:7000', '--iface-regex', ''], /--iface-regex is empty; give a regular expression/],
+    [['daemon', '--control', '127.0.0.1:7000', '--ip-masq=maybe'], /--ip-masq: "maybe" is not a boolean \(true or false\)/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '10.0.0.300'], /invalid IPv4 address "10\.0\.0\.300"/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--healthz-port', '70000'], /--healthz-port: "70000" is not a port number/],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--tun-name', 'a-name-far-too-long'], /--tun-name/],
@@ -51,6 +54,14 @@ describe('weft daemon flag errors', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(msg);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it("weft --version and weft daemon --version (-version, as flanneld) print package.json's version and exit 0", () => {
+    const { version } = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['daemon', '--version'], ['daemon', '-version'], ['daemon', '--control', '127.0.0.1:1', '--version']]) {
+      const r = spawnSync(process.execPath, [WEFT, ...args], { encoding: 'utf8', timeout: 20_000 });
+      expect([r.status, r.stdout, r.stderr], args.join(' ')).toEqual([0, `${version}\n`, '']);
+    }
   });
 
   it('refuses credentials in --etcd-endpoints without printing the password', () => {

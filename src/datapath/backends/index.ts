@@ -15,8 +15,13 @@ import { openVxlanTransport, VXLAN_DEFAULT_PORT, VXLAN_DEFAULT_VNI, VXLAN_OVERHE
 
 /** What a backend is built from: our node, and net-conf's Backend with its defaults applied. */
 export interface BackendParams {
-  /** Our underlay address (host order). */
+  /** Our underlay address (host order), as announced in our lease. */
   publicIp: number;
+  /**
+   * The address we send from when it is not publicIp (behind a NAT, --public-ip being the
+   * outside address): ipip writes it as the outer source and expects it as the outer destination.
+   */
+  underlayIp?: number;
   /** Our lease. */
   subnet: Cidr;
   /** Backend.Port (udp, vxlan); the table's default when absent. */
@@ -100,7 +105,7 @@ export const BACKENDS = {
     needsTun: true,
     directRouting: true,
     leaseData: noLeaseData,
-    create: (p) => new IpipBackend(p.publicIp, p.ipipFirstId),
+    create: (p) => new IpipBackend(p.underlayIp ?? p.publicIp, p.ipipFirstId),
     openTransport: (publicIp) => openIpipTransport(publicIp),
   },
   'host-gw': {
