@@ -38,9 +38,13 @@ ${ETCD_HELP.trimEnd()}
                           is opted into, e.g. --healthz-ip 0.0.0.0 for a kubelet httpGet probe)
   --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
+  --subnet-lease-renew-margin MINUTES
+                          the same in minutes, 1..1439, as flanneld takes it
   --ip-masq               masquerade pods' traffic leaving the network (flanneld's rules, chain
                           WEFT-POSTRTG in nat, or table ip weft with net-conf EnableNFTables),
                           and FLANNEL_IPMASQ=true in subnet.env so the CNI plugin does not too
+  --ip-masq-fully-random-disable
+                          masquerade without --random-fully (fully-random)
   --iptables-forward-rules
                           accept forwarding from and to the network (chain WEFT-FWD in filter,
                           or table ip weft), for hosts whose FORWARD policy is DROP (default on)
@@ -59,6 +63,10 @@ ${ETCD_HELP.trimEnd()}
                           idle RTT for a spinning CPU (default 0: sleep when idle)
   --log-level LEVEL       pino level (default info)
   --version               print the version and exit
+
+flanneld's --kube-subnet-mgr (true), --kube-api-url, --kube-annotation-prefix, --kubeconfig-file,
+--net-config-path, --set-node-network-unavailable, --public-ipv6, --ip-blackhole-route (true), and
+klog's -v, -vmodule, -log_backtrace_at are refused in one line saying why.
   --control-cafile PATH   reach --control over TLS, trusting this CA (PEM); control's certificate
                           must name the --control address (an IP SAN for an IP)
   --control-certfile PATH client certificate (PEM) for a control that verifies them (mTLS); its
@@ -88,6 +96,52 @@ function port(name: string, v: string | undefined, dflt: number): number {
   return n;
 }
 
+/**
+ * flanneld flags weft does not implement. They are parsed (so FLANNELD_* variables for them are
+ * read too) only to be refused in one line saying why, rather than failing as unknown flags or,
+ * worse, being taken without effect. A value that asks for nothing (--kube-subnet-mgr=false) passes.
+ */
+const FLANNELD_REFUSED: Record<string, { asks: (v: string | boolean) => boolean; why: string }> = {
+  'kube-subnet-mgr': { asks: (v) => v === true, why: "weft has no Kubernetes subnet manager; use --etcd-endpoints (flannel's etcd layout) or --control" },
+  'kube-api-url': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
+  'kube-annotation-prefix': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
+  'kubeconfig-file': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
+  'net-config-path': { asks: () => true, why: 'only for --kube-subnet-mgr; weft reads net-conf.json from weft control (--net-conf) or etcd' },
+  'set-node-network-unavailable': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
+  'public-ipv6': { asks: () => true, why: 'weft is IPv4-only' },
+  'ip-blackhole-route': { asks: (v) => v === true, why: "not implemented: weft-cni's bridge route covers the node's subnet" },
+  v: { asks: () => true, why: 'klog verbosity; weft logs with pino: use --log-level (debug, trace)' },
+  vmodule: { asks: () => true, why: 'klog per-file verbosity; use --log-level' },
+  log_backtrace_at: { asks: () => true, why: 'klog; use --log-level' },
+};
+
+const FLANNELD_REFUSED_OPTIONS = {
+  'kube-subnet-mgr': { type: 'boolean' },
+  'kube-api-url': { type: 'string' },
+  'kube-annotation-prefix': { type: 'string' },
+  'kubeconfig-file': { type: 'string' },
+  'net-config-path': { type: 'string' },
+  'set-node-network-unavailable': { type: 'boolean' },
+  'public-ipv6': { type: 'string' },
+  'ip-blackhole-route': { type: 'boolean' },
+  v: { type: 'string' },
+  vmodule: { type: 'string' },
+  log_backtrace_at: { type: 'string' },
+} as const;
+
+/** flanneld's --subnet-lease-renew-margin: minutes, 1 to 1439 (its range check in main.go). */
+function renewMarginMs(seconds: string | undefined, minutes: string | undefined): number {
+  if (minutes !== undefined) {
+    if (seconds !== undefined) throw new Error('give --renew-margin SECONDS or --subnet-lease-renew-margin MINUTES, not both');
+    if (!/^\d+$/.test(minutes) || Number(minutes) < 1 || Number(minutes) > 1439)
+      throw new Error(`--subnet-lease-renew-margin: ${quote(minutes)} is not a whole number of minutes in 1..1439`);
+    return Number(minutes) * 60_000;
+  }
+  const s = Number(seconds ?? '3600');
+  if (!(s >= 0)) throw new Error(`--renew-margin: "${seconds}" is not a number of seconds`);
+  return s * 1000;
+}
+
 export const DAEMON_OPTIONS = {
   control: { type: 'string' },
   'public-ip': { type: 'string' },
@@ -99,8 +153,11 @@ export const DAEMON_OPTIONS = {
   // Loopback, unlike flanneld's 0.0.0.0: weft's /status says more than flanneld's /healthz.
   'healthz-ip': { type: 'string', default: '127.0.0.1' },
   'healthz-port': { type: 'string' },
-  'renew-margin': { type: 'string', default: '3600' },
+  'renew-margin': { type: 'string' },
   'ip-masq': { type: 'boolean', default: false },
+  'ip-masq-fully-random-disable': { type: 'boolean', default: false },
+  'subnet-lease-renew-margin': { type: 'string' },
+  ...FLANNELD_REFUSED_OPTIONS,
   'iptables-forward-rules': { type: 'boolean', default: true },
   'iptables-resync': { type: 'string', default: '5' },
   offload: { type: 'string' },
@@ -165,8 +222,11 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
   }
   const tunName = values['tun-name']!;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tunName)) throw new Error(`--tun-name: "${tunName}" is not a valid interface name (1-15 characters)`);
-  const renewMargin = Number(values['renew-margin']);
-  if (!(renewMargin >= 0)) throw new Error(`--renew-margin: "${values['renew-margin']}" is not a number of seconds`);
+  for (const [flag, r] of Object.entries(FLANNELD_REFUSED)) {
+    const v = (values as Record<string, unknown>)[flag] as string | boolean | undefined;
+    if (v !== undefined && r.asks(v)) throw new Error(`--${flag}: ${r.why}`);
+  }
+  const renewMargin = renewMarginMs(values['renew-margin'], values['subnet-lease-renew-margin']);
   const busyPoll = Number(values['busy-poll-us']);
   if (!/^\d+$/.test(values['busy-poll-us']!) || busyPoll > BUSY_POLL_MAX_US)
     throw new Error(`--busy-poll-us: "${values['busy-poll-us']}" is not a whole number of µs in 0..${BUSY_POLL_MAX_US}`);
@@ -204,8 +264,9 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
     tunName,
     healthzIp: values['healthz-ip']!,
     healthzPort,
-    renewMarginMs: renewMargin * 1000,
+    renewMarginMs: renewMargin,
     ipMasq: values['ip-masq']!,
+    ipMasqNoRandomFully: values['ip-masq-fully-random-disable']!,
     iptablesForwardRules: values['iptables-forward-rules']!,
     iptablesResyncS: Number(resync),
     offloads,

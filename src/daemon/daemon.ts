@@ -41,6 +41,8 @@ export interface DaemonOptions {
   renewMarginMs: number;
   /** --ip-masq: FLANNEL_IPMASQ=true in subnet.env, and masquerade rules for pods' traffic leaving the network. */
   ipMasq: boolean;
+  /** --ip-masq-fully-random-disable: MASQUERADE without --random-fully. */
+  ipMasqNoRandomFully?: boolean;
   /** --iptables-forward-rules: accept forwarding to and from the network (flanneld's default: on). */
   iptablesForwardRules: boolean;
   /** --iptables-resync: seconds between checks that the rules are still there (0: never). */
@@ -216,6 +218,7 @@ export class NodeDaemon {
       network: this.config.network,
       subnet: this.lease.subnet,
       masquerade: opts.ipMasq,
+      noRandomFully: opts.ipMasqNoRandomFully,
       forward: opts.iptablesForwardRules,
       resyncS: opts.iptablesResyncS,
       log: this.log,

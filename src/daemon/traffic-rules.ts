@@ -174,6 +174,8 @@ export interface TrafficRulesOptions {
   network: string;
   subnet: string;
   masquerade: boolean;
+  /** --ip-masq-fully-random-disable: plain MASQUERADE from the start (default: --random-fully, falling back when refused). */
+  noRandomFully?: boolean;
   forward: boolean;
   /** --iptables-resync: seconds between checks; 0 never checks. */
   resyncS: number;
@@ -224,6 +226,7 @@ export class TrafficRules {
   constructor(private readonly opts: TrafficRulesOptions) {
     this.run = opts.run ?? netfilter;
     this.log = opts.log;
+    this.randomFully = opts.noRandomFully !== true;
   }
 
   /** Whether there is anything to install (--ip-masq or forward rules). */

@@ -48,6 +48,17 @@ describe('weft daemon flag errors', () => {
     ],
     [['daemon', '--control', '127.0.0.1:7000', '--public-ip', '127.0.0.1', '--iptables-resync', '5s'], /--iptables-resync: "5s" is not a whole number/],
     [['daemon', '--frobnicate'], /Unknown option '--frobnicate'/],
+    // flanneld's flags weft does not implement: refused saying why, not taken without effect.
+    [['daemon', '--control', '127.0.0.1:7000', '--kube-subnet-mgr'], /--kube-subnet-mgr: weft has no Kubernetes subnet manager/],
+    [['daemon', '--control', '127.0.0.1:7000', '--kubeconfig-file', '/etc/k.conf'], /--kubeconfig-file: only for --kube-subnet-mgr/],
+    [['daemon', '--control', '127.0.0.1:7000', '--public-ipv6', '2001:db8::1'], /--public-ipv6: weft is IPv4-only/],
+    [['daemon', '--control', '127.0.0.1:7000', '--ip-blackhole-route'], /--ip-blackhole-route: not implemented/],
+    [['daemon', '--control', '127.0.0.1:7000', '-v=2'], /--v: klog verbosity; .* use --log-level/],
+    [
+      ['daemon', '--control', '127.0.0.1:7000', '--subnet-lease-renew-margin', '1440'],
+      /--subnet-lease-renew-margin: "1440" is not a whole number of minutes in 1\.\.1439/,
+    ],
+    [['daemon', '--control', '127.0.0.1:7000', '--renew-margin', '60', '--subnet-lease-renew-margin', '1'], /not both/],
   ];
   it.each(cases)('weft %j', (args, msg) => {
     const r = weft(args);

@@ -252,6 +252,16 @@ describe('TrafficRules (iptables)', () => {
     expect(lines.some((l) => l.level === 'warn' && /random-fully refused/.test(l.msg))).toBe(true);
   });
 
+  it('--ip-masq-fully-random-disable: plain MASQUERADE from the start, with no refusal to fall back from', async () => {
+    const fake = new FakeNetfilter();
+    const { tr, lines } = rules(fake, { noRandomFully: true });
+    await tr.install();
+    expect(fake.chains.get('nat/WEFT-POSTRTG')!.join('\n')).not.toContain('random-fully');
+    expect(fake.chains.get('nat/WEFT-POSTRTG')!.filter((l) => l.endsWith('-j MASQUERADE'))).toHaveLength(2);
+    expect(tr.status().randomFully).toBe(false);
+    expect(lines.some((l) => l.level === 'warn')).toBe(false);
+  });
+
   it('resync: a flushed chain or a deleted jump is put back and counted; an intact set is left alone', async () => {
     const fake = new FakeNetfilter();
     const { tr, lines } = rules(fake);
