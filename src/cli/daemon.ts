@@ -106,7 +106,7 @@ const FLANNELD_REFUSED: Record<string, { asks: (v: string | boolean) => boolean;
   'kube-api-url': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
   'kube-annotation-prefix': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
   'kubeconfig-file': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
-  'net-config-path': { asks: () => true, why: 'only for --kube-subnet-mgr; weft reads net-conf.json from weft control (--net-conf) or etcd' },
+  'net-config-path': { asks: () => true, why: 'only for --kube-subnet-mgr; weft reads net-conf.json from weft control (--net-config-path) or etcd' },
   'set-node-network-unavailable': { asks: () => true, why: 'only for --kube-subnet-mgr, which weft does not have' },
   'public-ipv6': { asks: () => true, why: 'weft is IPv4-only' },
   'ip-blackhole-route': { asks: (v) => v === true, why: "not implemented: weft-cni's bridge route covers the node's subnet" },
