@@ -2,7 +2,7 @@
 // cluster, served over gRPC. Errors in flags or net-conf.json are thrown as one-line Errors;
 // main.ts prints them and exits 1.
 import { promises as fsp } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import pino from 'pino';
 import { EmbeddedRegistry } from '../control/embedded';
 import { EtcdRegistry } from '../control/etcd/registry';
@@ -64,29 +64,34 @@ to a client on the control plane's loopback address, so run these on its host:
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
+/**
+ * parseArgs for weft control's commands: its messages are already one line ("Unknown option
+ * '--foo'…"); the line says where the flags are listed.
+ */
+function parseControlArgs<T extends ParseArgsOptionsConfig>(args: string[], options: T, allowPositionals: boolean) {
+  try {
+    return parseArgs({ args, strict: true, allowPositionals, options });
+  } catch (e) {
+    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`, { cause: e });
+  }
+}
+
 const RESERVATION_COMMANDS = ['reserve', 'unreserve', 'reservations'] as const;
 type ReservationCommand = (typeof RESERVATION_COMMANDS)[number];
 
 /** `weft control reserve|unreserve|reservations`: a client of the running weft control. */
 async function runReservation(cmd: ReservationCommand, argv: string[]): Promise<number> {
-  let values;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: true,
-      options: {
-        control: { type: 'string' },
-        'control-cafile': { type: 'string' },
-        'control-certfile': { type: 'string' },
-        'control-keyfile': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (e) {
-    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`, { cause: e });
-  }
+  const { values, positionals } = parseControlArgs(
+    argv,
+    {
+      control: { type: 'string' },
+      'control-cafile': { type: 'string' },
+      'control-certfile': { type: 'string' },
+      'control-keyfile': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    true,
+  );
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
@@ -126,31 +131,24 @@ function reserveFlag(v: string): { subnet: string; publicIp: string } {
 
 export async function run(argv: string[]): Promise<number | void> {
   if ((RESERVATION_COMMANDS as readonly string[]).includes(argv[0])) return runReservation(argv[0] as ReservationCommand, argv.slice(1));
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        listen: { type: 'string' },
-        'state-dir': { type: 'string' },
-        'net-config-path': { type: 'string' },
-        'lease-ttl': { type: 'string' },
-        'log-level': { type: 'string' },
-        'max-watches-per-client': { type: 'string' },
-        'tls-cert-file': { type: 'string' },
-        'tls-key-file': { type: 'string' },
-        'tls-client-ca-file': { type: 'string' },
-        reserve: { type: 'string', multiple: true },
-        ...ETCD_OPTIONS,
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (e) {
-    // parseArgs' messages are already one line ("Unknown option '--foo'…").
-    throw new Error(`${(e as Error).message.split('\n')[0]} (see weft control --help)`, { cause: e });
-  }
+  const { values } = parseControlArgs(
+    argv,
+    {
+      listen: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'net-config-path': { type: 'string' },
+      'lease-ttl': { type: 'string' },
+      'log-level': { type: 'string' },
+      'max-watches-per-client': { type: 'string' },
+      'tls-cert-file': { type: 'string' },
+      'tls-key-file': { type: 'string' },
+      'tls-client-ca-file': { type: 'string' },
+      reserve: { type: 'string', multiple: true },
+      ...ETCD_OPTIONS,
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
