@@ -12,6 +12,8 @@ export interface RunOptions {
   maxOutput?: number;
   /** Aborting kills the command (SIGKILL); it then resolves like a timeout. */
   signal?: AbortSignal;
+  /** Called with stderr as it arrives (all of it so far), e.g. to see a capture start. */
+  onStderr?: (soFar: string) => void;
 }
 
 export interface RunResult {
@@ -57,6 +59,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     });
     child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       if (stderr.length < maxOutput) stderr += d;
+      opts.onStderr?.(stderr);
     });
     child.on('error', (err) => finish({ code: 127, stdout, stderr: stderr + String(err.message), timedOut }));
     child.on('close', (code, signal) => {

@@ -5,8 +5,9 @@
 // checksum tshark verifies. This kernel has no ipip module: every packet here went through
 // weft's raw sockets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
+import { daemonStatus, iperf3Pair, labDown, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
 import { ensureBuilt } from '../support/build';
+import { tsharkCapture } from '../support/capture';
 import { uniquePrefix } from '../support/prefix';
 
 interface Counters {
@@ -60,11 +61,10 @@ describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => 
     // Every IPv4 packet on the underlay between n1 and n2, not only protocol 4: an ICMP
     // protocol-unreachable from a kernel that found no ipip handler would show up here too.
     // Bounded by count (4 echo requests + 4 replies) and time.
-    const capture = labExec(
+    const capture = tsharkCapture(
       prefix,
       'ul',
       [
-        'tshark',
         '-n',
         '-i',
         'br0',
@@ -99,15 +99,14 @@ describe.skipIf(process.getuid?.() !== 0)('ipip backend in a 3-node lab', () => 
         '-e',
         'icmp.type',
       ],
-      { timeoutMs: 25_000 },
+      25_000,
     );
-    // tshark needs a moment to open the interface before the pings it should see.
-    await new Promise((r) => setTimeout(r, 2000));
+    await capture.started;
     // -Q 0x10: a TOS the outer header must copy; -M do: DF on the requests (the kernel's echo
     // replies go without it), so both values of the DF rule are on the wire.
     const ping = await pingPair(prefix, 'n1/p1', p2.ip, { count: 4, intervalS: 0.3, args: ['-Q', '0x10', '-M', 'do'] });
     expect(ping.ok, ping.output).toBe(true);
-    const out = await capture;
+    const out = await capture.done;
     const rows = out.stdout
       .trim()
       .split('\n')

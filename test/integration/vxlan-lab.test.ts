@@ -5,12 +5,13 @@
 // own IPv4 packet, and UDP source ports that differ between flows (RFC 7348 §5, ECMP entropy:
 // one of the send pool's sockets per flow).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { daemonStatus, iperf3Pair, labDown, labExec, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
+import { daemonStatus, iperf3Pair, labDown, labUp, pingPair, readSubnetEnv, type LabState, pingMatrix, pingFailures } from '../../src/lab';
 import { flowSrcPort, vtepMacFor, VXLAN_SEND_SOCKETS, VXLAN_SRC_PORT_MAX, VXLAN_SRC_PORT_MIN } from '../../src/datapath/backends/vxlan';
 import { buildIpv4Packet } from '../../src/packet/builder';
 import { formatMac } from '../../src/packet/ethernet';
 import { parseIpv4 } from '../../src/route/address';
 import { ensureBuilt } from '../support/build';
+import { tsharkCapture } from '../support/capture';
 import { uniquePrefix } from '../support/prefix';
 
 interface Status {
@@ -74,11 +75,10 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
       ['n1/p2', 'n2/p1', n1.publicIp, n2.publicIp],
       ['n1/p1', 'n3/p1', n1.publicIp, n3.publicIp],
     ];
-    const capture = labExec(
+    const capture = tsharkCapture(
       prefix,
       'ul',
       [
-        'tshark',
         '-n',
         '-i',
         'br0',
@@ -133,15 +133,14 @@ describe.skipIf(process.getuid?.() !== 0)('vxlan backend in a 3-node lab', () =>
         '-e',
         'icmp.type',
       ],
-      { timeoutMs: 30_000 },
+      30_000,
     );
-    // tshark needs a moment to open the interface before the pings it should see.
-    await new Promise((r) => setTimeout(r, 2000));
+    await capture.started;
     for (const [from, to] of flows) {
       const p = await pingPair(prefix, from, podIp(to), { count: 3, intervalS: 0.2 });
       expect(p.ok, `${from} -> ${to}: ${p.output}`).toBe(true);
     }
-    const out = await capture;
+    const out = await capture.done;
     const rows = out.stdout
       .trim()
       .split('\n')

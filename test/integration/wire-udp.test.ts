@@ -2,8 +2,9 @@
 // lab's underlay bridge, must see flannel's udp encapsulation — an IPv4 packet as the whole
 // payload of a UDP datagram from node to node on port 8285, with the pods' addresses inside.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labDown, labExec, labUp, pingPair, type LabState } from '../../src/lab';
+import { labDown, labUp, pingPair, type LabState } from '../../src/lab';
 import { ensureBuilt } from '../support/build';
+import { tsharkCapture } from '../support/capture';
 import { uniquePrefix } from '../support/prefix';
 
 describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', () => {
@@ -24,11 +25,10 @@ describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', ()
     const p1 = state.pods.find((p) => p.node === 'n1')!;
     const p2 = state.pods.find((p) => p.node === 'n2')!;
     // Decode UDP 8285 as IP, as flannel's udp backend puts it there. Bounded by count and time.
-    const capture = labExec(
+    const capture = tsharkCapture(
       prefix,
       'ul',
       [
-        'tshark',
         '-n',
         '-i',
         'br0',
@@ -59,13 +59,12 @@ describe.skipIf(process.getuid?.() !== 0)('udp backend on the wire (tshark)', ()
         '-e',
         'icmp.type',
       ],
-      { timeoutMs: 20_000 },
+      20_000,
     );
-    // tshark needs a moment to open the interface; ping until the capture has its packets.
-    await new Promise((r) => setTimeout(r, 1500));
+    await capture.started;
     const ping = await pingPair(prefix, 'n1/p1', p2.ip, { count: 4, intervalS: 0.3 });
     expect(ping.ok, ping.output).toBe(true);
-    const out = await capture;
+    const out = await capture.done;
     const rows = out.stdout
       .trim()
       .split('\n')
