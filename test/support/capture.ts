@@ -1,6 +1,8 @@
 // tshark in a lab namespace, started before the traffic it should see. tshark (dumpcap) takes a
 // variable time to open the interface, seconds on a loaded machine: a fixed sleep before the
-// traffic lost packets under load. It says "Capturing on 'IFACE'" on stderr once it captures.
+// traffic lost packets under load. tshark's "Capturing on 'IFACE'" comes before dumpcap has the
+// interface open (packets sent right after it were still missed); "Capture started." (tshark 4's
+// message on stderr) comes once dumpcap captures.
 import { labExec, type ExecResult } from '../../src/lab';
 
 export interface Capture {
@@ -15,7 +17,7 @@ export function tsharkCapture(prefix: string, target: string, tsharkArgs: string
   const done = labExec(prefix, target, ['tshark', ...tsharkArgs], {
     timeoutMs,
     onStderr: (soFar) => {
-      if (soFar.includes('Capturing on')) onStarted();
+      if (soFar.includes('Capture started')) onStarted();
     },
   });
   return {
