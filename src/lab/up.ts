@@ -1,8 +1,10 @@
 // `weft lab up`: underlay switch + node namespaces + pod namespaces, control and daemons, pods
 // attached through weft-cni (delegating to the CNI bridge plugin). Any failure tears down what was made.
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BACKEND_TYPES, BACKENDS, DEFAULT_VNI, isBackendType, type BackendType } from '../datapath/backends';
+import { formatMac } from '../packet/ethernet';
 import { cidrLast, formatIpv4, parseAddrPrefix } from '../route/address';
 import { hostAt, networkOf, within } from './addr';
 import { cniAdd, installWeftCni, pluginConfig, readSubnetEnv, weftConflist } from './cni';
@@ -122,6 +124,13 @@ const ROUTER_IFACES = ['eth0', 'eth1'] as const;
 /** Routed topology: which underlay subnet node i (1-based) of n sits on: 0 = A, 1 = B. */
 export function underlaySide(topology: Topology, i: number, n: number): 0 | 1 {
   return topology === 'routed' && i > Math.ceil(n / 2) ? 1 : 0;
+}
+
+/** A random unicast MAC with the locally-administered bit set (IEEE 802), as `ip link` would pick. */
+function randomLocalMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return formatMac(b);
 }
 
 /** The router's address on `cidr`: its last usable host. */
@@ -389,7 +398,12 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     // would otherwise route between its two bridges and bypass the router.
     await setSysctls(switchNs, { 'net.ipv4.ip_forward': 0, 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
     await ipBatch(switchNs, [
-      ...sides.flatMap((sd) => [`link add ${sd.bridge} mtu 1500 type bridge`, `link set ${sd.bridge} up`]),
+      // Each bridge gets a MAC of its own (random, locally administered). Without one the kernel
+      // gives the bridge the lowest MAC among its ports and changes it when a lower one joins
+      // (br_stp_recalculate_bridge_id). A node's ARP entry for control then still holds the old
+      // MAC, now only a port's: the bridge passes such a frame up as PACKET_OTHERHOST, and IP drops
+      // it, until that entry goes stale and is probed again, 10-30 s of lost packets.
+      ...sides.flatMap((sd) => [`link add ${sd.bridge} address ${randomLocalMac()} mtu 1500 type bridge`, `link set ${sd.bridge} up`]),
       // Only bridge A carries an address (control's); B is pure L2, reached through the router.
       `addr add ${controlIp}/${ulLen} dev ${UNDERLAY_BRIDGE}`,
     ]);

@@ -202,6 +202,26 @@ describe.skipIf(process.getuid?.() !== 0)('lab plumbing (stand-in control/daemon
     expect(s.nodes[0].daemon).toMatchObject({ lease: '10.244.1' });
   });
 
+  it('the underlay bridge keeps its MAC when a port with a lower one joins: nodes still reach control at once', async () => {
+    // A bridge without a MAC of its own takes its lowest port's, and changes it when a lower one
+    // joins (an outside host added by a test did this); nodes' ARP entries for control then held a
+    // MAC the bridge no longer answered to, and their packets were dropped for 10-30 s.
+    const ul = state.switchNs;
+    const macOf = async (): Promise<string> => (await labExec(prefix, 'ul', ['cat', `/sys/class/net/${state.bridge}/address`])).stdout.trim();
+    const controlIp = state.control.address.split(':')[0];
+    expect((await labExec(prefix, 'n1', ['ping', '-c1', '-W2', controlIp])).code).toBe(0);
+    const before = await macOf();
+    expect((await labExec(prefix, 'ul', ['ip', 'link', 'add', 'vlow', 'address', '02:00:00:00:00:01', 'type', 'veth', 'peer', 'name', 'vlowp'])).code).toBe(0);
+    try {
+      expect((await labExec(prefix, 'ul', ['ip', 'link', 'set', 'vlow', 'master', state.bridge, 'up'])).code).toBe(0);
+      expect(await macOf()).toBe(before);
+      const r = await labExec(prefix, 'n1', ['ping', '-c3', '-i0.2', '-W1', controlIp]);
+      expect(r.stdout, `ping from n1 to control in ${ul}`).toContain(' 0% packet loss');
+    } finally {
+      await labExec(prefix, 'ul', ['ip', 'link', 'del', 'vlow']);
+    }
+  });
+
   it('refuses a second up with the same prefix', async () => {
     await expect(labUp({ prefix, nodes: 1, weftJs })).rejects.toThrow(/already exists/);
     expect(readState(prefix)?.nodes.length).toBe(2);
