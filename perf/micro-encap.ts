@@ -13,7 +13,7 @@ import { describeError, writeMicroReport } from './micro-report';
 import { Bench, hrtimeNow, type Task } from 'tinybench';
 import { ENCAP_OK, type Backend } from '../src/datapath/backend';
 import { BACKENDS as TABLE, BACKEND_TYPES } from '../src/datapath/backends';
-import type { Peer } from '../src/datapath/peer';
+import { PeerCounters, type Peer } from '../src/datapath/peer';
 import { PacketList } from '../src/io/packet-list';
 import { buildIpv4Packet } from '../src/packet/builder';
 import { parseCidr, parseIpv4 } from '../src/route/address';
@@ -57,6 +57,7 @@ function setup(type: EncapType, self: [number, typeof A_SUB], other: [number, ty
     local: false,
     direct: false,
     backendState: null,
+    counters: new PeerCounters(),
   };
   backend.onPeerAdded(peer);
   return { backend, peer };

@@ -11,7 +11,7 @@ import { PacketList } from '../src/io/packet-list';
 import { Pipeline } from '../src/datapath/pipeline';
 import { UdpBackend } from '../src/datapath/backends/udp';
 import { DatapathStats } from '../src/datapath/stats';
-import type { Peer } from '../src/datapath/peer';
+import { PeerCounters, type Peer } from '../src/datapath/peer';
 import { RouteTable } from '../src/route/route-table';
 import { parseCidr, parseIpv4 } from '../src/route/address';
 import { buildIpv4Packet } from '../src/packet/builder';
@@ -37,6 +37,7 @@ routes.update((t) => {
     local: true,
     direct: false,
     backendState: null,
+    counters: new PeerCounters(),
   });
   // 100 peers, as in a mid-sized cluster.
   for (let i = 2; i < 102; i++) {
@@ -48,6 +49,7 @@ routes.update((t) => {
       local: false,
       direct: false,
       backendState: null,
+      counters: new PeerCounters(),
     };
     t.insert(p.subnet.addr, p.subnet.len, p);
     peersByAddr.set(p.publicIp, p);

@@ -3,7 +3,7 @@ import { PacketList } from '../io/packet-list';
 import { yieldCpu } from '../io/sched';
 import type { Transport } from '../io/transport';
 import type { Pipeline } from './pipeline';
-import { Drop } from './stats';
+import { batchSizeBucket, Drop } from './stats';
 
 /** Slab slot: room for a 1500-byte underlay packet plus headroom, rounded to a cache-friendly size. */
 export const SLOT_SIZE = 2048;
@@ -153,6 +153,7 @@ export class Datapath {
       if (n === 0) break;
       moved += n;
       stats.tunReadBatches++;
+      stats.tunReadBatchSizes[batchSizeBucket(n)]++;
       tx.clear();
       icmp.clear();
       this.pipeline.egress(rx, tx);
@@ -185,6 +186,7 @@ export class Datapath {
       if (n === 0) break;
       moved += n;
       stats.sockRecvBatches++;
+      stats.sockRecvBatchSizes[batchSizeBucket(n)]++;
       out.clear();
       replies.clear();
       this.pipeline.ingress(rx, out);

@@ -27,6 +27,26 @@ export interface Peer {
    * packet. Every Peer has the field, set or null, to keep one object shape.
    */
   backendState: unknown;
+  /**
+   * What the pipeline moved to and from this peer, counted where it already counts the node's
+   * totals (one field increment on an object it holds anyway) and read only when someone asks
+   * (/metrics, /status). A new Peer (a changed lease) starts from zero, as a counter may.
+   */
+  readonly counters: PeerCounters;
+}
+
+/** Per-peer datapath counters (see Peer.counters). Plain numbers: a double counts exactly to 2^53. */
+export class PeerCounters {
+  /** Inner packets encapsulated towards the peer, and their bytes (the inner IPv4 Total Length). */
+  txPackets = 0;
+  txBytes = 0;
+  /** Inner packets decapsulated from the peer and written to TUN, and their bytes. */
+  rxPackets = 0;
+  rxBytes = 0;
+  /** Datagrams from the peer dropped after it was identified (bad encapsulation, spoofed source, ...). */
+  rxDrops = 0;
+  /** Packets routed to the peer and dropped before they left (TTL, MTU, no neighbour, send refused). */
+  txDrops = 0;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { RouteTable } from '../route/route-table';
 import { formatCidr, parseCidr, parseIpv4 } from '../route/address';
-import type { Peer, PeerLease, PeerLeaseEvent } from './peer';
+import { PeerCounters, type Peer, type PeerLease, type PeerLeaseEvent } from './peer';
 
 export type PeerListener = (added: readonly Peer[], removed: readonly Peer[]) => void;
 
@@ -97,6 +97,7 @@ export class PeerSet {
       local: isLocal,
       direct: false,
       backendState: null,
+      counters: new PeerCounters(),
     };
     // A node that re-registers with a new subnet leaves its old entry behind in the map by address; replace it.
     const previous = this.byAddr.get(peer.publicIp);

@@ -6,6 +6,7 @@ import { buildIcmpError, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_NET_UNREACH, 
 import { ENCAP_OK, type Backend } from './backend';
 import type { Peer } from './peer';
 import { type DatapathStats, Drop } from './stats';
+import type { PacketTap } from './tap';
 
 /** Largest ICMP error we build: IPv4 (20) + ICMP (8) + quoted header (≤60) + 8 bytes. */
 const ICMP_SLOT = 128;
@@ -50,6 +51,8 @@ export class Pipeline {
   private readonly network: Cidr;
   private readonly localSubnet: Cidr;
   private readonly icmpSource: number;
+  /** `weft monitor`'s view of the drops (tap.ts); null while nobody is attached. */
+  tap: PacketTap | null = null;
 
   constructor(opts: PipelineOptions) {
     this.backend = opts.backend;
@@ -82,12 +85,12 @@ export class Pipeline {
         // Larger than a slot: the TUN MTU raised past what we sized for, or (trace, replay) a
         // captured super-packet handed over as one packet, without a virtio-net header. A live
         // super-packet is split before this; one it cannot split is refused and counted there.
-        stats.drops[Drop.Oversize]++;
+        this.drop(Drop.Oversize, false, buf, off, 0, undefined);
         continue;
       }
       const verdict = validateIpv4(buf, off, len);
       if (verdict !== Ipv4Verdict.Ok) {
-        stats.drops[verdict]++;
+        this.drop(verdict, false, buf, off, len, undefined);
         continue;
       }
       const dst = ipv4Dst(buf, off);
@@ -96,21 +99,21 @@ export class Pipeline {
         if (cidrContains(this.network, dst)) {
           // No lease covers it: answer as a router with no route would (RFC 1812 §5.2.7.1).
           this.icmpError(buf, off, len, ICMP_DEST_UNREACH, ICMP_NET_UNREACH);
-          stats.drops[Drop.NoRoute]++;
+          this.drop(Drop.NoRoute, false, buf, off, len, undefined);
         } else {
-          stats.drops[Drop.NotInNetwork]++;
+          this.drop(Drop.NotInNetwork, false, buf, off, len, undefined);
         }
         continue;
       }
       if (peer.local) {
-        stats.drops[Drop.LocalDestination]++;
+        this.drop(Drop.LocalDestination, false, buf, off, len, undefined);
         continue;
       }
       // We forward like a router, so we decrement TTL as flannel's udp proxy does; a packet
       // that would leave with TTL 0 is answered with time-exceeded (RFC 1812 §5.3.1).
       if (ipv4Ttl(buf, off) <= 1) {
         this.icmpError(buf, off, len, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED);
-        stats.drops[Drop.TtlExpired]++;
+        this.drop(Drop.TtlExpired, false, buf, off, len, peer);
         continue;
       }
       // Send exactly the IP datagram: anything the device appended past Total Length is not ours.
@@ -121,7 +124,7 @@ export class Pipeline {
         // the outer datagram, while the raw IP_HDRINCL send of vxlan and ipip refuses anything
         // over the underlay MTU (counted as send_failed) — the TUN MTU normally prevents both.
         this.icmpError(buf, off, len, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, this.tunnelMtu);
-        stats.drops[Drop.TooBig]++;
+        this.drop(Drop.TooBig, false, buf, off, len, peer);
         continue;
       }
       decrementTtl(buf, off);
@@ -129,8 +132,11 @@ export class Pipeline {
       if (result === ENCAP_OK) {
         stats.txPackets++;
         stats.txBytes += total;
+        const pc = peer.counters;
+        pc.txPackets++;
+        pc.txBytes += total;
       } else {
-        stats.drops[result]++;
+        this.drop(result, false, buf, off, total, peer);
       }
     }
   }
@@ -146,40 +152,59 @@ export class Pipeline {
     const n = rx.count;
     for (let i = 0; i < n; i++) {
       const len = rx.lens[i];
+      const off = rx.offs[i];
       if (len < 0) {
-        stats.drops[Drop.Oversize]++;
+        this.drop(Drop.Oversize, true, buf, off, 0, undefined);
         continue;
       }
       const peer = this.peersByAddr.get(rx.addrs[i]);
       if (peer === undefined || peer.local) {
-        stats.drops[Drop.UnknownPeer]++;
+        this.drop(Drop.UnknownPeer, true, buf, off, len, undefined);
         continue;
       }
-      const off = rx.offs[i];
       const inner = this.backend.decap(buf, off, len, peer, replies);
       if (inner < 0) {
-        stats.drops[-inner]++;
+        // Consumed (an ARP request the backend answered) is counted with the drops but is the
+        // backend doing its job, not the peer sending something wrong.
+        if (inner === -Drop.Consumed) stats.drops[Drop.Consumed]++;
+        else this.drop(-inner, true, buf, off, len, peer);
         continue;
       }
       const innerLen = len - (inner - off);
       const verdict = validateIpv4(buf, inner, innerLen);
       if (verdict !== Ipv4Verdict.Ok) {
-        stats.drops[verdict]++;
+        this.drop(verdict, true, buf, inner, innerLen, peer);
         continue;
       }
       if (!cidrContains(peer.subnet, ipv4Src(buf, inner))) {
-        stats.drops[Drop.SrcNotInPeerSubnet]++;
+        this.drop(Drop.SrcNotInPeerSubnet, true, buf, inner, innerLen, peer);
         continue;
       }
       if (!cidrContains(this.localSubnet, ipv4Dst(buf, inner))) {
-        stats.drops[Drop.DstNotLocal]++;
+        this.drop(Drop.DstNotLocal, true, buf, inner, innerLen, peer);
         continue;
       }
       const total = ipv4TotalLength(buf, inner);
       toTun.push(inner, total);
       stats.rxPackets++;
       stats.rxBytes += total;
+      const pc = peer.counters;
+      pc.rxPackets++;
+      pc.rxBytes += total;
     }
+  }
+
+  /**
+   * Every drop goes through here: the node's count by reason, the peer's when it is known, and
+   * the monitor's tap when one is attached. Only dropped packets pay for the call.
+   */
+  private drop(reason: number, ingress: boolean, buf: Buffer, off: number, len: number, peer: Peer | undefined): void {
+    this.stats.drops[reason]++;
+    if (peer !== undefined) {
+      if (ingress) peer.counters.rxDrops++;
+      else peer.counters.txDrops++;
+    }
+    if (this.tap !== null) this.tap.drop(reason, ingress, buf, off, len, peer);
   }
 
   private icmpError(buf: Buffer, off: number, len: number, type: number, code: number, mtu = 0): void {

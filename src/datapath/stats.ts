@@ -52,6 +52,11 @@ export const DROP_NAMES: readonly string[] = (() => {
   return names;
 })();
 
+/** The tunReadBatchSizes / sockRecvBatchSizes index for a batch of `n` (≥ 1) packets. */
+export function batchSizeBucket(n: number): number {
+  return 32 - Math.clz32(n);
+}
+
 export class DatapathStats {
   txPackets = 0;
   txBytes = 0;
@@ -62,6 +67,13 @@ export class DatapathStats {
   /** Batches read from TUN and from the socket: packets / batches is the batching actually achieved. */
   tunReadBatches = 0;
   sockRecvBatches = 0;
+  /**
+   * Batch sizes, log2-bucketed: index k counts the batches of 2^(k-1) to 2^k - 1 packets
+   * (index 1: one packet, 2: two or three, 3: four to seven, ...). One increment per batch; the
+   * packets-per-batch histogram in /metrics is read from these (le = 2^k - 1).
+   */
+  readonly tunReadBatchSizes = new Float64Array(33);
+  readonly sockRecvBatchSizes = new Float64Array(33);
   icmpSent = 0;
   /** Nanoseconds spent busy polling (--busy-poll-us): the CPU the option costs. */
   busyPollNs = 0;

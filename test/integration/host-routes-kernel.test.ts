@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostRoutes } from '../../src/datapath/host-routes';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { ip, ipJson } from '../../src/io/iproute';
 import { parseCidr, parseIpv4 } from '../../src/route/address';
 
@@ -21,6 +21,7 @@ const peer = (subnet: string, publicIp: string): Peer => ({
   local: false,
   direct: false,
   backendState: null,
+  counters: new PeerCounters(),
 });
 
 interface RouteJson {

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { BACKENDS } from '../../src/datapath/backends';
 import { describe, expect, it } from 'vitest';
 import { IpipBackend, IPIP_OUTER_TTL } from '../../src/datapath/backends/ipip';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
 import { ENCAP_OK } from '../../src/datapath/backend';
@@ -22,7 +22,7 @@ const HEADROOM = 64;
 const SLOT = 2048;
 
 function peer(subnet: Cidr, publicIp: number, local: boolean): Peer {
-  return { subnet, publicIp, port: 0, backendData: {}, local, direct: false, backendState: null };
+  return { subnet, publicIp, port: 0, backendData: {}, local, direct: false, backendState: null, counters: new PeerCounters() };
 }
 
 /** A TUN-read-shaped list holding `pkts`, each at its slot's headroom. */

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { VXLAN_ARP_REPLY_LEN, VxlanBackend, flowSrcPort, vtepMacFor } from '../../src/datapath/backends/vxlan';
 import { Drop } from '../../src/datapath/stats';
 import { ENCAP_OK } from '../../src/datapath/backend';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { PacketList } from '../../src/io/packet-list';
 import { writeArpRequest } from '../../src/packet/arp';
 import { writeEthernetHeader } from '../../src/packet/ethernet';
@@ -30,6 +30,7 @@ function setup() {
     local: false,
     direct: false,
     backendState: null,
+    counters: new PeerCounters(),
   };
   backend.onPeerAdded(peer);
   return { backend, peer };

@@ -16,7 +16,7 @@ import {
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
 import { ENCAP_OK } from '../../src/datapath/backend';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { MemoryTransport, udpSocketFrames } from '../../src/io/memory-transport';
 import { PacketList } from '../../src/io/packet-list';
 import { ARP_LEN, writeArpRequest } from '../../src/packet/arp';
@@ -52,7 +52,7 @@ function backendFor(node: typeof A, warns: Warn[] = [], vni = 1): VxlanBackend {
 }
 
 function peerOf(subnet: Cidr, publicIp: number, backendData: Record<string, unknown>, local = false): Peer {
-  return { subnet, publicIp, port: VXLAN_DEFAULT_PORT, backendData, local, direct: false, backendState: null };
+  return { subnet, publicIp, port: VXLAN_DEFAULT_PORT, backendData, local, direct: false, backendState: null, counters: new PeerCounters() };
 }
 
 /** A slab with one inner packet at HEADROOM, as TUN reads leave it. */

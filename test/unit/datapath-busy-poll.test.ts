@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { UdpBackend } from '../../src/datapath/backends/udp';
 import { BUSY_POLL_MAX_US, Datapath } from '../../src/datapath/datapath';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { DatapathStats } from '../../src/datapath/stats';
 import { MemoryTransport } from '../../src/io/memory-transport';
@@ -36,7 +36,16 @@ class LateTransport extends MemoryTransport {
 
 function datapath(busyPollUs: number, arriveOn: number) {
   const routes = new RouteTable<Peer>();
-  const peer: Peer = { subnet: parseCidr('10.244.2.0/24'), publicIp: PEER_IP, port: 8285, backendData: {}, local: false, direct: false, backendState: null };
+  const peer: Peer = {
+    subnet: parseCidr('10.244.2.0/24'),
+    publicIp: PEER_IP,
+    port: 8285,
+    backendData: {},
+    local: false,
+    direct: false,
+    backendState: null,
+    counters: new PeerCounters(),
+  };
   routes.update((t) => {
     t.insert(LOCAL.addr, LOCAL.len, { ...peer, subnet: LOCAL, publicIp: parseIpv4('192.168.77.11'), local: true });
     t.insert(peer.subnet.addr, peer.subnet.len, peer);

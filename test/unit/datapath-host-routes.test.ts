@@ -4,7 +4,7 @@
 // class against a real kernel inside a namespace it makes.
 import { describe, expect, it } from 'vitest';
 import { HostRoutes } from '../../src/datapath/host-routes';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { parseCidr, parseIpv4 } from '../../src/route/address';
 
 const peer = (subnet: string, publicIp: string, local = false): Peer => ({
@@ -15,6 +15,7 @@ const peer = (subnet: string, publicIp: string, local = false): Peer => ({
   local,
   direct: false,
   backendState: null,
+  counters: new PeerCounters(),
 });
 
 interface Logged {

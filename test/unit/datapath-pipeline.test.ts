@@ -4,7 +4,7 @@ import { PacketList } from '../../src/io/packet-list';
 import { Pipeline } from '../../src/datapath/pipeline';
 import { UdpBackend } from '../../src/datapath/backends/udp';
 import { DatapathStats, Drop } from '../../src/datapath/stats';
-import type { Peer } from '../../src/datapath/peer';
+import { PeerCounters, type Peer } from '../../src/datapath/peer';
 import { RouteTable } from '../../src/route/route-table';
 import { parseCidr, parseIpv4 } from '../../src/route/address';
 import { buildIpv4Packet } from '../../src/packet/builder';
@@ -16,7 +16,7 @@ const REMOTE = parseCidr('10.244.2.0/24');
 const REMOTE_IP = parseIpv4('192.168.77.12');
 
 function peer(subnet: typeof LOCAL, publicIp: number, local: boolean): Peer {
-  return { subnet, publicIp, port: 8285, backendData: {}, local, direct: false, backendState: null };
+  return { subnet, publicIp, port: 8285, backendData: {}, local, direct: false, backendState: null, counters: new PeerCounters() };
 }
 
 function setup() {
@@ -212,5 +212,51 @@ describe('ingress', () => {
     rx.push(64, -1, REMOTE_IP, 8285);
     pipeline.ingress(rx, tx);
     expect(stats.dropCount(Drop.Oversize)).toBe(1);
+  });
+});
+
+describe('per-peer counters and the drop tap', () => {
+  function withTap() {
+    const s = setup();
+    const seen: { reason: number; ingress: boolean; bytes: Buffer; peer: Peer | undefined }[] = [];
+    s.pipeline.tap = { drop: (reason, ingress, buf, off, len, peer) => seen.push({ reason, ingress, bytes: Buffer.from(buf.subarray(off, off + len)), peer }) };
+    const remote = s.pipeline['peersByAddr'].get(REMOTE_IP)!;
+    return { ...s, seen, remote };
+  }
+
+  it('counts what went to and came from each peer, in packets and inner bytes', () => {
+    const { pipeline, rx, tx, remote } = withTap();
+    const out = buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', payload: Buffer.alloc(100) });
+    load(rx, [out, out]);
+    pipeline.egress(rx, tx);
+    const back = buildIpv4Packet({ src: '10.244.2.7', dst: '10.244.1.5', payload: Buffer.alloc(30) });
+    load(rx, [back], REMOTE_IP);
+    tx.clear();
+    pipeline.ingress(rx, tx);
+    expect(remote.counters).toMatchObject({ txPackets: 2, txBytes: 2 * out.length, rxPackets: 1, rxBytes: back.length, rxDrops: 0, txDrops: 0 });
+  });
+
+  it('hands each drop to the tap with its reason, direction, bytes and peer, and charges the peer when known', () => {
+    const { pipeline, rx, tx, stats, seen, remote } = withTap();
+    const ttl1 = buildIpv4Packet({ src: '10.244.1.5', dst: '10.244.2.7', ttl: 1 });
+    load(rx, [ttl1]);
+    pipeline.egress(rx, tx);
+    const stranger = buildIpv4Packet({ src: '10.244.2.7', dst: '10.244.1.5' });
+    load(rx, [stranger], parseIpv4('192.168.77.99'));
+    tx.clear();
+    pipeline.ingress(rx, tx);
+    const spoofed = buildIpv4Packet({ src: '10.244.3.7', dst: '10.244.1.5' });
+    load(rx, [spoofed], REMOTE_IP);
+    tx.clear();
+    pipeline.ingress(rx, tx);
+    expect(seen.map((d) => [d.reason, d.ingress, d.peer === remote])).toEqual([
+      [Drop.TtlExpired, false, true],
+      [Drop.UnknownPeer, true, false],
+      [Drop.SrcNotInPeerSubnet, true, true],
+    ]);
+    expect(seen[0].bytes.equals(Buffer.from(ttl1))).toBe(true);
+    expect(seen[2].bytes.equals(Buffer.from(spoofed))).toBe(true);
+    expect(remote.counters).toMatchObject({ txDrops: 1, rxDrops: 1, txPackets: 0, rxPackets: 0 });
+    expect(stats.dropCount(Drop.TtlExpired) + stats.dropCount(Drop.UnknownPeer) + stats.dropCount(Drop.SrcNotInPeerSubnet)).toBe(3);
   });
 });
