@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/node.sh
 
-PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps etcd-server etcd-client openssl socat librsvg2-bin iptables nftables)
+PKGS=(iproute2 iperf3 iputils-ping openvpn containernetworking-plugins tshark tcpdump procps etcd-server etcd-client openssl socat librsvg2-bin iptables nftables prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
