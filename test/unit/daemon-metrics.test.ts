@@ -1,6 +1,8 @@
 // The daemon's /metrics exposition (daemon/metrics.ts) against known counter values: names,
 // types and labels, the packets-per-batch histogram built from DatapathStats' log2 counts,
 // values read when scraped (not copied at registration), and promtool's verdict on the text.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Registry as ControlRegistry, WatchBatch } from '../../src/control/registry';
 import { startHealthServer } from '../../src/daemon/health';
@@ -249,6 +251,18 @@ describe('daemon /metrics exposition', () => {
     const bad = promtoolCheck('# HELP weft_x Bad.\n# TYPE weft_x counter\nweft_x 1\n');
     expect(bad.status).not.toBe(0);
     expect(bad.output).toMatch(/counter metrics should have "_total" suffix/);
+  });
+
+  it('is documented: every weft_ metric the daemon exposes is named in docs/observability.md', async () => {
+    const doc = readFileSync(join(__dirname, '..', '..', 'docs', 'observability.md'), 'utf8');
+    const f = fixture({
+      tun: () => ({ vnetHdr: true, stats: tunStats() }),
+      udpOffload: () => ({ gsoMessages: 0 }),
+      hostRoutes: () => ({ installed: 0, unreachable: 0 }),
+    });
+    const names = [...(await f.scrape()).types.keys()].filter((n) => n.startsWith('weft_'));
+    expect(names.length).toBeGreaterThan(30);
+    expect(names.filter((n) => !doc.includes(`\`${n}\``))).toEqual([]);
   });
 
   it('is served at /metrics with the registry content type; 404 when the daemon gives none', async () => {
