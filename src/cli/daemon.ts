@@ -36,7 +36,7 @@ ${ETCD_HELP.trimEnd()}
   --healthz-ip IP         health server address (default 127.0.0.1: /status tells whoever asks
                           the lease, peers and control address, so reaching it from elsewhere
                           is opted into, e.g. --healthz-ip 0.0.0.0 for a kubelet httpGet probe)
-  --healthz-port N        /healthz, /readyz, /status (default 9090; 0 disables)
+  --healthz-port N        /healthz, /readyz, /status, /metrics (default 9090; 0 disables)
   --renew-margin SECONDS  renew the lease this long before it expires (default 3600)
   --subnet-lease-renew-margin MINUTES
                           the same in minutes, 1..1439, as flanneld takes it

@@ -13,9 +13,11 @@ import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { startHealthServer } from './health';
 import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
+import { createDaemonMetrics, LeaseCounts } from './metrics';
 import { RuntimeStats } from './runtime-stats';
 import { parseSubnetEnv, writeSubnetEnv } from './subnet-env';
 import { TrafficRules } from './traffic-rules';
+import { packageVersion } from '../util/package-root';
 
 export interface DaemonOptions {
   registry: Registry;
@@ -86,6 +88,7 @@ export class NodeDaemon {
   private readonly log: Logger;
   private readonly stats = new DatapathStats();
   private readonly runtime = new RuntimeStats();
+  private readonly leaseCounts = new LeaseCounts();
   private config?: NetworkConfig;
   private network?: Cidr;
   private lease?: Lease;
@@ -128,10 +131,12 @@ export class NodeDaemon {
     this.underlayIface = underlay.name;
 
     if (opts.healthzPort > 0) {
+      const metrics = this.metricsRegistry();
       this.health = await startHealthServer(opts.healthzIp, opts.healthzPort, {
         healthy: () => !this.stopping,
         notReady: () => this.notReady(),
         status: () => this.status(),
+        metrics: async () => ({ contentType: metrics.contentType, body: await metrics.metrics() }),
       });
       this.log.info({ port: this.health.port }, 'health server listening');
     }
@@ -313,6 +318,32 @@ export class NodeDaemon {
   }
 
   /**
+   * /metrics' registry: every value read from the objects that already count it, when scraped
+   * (daemon/metrics.ts). The getters see what exists at that moment: before the lease there are
+   * no peers, host-gw has no TUN.
+   */
+  private metricsRegistry() {
+    return createDaemonMetrics({
+      version: packageVersion(),
+      backend: () => this.config?.backend.type,
+      stats: this.stats,
+      peers: () => this.node?.peers.peers() ?? [],
+      routes: () => this.node?.peers.routes.size ?? 0,
+      hostRoutes: () => {
+        const h = this.node?.hostRoutes;
+        return h ? { installed: h.routes().length, unreachable: h.unreachable } : undefined;
+      },
+      tun: () => (this.tun ? { vnetHdr: this.tun.vnetHdr, stats: this.tun.stats() } : undefined),
+      udpOffload: () => this.sock?.offloadStats?.(),
+      socketOffloads: () => ({ gso: this.opts.offloads.gso, gro: this.opts.offloads.gro }),
+      lease: () => (this.lease ? { subnet: this.lease.subnet, expiration: this.lease.expiration, reserved: isReservation(this.lease) } : undefined),
+      leaseCounts: this.leaseCounts,
+      watch: () => this.watch,
+      trafficRules: () => this.traffic?.status(),
+    });
+  }
+
+  /**
    * What the kernel offloads did, with the ratios that say whether they pay: segments per
    * super-packet read from the TUN, segments per coalesced TUN write, datagrams per GSO send and
    * per GRO receive.
@@ -460,9 +491,11 @@ export class NodeDaemon {
     const lease = this.lease!;
     try {
       this.lease = await this.opts.registry.renew({ subnet: lease.subnet, publicIp: lease.publicIp });
+      this.leaseCounts.renewSuccess++;
       this.log.debug({ expiration: new Date(this.lease.expiration).toISOString() }, 'lease renewed');
       this.scheduleRenew();
     } catch (e) {
+      this.leaseCounts.renewFailure++;
       const err = e as Error;
       if (e instanceof RegistryError && (e.code === 'not_found' || e.code === 'permission')) {
         // The control plane no longer has our lease (expired or revoked): ask again.
@@ -505,14 +538,17 @@ export class NodeDaemon {
       if (again.subnet !== lease.subnet) {
         // Hand the unusable new lease back so the subnet is not wasted until its TTL runs out.
         await this.opts.registry.revoke({ subnet: again.subnet, publicIp: again.publicIp }).catch(() => undefined);
+        this.leaseCounts.reacquireFailure++;
         this.loseLease(`the control plane now assigns ${again.subnet} instead of ${lease.subnet} (our subnet was taken while our lease was gone)`);
         return;
       }
       this.lease = again;
+      this.leaseCounts.reacquireSuccess++;
       this.log.info({ subnet: again.subnet, expiration: new Date(again.expiration).toISOString() }, 'lease re-acquired');
       clearTimeout(this.renewTimer);
       this.scheduleRenew();
     } catch (e) {
+      this.leaseCounts.reacquireFailure++;
       if (e instanceof RegistryError && e.code === 'exhausted') {
         this.loseLease(`our lease on ${lease.subnet} is gone and the network has no free subnet: ${e.message}`);
         return;

@@ -6,11 +6,14 @@ export interface HealthSource {
   /** Readiness: what is still missing before the node can carry pod traffic (empty when ready). */
   notReady(): string[];
   status(): unknown;
+  /** The Prometheus exposition for /metrics (404 without). */
+  metrics?(): Promise<{ contentType: string; body: string }>;
 }
 
 /**
  * flanneld's health endpoint, extended: /healthz (liveness), /readyz (lease, TUN, routes and
- * subnet file in place — what a CNI plugin needs before it can attach pods), /status (JSON).
+ * subnet file in place — what a CNI plugin needs before it can attach pods), /status (JSON),
+ * /metrics (Prometheus).
  */
 export function startHealthServer(host: string, port: number, src: HealthSource): Promise<{ port: number; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
@@ -26,6 +29,17 @@ export function startHealthServer(host: string, port: number, src: HealthSource)
     } else if (url === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(src.status(), null, 2) + '\n');
+    } else if (url === '/metrics' && src.metrics) {
+      src.metrics().then(
+        (m) => {
+          res.writeHead(200, { 'content-type': m.contentType });
+          res.end(m.body);
+        },
+        (e: Error) => {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end(`metrics: ${e.message}\n`);
+        },
+      );
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' });
       res.end('not found\n');

@@ -39,6 +39,11 @@ export class LeaseWatch {
   connected = false;
   /** Some batch has been applied: the peers reflect the control plane as of `revision`. */
   synced = false;
+  /** Streams that connected after an earlier one had (a resumed watch), for /metrics. */
+  reconnects = 0;
+  /** Attempts and streams that ended in an error, for /metrics. */
+  errors = 0;
+  private everConnected = false;
   /** Why the last attempt failed, while no stream is connected. */
   private lastError?: string;
   /** When the watch was last connected-and-then-failed (or first failed); unset while connected. */
@@ -101,6 +106,8 @@ export class LeaseWatch {
   private onBatch(b: WatchBatch): void {
     if (!this.connected) {
       this.connected = true;
+      if (this.everConnected) this.reconnects++;
+      this.everConnected = true;
       this.backoff = this.opts.backoffMinMs;
       const downForMs = this.downSince === undefined ? undefined : this.now() - this.downSince;
       this.opts.log.info({ fromRevision: this.revision, snapshot: b.snapshot, downForMs }, 'watching leases');
@@ -119,6 +126,7 @@ export class LeaseWatch {
     this.handle = undefined;
     const wasConnected = this.connected;
     this.connected = false;
+    this.errors++;
     this.lastError = e.message;
     this.downSince ??= this.now();
     const delay = this.backoff;

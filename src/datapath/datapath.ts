@@ -186,6 +186,7 @@ export class Datapath {
       if (n === 0) break;
       moved += n;
       stats.sockRecvBatches++;
+      stats.sockRecvPackets += n;
       stats.sockRecvBatchSizes[batchSizeBucket(n)]++;
       out.clear();
       replies.clear();

@@ -64,6 +64,11 @@ export class DatapathStats {
   rxBytes = 0;
   tunReadPackets = 0;
   tunWritePackets = 0;
+  /**
+   * Datagrams the socket handed over, whatever became of them (decapsulated, dropped, answered):
+   * the packets-per-batch histogram's _sum on the receive side. Added once per batch.
+   */
+  sockRecvPackets = 0;
   /** Batches read from TUN and from the socket: packets / batches is the batching actually achieved. */
   tunReadBatches = 0;
   sockRecvBatches = 0;
@@ -96,6 +101,7 @@ export class DatapathStats {
       rxBytes: this.rxBytes,
       tunReadPackets: this.tunReadPackets,
       tunWritePackets: this.tunWritePackets,
+      sockRecvPackets: this.sockRecvPackets,
       tunReadBatches: this.tunReadBatches,
       sockRecvBatches: this.sockRecvBatches,
       icmpSent: this.icmpSent,

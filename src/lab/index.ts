@@ -1,7 +1,7 @@
 // Programmatic API of the netns lab, for the CLI, integration tests and perf scripts.
 export { labUp, underlaySide, checkEtcdMembers, type LabUpOptions } from './up';
 export { labDown, labProcesses, type LabDownOptions } from './down';
-export { labStatus, daemonStatus, formatStatus, type LabStatus, type NodeStatus, type PodStatus, type EtcdMemberStatus } from './status';
+export { labStatus, daemonStatus, daemonMetrics, formatStatus, type LabStatus, type NodeStatus, type PodStatus, type EtcdMemberStatus } from './status';
 export {
   labExec,
   pingPair,

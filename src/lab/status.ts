@@ -242,15 +242,25 @@ export function formatStatus(s: LabStatus): string {
 
 /** One daemon's /status JSON ({lease, peers, counters}); throws when it does not answer 200. */
 export async function daemonStatus(lab: LabRef, node: string): Promise<unknown> {
+  return JSON.parse(await daemonGet(lab, node, '/status')) as unknown;
+}
+
+/** One daemon's /metrics (Prometheus text exposition); throws when it does not answer 200. */
+export function daemonMetrics(lab: LabRef, node: string): Promise<string> {
+  return daemonGet(lab, node, '/metrics');
+}
+
+/** GET a path of a daemon's health server, from inside its node namespace (the only place it listens). */
+async function daemonGet(lab: LabRef, node: string, path: string): Promise<string> {
   const prefix = prefixOf(lab);
   const state = mustReadState(prefix);
   const n = findNode(state, node);
   const results = await probe(
     n.ns,
-    { mode: 'http', targets: healthUrls(n.publicIp, n.healthzPort, '/status'), untilOk: true, deadlineMs: 0, intervalMs: 0, perTryTimeoutMs: 2000 },
+    { mode: 'http', targets: healthUrls(n.publicIp, n.healthzPort, path), untilOk: true, deadlineMs: 0, intervalMs: 0, perTryTimeoutMs: 2000 },
     { nodeBin: state.nodeBin },
   );
   const ok = results.find((r) => r.ok);
-  if (!ok) throw new Error(`daemon ${node} /status: ${results.map((r) => `${r.url} → ${r.status || r.error}`).join('; ')}`);
-  return JSON.parse(ok.body) as unknown;
+  if (!ok) throw new Error(`daemon ${node} ${path}: ${results.map((r) => `${r.url} → ${r.status || r.error}`).join('; ')}`);
+  return ok.body;
 }
