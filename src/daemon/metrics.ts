@@ -77,10 +77,11 @@ export function scrapeMetric(register: Registry, name: string, help: string, typ
 }
 
 /**
- * Histogram buckets of packets per batch: le = 2^k - 1 for k = 1..BATCH_BUCKETS, the upper
- * bounds of DatapathStats' log2 batch-size counts (index k: 2^(k-1) .. 2^k - 1 packets). Fixed
- * so every scrape has the same series, as histogram_quantile() needs; 1023 is far above the
- * datapath's batch (64 packets), and anything larger still lands in +Inf.
+ * Histogram buckets of packets per batch: le = 2^k for k = 0..BATCH_BUCKETS, the upper bounds
+ * of DatapathStats' log2 batch-size counts (batchSizeBucket: index k holds 2^(k-1) + 1 .. 2^k
+ * packets). Fixed so every scrape has the same series, as histogram_quantile() needs; 1024 is
+ * far above the datapath's batch (64 packets, a bucket bound of its own), and anything larger
+ * still lands in +Inf.
  */
 export const BATCH_BUCKETS = 10;
 
@@ -92,10 +93,10 @@ export function batchHistogram(name: string, labels: Record<string, string>, siz
   const out: Sample[] = [];
   let acc = 0;
   let total = 0;
-  for (let k = 1; k < sizes.length; k++) total += sizes[k];
-  for (let k = 1; k <= BATCH_BUCKETS; k++) {
+  for (let k = 0; k < sizes.length; k++) total += sizes[k];
+  for (let k = 0; k <= BATCH_BUCKETS; k++) {
     acc += sizes[k] ?? 0;
-    out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: 2 ** k - 1 }, value: acc });
+    out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: 2 ** k }, value: acc });
   }
   out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: total });
   out.push({ metricName: `${name}_sum`, labels, value: packets });

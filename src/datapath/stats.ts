@@ -52,9 +52,14 @@ export const DROP_NAMES: readonly string[] = (() => {
   return names;
 })();
 
-/** The tunReadBatchSizes / sockRecvBatchSizes index for a batch of `n` (≥ 1) packets. */
+/**
+ * The tunReadBatchSizes / sockRecvBatchSizes index for a batch of `n` (≥ 1) packets: ceil(log2 n),
+ * so index k holds the batches of 2^(k-1) + 1 to 2^k packets (0: one packet, 1: two, 2: three or
+ * four, ..., 6: 33 to 64). Powers of two are upper bounds, so a full 64-packet batch is the top
+ * of its own bucket (Prometheus le="64").
+ */
 export function batchSizeBucket(n: number): number {
-  return 32 - Math.clz32(n);
+  return 32 - Math.clz32(n - 1);
 }
 
 export class DatapathStats {
@@ -73,9 +78,8 @@ export class DatapathStats {
   tunReadBatches = 0;
   sockRecvBatches = 0;
   /**
-   * Batch sizes, log2-bucketed: index k counts the batches of 2^(k-1) to 2^k - 1 packets
-   * (index 1: one packet, 2: two or three, 3: four to seven, ...). One increment per batch; the
-   * packets-per-batch histogram in /metrics is read from these (le = 2^k - 1).
+   * Batch sizes, log2-bucketed by batchSizeBucket (index k: 2^(k-1) + 1 to 2^k packets). One
+   * increment per batch; the packets-per-batch histogram in /metrics is read from these (le = 2^k).
    */
   readonly tunReadBatchSizes = new Float64Array(33);
   readonly sockRecvBatchSizes = new Float64Array(33);

@@ -150,7 +150,7 @@ describe('daemon /metrics exposition', () => {
   it('turns the log2 batch-size counts into a cumulative packets-per-batch histogram', async () => {
     const f = fixture();
     const s = f.stats;
-    // TUN reads: 5 batches of 1, 3 of 2..3, 2 of 64 (a full batch: bucket 7, 64..127).
+    // TUN reads: 5 batches of 1, 1 of 2, 2 of 3 (bucket 3..4), 2 of 64 (a full batch: the top of le=64).
     const tunBatches = [1, 1, 1, 1, 1, 2, 3, 3, 64, 64];
     for (const n of tunBatches) {
       s.tunReadBatchSizes[batchSizeBucket(n)]++;
@@ -165,13 +165,13 @@ describe('daemon /metrics exposition', () => {
     const name = 'weft_datapath_batch_packets';
     expect(m.types.get(name)).toBe('histogram');
     const buckets = (path: string) => Object.fromEntries(findSamples(m, `${name}_bucket`, { path }).map((b) => [b.labels.le, b.value] as const));
-    const les = Array.from({ length: BATCH_BUCKETS }, (_, i) => String(2 ** (i + 1) - 1));
+    const les = Array.from({ length: BATCH_BUCKETS + 1 }, (_, i) => String(2 ** i));
     expect(Object.keys(buckets('tun_read'))).toEqual([...les, '+Inf']);
-    expect(buckets('tun_read')).toMatchObject({ '1': 5, '3': 8, '7': 8, '15': 8, '31': 8, '63': 8, '127': 10, '255': 10, '1023': 10, '+Inf': 10 });
+    expect(buckets('tun_read')).toMatchObject({ '1': 5, '2': 6, '4': 8, '8': 8, '16': 8, '32': 8, '64': 10, '128': 10, '1024': 10, '+Inf': 10 });
     expect(sampleValue(m, `${name}_count`, { path: 'tun_read' })).toBe(10);
     expect(sampleValue(m, `${name}_count`, { path: 'tun_read' })).toBe(s.tunReadBatches);
     expect(sampleValue(m, `${name}_sum`, { path: 'tun_read' })).toBe(tunBatches.reduce((a, b) => a + b, 0));
-    expect(buckets('socket_recv')).toMatchObject({ '7': 0, '15': 1, '1023': 1, '+Inf': 2 });
+    expect(buckets('socket_recv')).toMatchObject({ '4': 0, '8': 1, '1024': 1, '+Inf': 2 });
     expect(sampleValue(m, `${name}_count`, { path: 'socket_recv' })).toBe(2);
     expect(sampleValue(m, `${name}_sum`, { path: 'socket_recv' })).toBe(5008);
     // Cumulative: never decreasing along le.
@@ -236,8 +236,8 @@ describe('daemon /metrics exposition', () => {
 
   it('passes promtool check metrics, process metrics included, with a registry per daemon', async () => {
     const f = fixture();
-    f.stats.tunReadBatchSizes[1] = 3;
-    f.stats.tunReadPackets = 3;
+    f.stats.tunReadBatchSizes[batchSizeBucket(2)] = 3;
+    f.stats.tunReadPackets = 6;
     // Two daemons' registries in one process, both with process metrics: no name collides.
     const a = createDaemonMetrics(f.src);
     const b = createDaemonMetrics(f.src);
