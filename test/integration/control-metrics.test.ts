@@ -11,10 +11,13 @@ import pino from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcRegistry } from '../../src/control/client';
 import { EmbeddedRegistry } from '../../src/control/embedded';
-import { ControlMetrics, RPC_RESULTS, startMetricsServer } from '../../src/control/metrics';
+import { EtcdRegistry } from '../../src/control/etcd/registry';
+import { ControlMetrics, RPC_RESULTS, leaseCounts, startMetricsServer } from '../../src/control/metrics';
 import { parseNetConfig } from '../../src/control/netconfig';
 import { startControlServer } from '../../src/control/server';
+import { mustRun } from '../../src/lab/process';
 import { ensureBuilt } from '../support/build';
+import { startEtcdCluster } from '../support/etcd';
 import { rejection } from '../support/registry';
 import { until } from '../support/until';
 
@@ -79,14 +82,14 @@ describe('weft control /metrics', () => {
     expect(sample(text, 'weft_control_registry_up')).toBe(1);
     expect(sample(text, 'weft_control_info{registry="embedded"}')).toBe(1);
 
+    // Reservations are an operator's (loopback) call; made first, so no random acquire takes its subnet.
+    await registry.reserve({ subnet: '10.244.4.0/24', publicIp: '192.168.7.9' });
     const a = await client.acquire({ publicIp: '192.168.7.1' });
     await client.acquire({ publicIp: '192.168.7.2' });
     await client.renew({ subnet: a.subnet, publicIp: a.publicIp });
     await client.revoke({ subnet: a.subnet, publicIp: a.publicIp });
     expect((await rejection(client.renew({ subnet: a.subnet, publicIp: a.publicIp }))).code).toBe('not_found');
     expect((await rejection(client.acquire({ publicIp: 'not-an-ip' }))).code).toBe('invalid');
-    // Reservations are an operator's (loopback) call; this client is on loopback.
-    await registry.reserve({ subnet: '10.244.4.0/24', publicIp: '192.168.7.9' });
 
     const w = client.watch(
       0,
@@ -149,6 +152,36 @@ describe('weft control /metrics', () => {
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/nope`)).status).toBe(404);
   });
+});
+
+describe('weft control /metrics on etcd', () => {
+  it('counts a lease key written without a lease as reserved, as the embedded registry counts a reservation', async () => {
+    const c = await startEtcdCluster({ members: 1 });
+    cleanups.push(() => c.stop());
+    const prefix = '/tmetrics/network';
+    const reg = new EtcdRegistry({ endpoints: c.endpoints, prefix });
+    cleanups.push(() => reg.close());
+    await reg.ensureConfig(JSON.stringify(NET_CONF));
+    // flannel's reservation: the subnet key put by hand, with no etcd lease (before the acquires,
+    // which would otherwise be free to pick that subnet).
+    const lease = '{"PublicIP":"192.168.7.9","PublicIPv6":null,"BackendType":"udp","BackendData":null}';
+    await mustRun('etcdctl', [...c.etcdctlFlags, 'put', `${prefix}/subnets/10.244.4.0-24`, lease], { env: { ...process.env, ETCDCTL_API: '3' } });
+    await reg.acquire({ publicIp: '192.168.7.1' });
+    await reg.acquire({ publicIp: '192.168.7.2' });
+    expect(await leaseCounts(reg)).toEqual({ held: 2, reserved: 1, free: 1 });
+
+    const metrics = new ControlMetrics({ registry: reg, kind: 'etcd', processMetrics: false });
+    const text = await metrics.metrics();
+    expect(sample(text, 'weft_control_leases{state="reserved"}')).toBe(1);
+    expect(sample(text, 'weft_control_info{registry="etcd"}')).toBe(1);
+    // Stopped etcd: the scrape still answers, in time, saying the registry is down.
+    await c.stop();
+    const t0 = Date.now();
+    const down = await metrics.metrics();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(sample(down, 'weft_control_registry_up')).toBe(0);
+    expect(down).not.toMatch(/^weft_control_leases\{/m);
+  }, 60_000);
 });
 
 describe('weft control --metrics-listen', () => {
