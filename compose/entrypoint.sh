@@ -13,7 +13,9 @@
 # Environment (the compose file passes these through):
 #   WEFT_BACKEND   udp | vxlan | ipip | host-gw (default udp): the net-conf's Backend.Type
 #   WEFT_NETWORK   the cluster network (default 10.244.0.0/16), split into /24 leases
-#   WEFT_PROFILES  compose's COMPOSE_PROFILES; "etcd" in it puts the lab on etcd
+#   WEFT_PROFILES  compose's COMPOSE_PROFILES; "etcd" in it puts the lab on etcd; "prometheus" in
+#                  it has control serve /metrics on :7001 and each daemon its health server (with
+#                  /metrics) on every address, for the prometheus service to scrape
 #   WEFT_INSPECT   1 (default): the daemon runs under node --inspect=0.0.0.0:9229; 0: it does not
 #   WEFT_LOG_LEVEL pino level for weft (default info)
 set -euo pipefail
@@ -45,6 +47,9 @@ log_level=${WEFT_LOG_LEVEL:-info}
 
 registry=control
 case ",${WEFT_PROFILES:-}," in *,etcd,*) registry=etcd ;; esac
+prometheus=0
+case ",${WEFT_PROFILES:-}," in *,prometheus,*) prometheus=1 ;; esac
+CONTROL_METRICS_PORT=7001
 
 check_backend() {
   case " $BACKENDS " in
@@ -67,6 +72,8 @@ wait_for() {
 
 run_control() {
   check_backend
+  local metrics=()
+  [ $prometheus = 1 ] && metrics=(--metrics-listen "0.0.0.0:$CONTROL_METRICS_PORT")
   mkdir -p "$(dirname "$NET_CONF")" /var/lib/weft
   printf '{\n  "Network": "%s",\n  "Backend": { "Type": "%s" }\n}\n' "$network" "$backend" >"$NET_CONF"
   say "net-conf: Network $network, Backend.Type $backend; leases in $([ $registry = etcd ] && echo "etcd ($ETCD_URL)" || echo /var/lib/weft)"
@@ -78,10 +85,10 @@ run_control() {
     local etcd_ip
     etcd_ip=$(getent hosts etcd | awk '{ print $1; exit }')
     exec node "$WEFT" control --listen "0.0.0.0:$CONTROL_PORT" --etcd-endpoints "http://$etcd_ip:2379" \
-      --net-config-path "$NET_CONF" --log-level "$log_level"
+      --net-config-path "$NET_CONF" --log-level "$log_level" "${metrics[@]}"
   fi
   exec node "$WEFT" control --listen "0.0.0.0:$CONTROL_PORT" --state-dir /var/lib/weft \
-    --net-config-path "$NET_CONF" --log-level "$log_level"
+    --net-config-path "$NET_CONF" --log-level "$log_level" "${metrics[@]}"
 }
 
 run_etcd() {
@@ -157,8 +164,10 @@ run_node() {
 
   # No --healthz-ip: the health server stays on the daemon's default 127.0.0.1, because everything
   # that reads it runs in this container (the healthcheck below, `docker compose exec ... weft
-  # status`), and /status is nobody else's business.
+  # status`), and /status is nobody else's business. Unless the prometheus profile is on: then
+  # the prometheus service scrapes /metrics over the underlay, and 0.0.0.0 keeps 127.0.0.1 working.
   local args=(daemon --public-ip "$public_ip" --iface "$dev" --subnet-file "$SUBNET_ENV" --healthz-port "$HEALTHZ_PORT" --log-level "$log_level")
+  [ $prometheus = 1 ] && args+=(--healthz-ip 0.0.0.0)
   if [ $registry = etcd ]; then args+=(--etcd-endpoints "$ETCD_URL"); else args+=(--control "$CONTROL_HOST:$CONTROL_PORT"); fi
   local node_flags=()
   [ "${WEFT_INSPECT:-1}" = 1 ] && node_flags+=(--inspect=0.0.0.0:9229)

@@ -14,10 +14,12 @@ import { loadClientCredentials, loadServerTls } from '../control/tls';
 import { GrpcRegistry } from '../control/client';
 import { quote } from '../util/quote';
 import { DEFAULT_MAX_WATCHES_PER_CLIENT } from '../control/limits';
+import { ControlMetrics, startMetricsServer, type MetricsServer } from '../control/metrics';
 
 export const USAGE = `usage: weft control --listen ADDR:PORT --state-dir DIR --net-config-path FILE [--reserve SUBNET=IP ...]
        weft control --listen ADDR:PORT --etcd-endpoints URLS [--net-config-path FILE]
                     [--lease-ttl SECONDS] [--log-level LEVEL] [--max-watches-per-client N]
+                    [--metrics-listen ADDR:PORT]
                     [--tls-cert-file PATH --tls-key-file PATH [--tls-client-ca-file PATH]]
        weft control reserve --control ADDR:PORT SUBNET PUBLIC_IP
        weft control unreserve --control ADDR:PORT SUBNET
@@ -40,6 +42,10 @@ ${ETCD_HELP.trimEnd()}
                             watch streams one client may hold open: its certificate under mTLS,
                             else its IP address (default ${DEFAULT_MAX_WATCHES_PER_CLIENT}; a daemon holds one). Raise it
                             when many nodes reach this server from one address (NAT) without mTLS
+  --metrics-listen ADDR:PORT
+                            also serve HTTP there: /metrics (Prometheus: leases held, reserved and free,
+                            calls by method and result, RPC latency, watch streams, process metrics)
+                            and /healthz. Off by default; the figures are counts, no lease details
   --tls-cert-file PATH      serve gRPC over TLS with this certificate (PEM, chain allowed; it must
                             name the address daemons dial, e.g. an IP SAN)...
   --tls-key-file PATH       ...and its unencrypted PEM private key (both or neither; mode 0600 or
@@ -140,6 +146,7 @@ export async function run(argv: string[]): Promise<number | void> {
       'lease-ttl': { type: 'string' },
       'log-level': { type: 'string' },
       'max-watches-per-client': { type: 'string' },
+      'metrics-listen': { type: 'string' },
       'tls-cert-file': { type: 'string' },
       'tls-key-file': { type: 'string' },
       'tls-client-ca-file': { type: 'string' },
@@ -155,6 +162,8 @@ export async function run(argv: string[]): Promise<number | void> {
   }
   const listen = required(values.listen, '--listen');
   parseListen(listen);
+  const metricsListen = values['metrics-listen'];
+  if (metricsListen !== undefined) parseListen(metricsListen, '--metrics-listen');
   const etcd = etcdOptionsFrom(values);
   if (etcd && values['state-dir'] !== undefined) throw new Error('--state-dir and --etcd-endpoints are two places for the leases; give one');
   const stateDir = etcd ? undefined : required(values['state-dir'], '--state-dir');
@@ -212,7 +221,9 @@ export async function run(argv: string[]): Promise<number | void> {
     where = { stateFile: reg.stateFile };
   }
   const config = await registry.config();
+  const metrics = metricsListen !== undefined ? new ControlMetrics({ registry, kind: etcd ? 'etcd' : 'embedded' }) : undefined;
   let server;
+  let metricsServer: MetricsServer | undefined;
   try {
     server = await startControlServer({
       listen,
@@ -221,10 +232,23 @@ export async function run(argv: string[]): Promise<number | void> {
       credentials: tls?.credentials,
       clientIdentity: tls?.clientCertificates,
       maxWatchesPerClient,
+      observer: metrics,
     });
   } catch (e) {
     registry.close();
     throw e;
+  }
+  if (metrics) {
+    metrics.serveWatchStats(server.watchStats);
+    try {
+      metricsServer = await startMetricsServer(metricsListen!, metrics, logger);
+    } catch (e) {
+      // Nothing was served yet worth keeping: stop cleanly (the leases are on disk or in etcd)
+      // and say which address is the problem.
+      await server.close();
+      registry.close();
+      throw e;
+    }
   }
   logger.info(
     {
@@ -235,6 +259,7 @@ export async function run(argv: string[]): Promise<number | void> {
       backend: config.backend.type,
       ...where,
       tls: !tls ? 'off' : tls.clientCertificates ? 'mutual' : 'server',
+      ...(metricsServer ? { metrics: `http://${metricsServer.address}/metrics` } : {}),
     },
     'control plane ready',
   );
@@ -247,7 +272,7 @@ export async function run(argv: string[]): Promise<number | void> {
       stopping = true;
       logger.info({ signal }, 'shutting down');
       // Leases are already on disk after every change; shutdown only has to end streams.
-      srv.close().then(
+      Promise.all([srv.close(), metricsServer?.close()]).then(
         () => {
           registry.close();
           process.off('SIGTERM', stop);

@@ -39,6 +39,10 @@ commands:
               with the net-conf at /coreos.com/network/config, and daemons use --etcd-endpoints
             --etcd-members 1|3 (1, --registry etcd only): 3 runs a 3-member etcd cluster there (client
               ports 2379, 22379, 32379), one of which can be killed while the other two keep quorum
+            --prometheus: run Prometheus in the switch namespace, scraping every daemon's and control's
+              /metrics every second (storage under the lab dir), reachable from this host at
+              http://127.0.0.1:PORT (weft lab status prints it); daemons then serve their health
+              server on 0.0.0.0. --prometheus-port PORT (9090; 0 picks a free one)
             --lease-ttl SECONDS  --force (recreate an existing lab)  --keep-on-failure
   demo    down any previous lab, up 3 nodes (udp), ping every pod pair across nodes, one iperf3;
           the lab stays up   [--prefix P] [--backend B] [--nodes N] [--pods K] [--topology T] [--direct-routing]
@@ -92,6 +96,8 @@ const UP_OPTIONS = {
   'lease-ttl': { type: 'string' },
   registry: { type: 'string' },
   'etcd-members': { type: 'string' },
+  prometheus: { type: 'boolean' },
+  'prometheus-port': { type: 'string' },
   force: { type: 'boolean' },
   'keep-on-failure': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -135,6 +141,8 @@ async function up(argv: string[]): Promise<number> {
     leaseTtl: int('lease-ttl', values['lease-ttl']),
     registry: registry(values.registry),
     etcdMembers: int('etcd-members', values['etcd-members']),
+    prometheus: values.prometheus,
+    prometheusPort: int('prometheus-port', values['prometheus-port']),
     force: values.force,
     keepOnFailure: values['keep-on-failure'],
     log: progress,

@@ -238,6 +238,18 @@ export function allocate(input: AllocationInput): Allocation {
   return { reason: 'random', replaced, skippedReservation, lease: { subnet: subnetAt(range, idx), publicIp, backendType, backendData, expiration } };
 }
 
+/**
+ * How many of the subnets `config` hands out no lease or reservation in `taken` overlaps: what a
+ * node acquiring now could still get (weft control's /metrics, state="free"). Overlap as
+ * allocate() counts it, so a lease left from an older SubnetLen blocks every subnet it covers.
+ */
+export function countFree(config: NetworkConfig, taken: readonly string[]): number {
+  const range = subnetRange(config);
+  const marked = new Set<number>();
+  for (const subnet of taken) markOverlap(range, subnet, marked);
+  return range.count - marked.size;
+}
+
 /** Whether two CIDRs share any address (either contains the other). */
 export function overlaps(a: string, b: string): boolean {
   let x, y;

@@ -50,6 +50,18 @@ export interface ControlServerOptions {
    * DEFAULT_MAX_WATCHES_PER_CLIENT. Past it Watch is refused with RESOURCE_EXHAUSTED.
    */
   maxWatchesPerClient?: number;
+  /** Told of every call's outcome (metrics.ts' ControlMetrics, for `weft control --metrics-listen`). */
+  observer?: RpcObserver;
+}
+
+/**
+ * What the server reports about each call: `method` is the gRPC method ("Acquire"), `result` "ok",
+ * the RegistryError code the call was refused with, or "internal" for any other failure. Unary
+ * calls come with their duration in seconds; a Watch is reported when its stream opens or is
+ * refused, without one.
+ */
+export interface RpcObserver {
+  rpc(method: string, result: string, seconds?: number): void;
 }
 
 /** What the watch streams hold right now; for tests and for an operator wondering about memory. */
@@ -77,12 +89,12 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
-/** Splits "ADDR:PORT" / "[v6]:PORT"; throws one line naming the problem. */
-export function parseListen(listen: string): { host: string; port: number } {
+/** Splits "ADDR:PORT" / "[v6]:PORT"; throws one line naming the problem (and `flag`). */
+export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(listen ?? '');
-  if (!m) throw new Error(`--listen ${JSON.stringify(listen)} must be ADDR:PORT, e.g. 127.0.0.1:8500`);
+  if (!m) throw new Error(`${flag} ${JSON.stringify(listen)} must be ADDR:PORT, e.g. 127.0.0.1:8500`);
   const port = Number(m[2]);
-  if (port > 65535) throw new Error(`--listen ${listen}: port ${port} is above 65535`);
+  if (port > 65535) throw new Error(`${flag} ${listen}: port ${port} is above 65535`);
   return { host: m[1], port };
 }
 
@@ -98,7 +110,7 @@ export function isLoopbackPeer(peer: string): boolean {
 }
 
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
-  const { registry, logger } = opts;
+  const { registry, logger, observer } = opts;
   const { host } = parseListen(opts.listen);
   const server = new grpc.Server({
     // Send keepalive pings on idle connections so a watch stream to a node that vanished
@@ -158,9 +170,15 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const unary =
     <Req, Res>(name: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>): void => {
+      const start = observer ? process.hrtime.bigint() : 0n;
+      const done = (result: string): void => observer?.rpc(name, result, Number(process.hrtime.bigint() - start) / 1e9);
       fn(call.request, call).then(
-        (res) => cb(null, res),
+        (res) => {
+          done('ok');
+          cb(null, res);
+        },
         (e: unknown) => {
+          done(e instanceof RegistryError ? e.code : 'internal');
           const st = errorToStatus(e);
           if (!(e instanceof RegistryError)) logger.error({ rpc: name, err: (e as Error)?.stack ?? String(e) }, 'rpc failed');
           else logger.debug?.({ rpc: name, code: e.code, err: e.message, peer: call.getPeer() }, 'rpc refused');
@@ -236,6 +254,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       const open = perClient.get(client.key) ?? 0;
       if (open >= maxPerClient) {
         stats.refused++;
+        observer?.rpc('Watch', 'exhausted');
         logger.warn({ rpc: 'Watch', peer: call.getPeer(), client: client.label, open, limit: maxPerClient }, 'watch refused: too many streams');
         const refusal = `too many watch streams for ${client.label}: ${open} open, limit ${maxPerClient}`;
         call.emit('error', errorToStatus(new RegistryError('exhausted', refusal)));
@@ -243,6 +262,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       }
       perClient.set(client.key, open + 1);
       stats.streams++;
+      observer?.rpc('Watch', 'ok');
 
       let ended = false;
       let released = false;

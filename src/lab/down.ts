@@ -6,6 +6,7 @@ import { cniDel } from './cni';
 import { deleteNs, listNs, nsExists, nsPids } from './netns';
 import { cmdline, pidsWithCmdline, terminate } from './process';
 import { isLabPid } from './lifecycle';
+import { PROMETHEUS_BIN, SOCAT_BIN } from './prometheus';
 import { LAB_ROOT, labCniPath, labDir, labNsPattern, prefixOf, readState, type LabRef, type LabState } from './state';
 
 export interface LabDownOptions {
@@ -49,13 +50,27 @@ export async function labDown(lab: LabRef, opts: LabDownOptions = {}): Promise<v
   // process whose arguments mention the lab dir (daemons and control started by an up whose
   // record was lost). Daemons first so they withdraw their leases and routes while control lives.
   const recorded = state
-    ? [...state.nodes.map((n) => n.pid), state.control.pid, ...(state.control.members ?? []).map((m) => m.pid)].filter((p) => isLabPid(p, dir))
+    ? [
+        ...state.nodes.map((n) => n.pid),
+        state.control.pid,
+        ...(state.control.members ?? []).map((m) => m.pid),
+        ...(state.prometheus ? [state.prometheus.pid, state.prometheus.forwarderPid] : []),
+      ].filter((p) => isLabPid(p, dir))
     : [];
   const found = pidsWithCmdline(dir + '/');
   const all = [...new Set([...recorded, ...found])];
+  // Prometheus and its forwarder first (--prometheus): they only watch, and a Prometheus that
+  // outlives the daemons would record every target going down.
+  const isPrometheus = (p: number): boolean => {
+    const c = cmdline(p);
+    return c.includes(PROMETHEUS_BIN) || c.includes(SOCAT_BIN);
+  };
+  const watchers = all.filter(isPrometheus);
+  if (watchers.length) log('stopping Prometheus');
+  await terminate(watchers, 3_000);
   const isDaemon = (p: number): boolean => cmdline(p).includes('daemon');
-  const daemons = all.filter(isDaemon);
-  const others = all.filter((p) => !isDaemon(p));
+  const daemons = all.filter((p) => isDaemon(p) && !watchers.includes(p));
+  const others = all.filter((p) => !isDaemon(p) && !watchers.includes(p));
   if (daemons.length) log(`stopping ${daemons.length} daemon(s)`);
   await terminate(daemons, graceMs);
   // The members of a multi-member etcd lab get SIGKILL: stopped on SIGTERM all together, the leader

@@ -19,6 +19,8 @@ export {
   type IperfResult,
 } from './traffic';
 export { labDemo, formatDemo, type DemoResult } from './demo';
+export type { PrometheusStatus } from './status';
+export { prometheusApi, prometheusQuery, prometheusConfig, PROMETHEUS_JOBS, type PromSample } from './prometheus';
 export {
   restartDaemon,
   startDaemon,
@@ -60,6 +62,7 @@ export {
   type LabPod,
   type LabControl,
   type LabEtcdMember,
+  type LabPrometheus,
   type LabRef,
   prefixOf,
 } from './state';

@@ -7,6 +7,7 @@ import { healthUrls, probe, type HttpProbe } from './probe';
 import { cmdline, isAlive, signal as sendSignal, sleep, spawnDetached, tail, terminate, waitExit } from './process';
 import { etcdArgv, initialCluster } from './etcd';
 import {
+  CONTROL_METRICS_PORT,
   ETCD_MEMBER_PORTS,
   ETCD_PEER_PORT,
   etcdEndpoints,
@@ -111,6 +112,7 @@ export function controlArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'option
     '--net-config-path',
     c.netConfPath,
     ...(o.leaseTtl !== undefined ? ['--lease-ttl', String(o.leaseTtl)] : []),
+    ...(o.prometheus ? ['--metrics-listen', `${c.ip}:${CONTROL_METRICS_PORT}`] : []),
     ...o.controlArgs,
   ];
 }
@@ -150,6 +152,10 @@ export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options
     n.subnetFile,
     '--healthz-port',
     String(n.healthzPort),
+    // Prometheus scrapes from the switch namespace, through the node's underlay address; every
+    // address rather than only that one, so the lab's own probes (and `weft status` run inside the
+    // namespace) keep finding it on 127.0.0.1.
+    ...(state.options.prometheus ? ['--healthz-ip', '0.0.0.0'] : []),
     ...state.options.daemonArgs,
   ];
 }

@@ -38,6 +38,14 @@ export const ETCD_MEMBER_PORTS: readonly { client: number; peer: number }[] = [
 export const REGISTRIES = ['embedded', 'etcd'] as const;
 export type RegistryKind = (typeof REGISTRIES)[number];
 export const HEALTHZ_PORT = 9090;
+/** `--prometheus`: where weft control serves /metrics, on control's address in the switch namespace. */
+export const CONTROL_METRICS_PORT = 7001;
+/** `--prometheus`: Prometheus's own port, on control's address in the switch namespace (its default). */
+export const PROMETHEUS_PORT = 9090;
+/** `--prometheus`: the port on the host's 127.0.0.1 that reaches it (--prometheus-port; 0 picks a free one). */
+export const DEFAULT_PROMETHEUS_HOST_PORT = 9090;
+/** `--prometheus`: how often it scrapes every target. Short, so a test or a person sees traffic within seconds. */
+export const PROMETHEUS_SCRAPE_INTERVAL_S = 1;
 export const INSPECT_PORT = 9229;
 /** The underlay switch: a Linux bridge inside the switch namespace. */
 export const UNDERLAY_BRIDGE = 'br0';
@@ -88,6 +96,32 @@ export interface LabControl {
   logFile: string;
   /** `--etcd-members 3`: the cluster's members (absent for weft control, a one-member etcd and older records). */
   members?: LabEtcdMember[];
+  /** `--prometheus` with weft control: "ip:port" of its /metrics (etcd serves its own on the client address). */
+  metricsAddress?: string;
+}
+
+/**
+ * `--prometheus`: a Prometheus in the switch namespace scraping every daemon and control, and a
+ * forwarder (socat) on the host's loopback that enters the switch namespace per connection, so a
+ * browser or curl in the root namespace reaches it while the lab keeps no link to the root namespace.
+ */
+export interface LabPrometheus {
+  ns: string;
+  /** "ip:port" Prometheus listens on inside `ns` (control's address). */
+  address: string;
+  /** The host's 127.0.0.1 port the forwarder listens on. */
+  hostPort: number;
+  /** http://127.0.0.1:hostPort: where to reach it from the root namespace. */
+  url: string;
+  pid: number;
+  argv: string[];
+  forwarderPid: number;
+  forwarderArgv: string[];
+  configFile: string;
+  /** Its TSDB, under the lab dir (gone with the lab). */
+  dataDir: string;
+  logFile: string;
+  forwarderLogFile: string;
 }
 
 /** One member of a multi-member etcd lab; all run in the switch namespace on control's address. */
@@ -173,6 +207,11 @@ export interface LabOptions {
   underlayB?: string;
   /** Fields merged into net-conf.json's Backend object (e.g. { DirectRouting: true }). */
   backendConfig?: Record<string, unknown>;
+  /**
+   * `--prometheus`: control serves /metrics (--metrics-listen) and daemons serve their health
+   * server on every address (--healthz-ip 0.0.0.0), so the switch namespace can scrape them.
+   */
+  prometheus?: boolean;
 }
 
 export interface LabState {
@@ -190,6 +229,8 @@ export interface LabState {
   /** Routed topology: the router namespace (absent in a flat lab). */
   router?: LabRouter;
   control: LabControl;
+  /** `--prometheus` only. */
+  prometheus?: LabPrometheus;
   nodes: LabNode[];
   pods: LabPod[];
 }

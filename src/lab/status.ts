@@ -37,6 +37,20 @@ export interface EtcdMemberStatus {
   log: string;
 }
 
+export interface PrometheusStatus {
+  /** http://127.0.0.1:PORT, through the forwarder: the address to open from the host. */
+  url: string;
+  ns: string;
+  /** Where it listens inside `ns`. */
+  address: string;
+  pid: number;
+  alive: boolean;
+  forwarderPid: number;
+  forwarderAlive: boolean;
+  config: string;
+  log: string;
+}
+
 export interface PodStatus {
   name: string;
   ns: string;
@@ -69,7 +83,19 @@ export interface LabStatus {
    * With `members` (`--etcd-members 3`) pid is 0 and alive means a majority of the members' processes
    * are alive, as the cluster needs to serve.
    */
-  control?: { kind: 'embedded' | 'etcd'; ns: string; address: string; pid: number; alive: boolean; log: string; members?: EtcdMemberStatus[] };
+  control?: {
+    kind: 'embedded' | 'etcd';
+    ns: string;
+    address: string;
+    pid: number;
+    alive: boolean;
+    log: string;
+    members?: EtcdMemberStatus[];
+    /** `--prometheus` with weft control: where its /metrics is served inside `ns`. */
+    metrics?: string;
+  };
+  /** `--prometheus`: where to reach it from the host (`url`), and whether it and its forwarder run. */
+  prometheus?: PrometheusStatus;
   nodes: NodeStatus[];
   pods: PodStatus[];
 }
@@ -162,7 +188,23 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
       alive: members ? members.filter((m) => m.alive).length > members.length / 2 : isLabPid(state.control.pid, state.dir),
       log: state.control.logFile,
       ...(members ? { members } : {}),
+      ...(state.control.metricsAddress ? { metrics: `http://${state.control.metricsAddress}/metrics` } : {}),
     },
+    ...(state.prometheus
+      ? {
+          prometheus: {
+            url: state.prometheus.url,
+            ns: state.prometheus.ns,
+            address: state.prometheus.address,
+            pid: state.prometheus.pid,
+            alive: isLabPid(state.prometheus.pid, state.dir),
+            forwarderPid: state.prometheus.forwarderPid,
+            forwarderAlive: isLabPid(state.prometheus.forwarderPid, state.dir),
+            config: state.prometheus.configFile,
+            log: state.prometheus.logFile,
+          },
+        }
+      : {}),
     nodes,
     pods: state.pods.map((p) => ({ name: p.name, ns: p.ns, node: p.node, ip: p.ip, cidr: p.cidr, gateway: p.gateway, present: nsExists(p.ns) })),
   };
@@ -199,6 +241,14 @@ export function formatStatus(s: LabStatus): string {
         ['CONTROL', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE'],
         [[c.kind === 'etcd' ? 'etcd' : 'control', c.ns, c.kind === 'etcd' ? `http://${c.address}` : c.address, String(c.pid), yn(c.alive)]],
       );
+  const pr = s.prometheus;
+  if (pr) {
+    out += '\n';
+    out += table(
+      ['PROMETHEUS', 'NAMESPACE', 'ADDRESS', 'PID', 'ALIVE', 'FORWARDER'],
+      [['prometheus', c.ns, pr.address, String(pr.pid), yn(pr.alive), yn(pr.forwarderAlive)]],
+    );
+  }
   if (r) {
     out += '\n';
     out += table(
@@ -235,6 +285,11 @@ export function formatStatus(s: LabStatus): string {
         `\n${n.name}'s daemon runs under the inspector at ${n.inspect} inside ${n.ns} (not reachable from the root namespace):\n` +
         `  weft lab exec${s.prefix === DEFAULT_PREFIX ? '' : ` --prefix ${s.prefix}`} ${n.name} -- node inspect 127.0.0.1:${n.inspect.split(':').pop()}\n`;
     }
+  }
+  if (pr) {
+    out +=
+      `\nPrometheus: ${pr.url} from this host (PromQL at ${pr.url}/api/v1/query, targets at ${pr.url}/api/v1/targets);\n` +
+      `  it scrapes every daemon's /metrics${c.metrics ? ` and control's ${c.metrics}` : c.kind === 'etcd' ? " and etcd's /metrics" : ''}; config ${pr.config}\n`;
   }
   out += `\nlogs: ${s.dir}/logs/\n`;
   return out;

@@ -26,9 +26,12 @@ import {
   waitDaemonReady,
   waitEtcdMemberHealthy,
 } from './lifecycle';
+import { prometheusFor, prometheusHostPort, prometheusPreflight, startPrometheus } from './prometheus';
 import {
   CNI_BIN_DIR,
+  CONTROL_METRICS_PORT,
   CONTROL_PORT,
+  DEFAULT_PROMETHEUS_HOST_PORT,
   defaultWeftCni,
   labCniPath,
   ETCD_CLIENT_PORT,
@@ -98,6 +101,14 @@ export interface LabUpOptions {
    * (ETCD_MEMBER_PORTS), so that one can be killed (killEtcdMember) while the other two keep quorum.
    */
   etcdMembers?: number;
+  /**
+   * Start Prometheus in the switch namespace, scraping every daemon and control every second
+   * (prometheus.ts), reachable from the host at http://127.0.0.1:`prometheusPort`. Daemons then
+   * serve their health server on every address (--healthz-ip 0.0.0.0), control its /metrics.
+   */
+  prometheus?: boolean;
+  /** With `prometheus`: the host's 127.0.0.1 port for it (default 9090; 0 picks a free one). */
+  prometheusPort?: number;
   /** Extra flags appended to every `weft daemon` / `weft control` command line. */
   daemonArgs?: string[];
   controlArgs?: string[];
@@ -274,6 +285,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
   const log = opts.log ?? (() => undefined);
   const weftJs = opts.weftJs ?? defaultWeftJs();
   preflight(weftJs, opts.weftJs === undefined);
+  if (opts.prometheusPort !== undefined && !opts.prometheus) throw new Error('--prometheus-port needs --prometheus');
+  if (opts.prometheus) prometheusPreflight();
 
   const pattern = labNsPattern(o.prefix);
   const existing = (await listNs()).filter((n) => pattern.test(n));
@@ -287,6 +300,8 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     log(`removing the existing lab "${o.prefix}"`);
     await labDown(o.prefix);
   }
+  // After the old lab is down: its Prometheus may have held this port.
+  const prometheusPort = opts.prometheus ? await prometheusHostPort(opts.prometheusPort ?? DEFAULT_PROMETHEUS_HOST_PORT) : undefined;
 
   const dir = labDir(o.prefix);
   const ulLen = parseAddrPrefix(o.underlay).len;
@@ -313,6 +328,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
     stateDir: join(dir, registry === 'etcd' ? 'etcd' : 'control'),
     netConfPath: join(dir, 'net-conf.json'),
     logFile: join(dir, 'logs', 'control.log'),
+    ...(opts.prometheus && registry !== 'etcd' ? { metricsAddress: `${controlIp}:${CONTROL_METRICS_PORT}` } : {}),
   };
   const base = {
     prefix: o.prefix,
@@ -333,6 +349,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       ...(etcdMembers > 1 ? { etcdMembers } : {}),
       daemonArgs: opts.daemonArgs ?? [],
       controlArgs: opts.controlArgs ?? [],
+      ...(opts.prometheus ? { prometheus: true } : {}),
     },
   };
   const state: LabState = {
@@ -349,6 +366,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       etcdMembers > 1
         ? { ...controlPart, pid: 0, argv: [], members: etcdMembersFor({ ...base, dir }, controlPart, etcdMembers) }
         : { ...controlPart, pid: 0, argv: controlArgv(base, controlPart) },
+    ...(prometheusPort !== undefined ? { prometheus: prometheusFor({ dir, switchNs, control: controlPart }, prometheusPort) } : {}),
     nodes: [],
     pods: [],
   };
@@ -483,6 +501,13 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       at('start weft control');
       log(`starting weft control in ${switchNs} on ${state.control.address}`);
       await spawnControl(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
+    }
+
+    if (state.prometheus) {
+      // Before the daemons, so their start is on record too; the config names them already.
+      at('start Prometheus');
+      log(`starting Prometheus in ${switchNs} on ${state.prometheus.address}, reachable from the host at ${state.prometheus.url}`);
+      await startPrometheus(state, { timeoutMs: opts.readyTimeoutMs, signal: opts.signal });
     }
 
     at('start weft daemons');
