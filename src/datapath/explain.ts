@@ -27,10 +27,11 @@ import {
   validateIpv4,
 } from '../packet/ipv4';
 import { layerLines, nameLayers, stackDiagram, type Span } from '../packet/layers';
-import { cidrContains, formatCidr, formatIpv4 } from '../route/address';
+import { cidrContains, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import { DEFAULT_HEADROOM, SLOT_SIZE } from './datapath';
-import type { OfflineNode, SentDatagram } from './offline';
-import type { Peer } from './peer';
+import type { BackendConfig } from './backends';
+import { OfflineNode, type SentDatagram } from './offline';
+import type { Peer, PeerLease } from './peer';
 import { Drop, DROP_NAMES } from './stats';
 
 export interface ExplainOptions {
@@ -396,4 +397,76 @@ function traceHostGw(node: OfflineNode, pkt: Buffer, out: string[], detail: bool
   if (!detail) return;
   const layers = nameLayers(decodeIpv4(k.packet, 0, k.packet.length));
   out.push(...layerLines(layers), '', ...diagram(node, k.packet, layers));
+}
+
+/**
+ * The decisions a datagram from the underlay meets: the sender's lease, the backend's decap,
+ * the inner packet's checks, and where it went. The datagram goes through the node's real
+ * datapath (OfflineNode.ingress), so the verdict is the pipeline's own.
+ */
+export function explainIngress(node: OfflineNode, payload: Buffer, from: number, fromPort: number): string[] {
+  const out: string[] = [];
+  const sender = `${formatIpv4(from)}${fromPort ? `:${fromPort}` : ''}`;
+  out.push(STEP('receive', `${payload.length} bytes from ${sender} on the ${node.type} socket`));
+  const peer = node.peers.byAddr.get(from);
+  if (peer === undefined || peer.local) out.push(STEP('peer', `${formatIpv4(from)} holds no lease: not a node of this network`));
+  else out.push(STEP('peer', `${formatIpv4(from)} holds ${formatCidr(peer.subnet)}: its pods' packets must come from there`));
+  const r = node.ingress(payload, from, fromPort);
+  if (r.drops.length) {
+    out.push(STEP('verdict', `dropped: ${DROP_NAMES[r.drops[0]]}`));
+    return out;
+  }
+  if (r.sent.length) {
+    out.push(STEP('verdict', `answered on the underlay (${r.sent.length} reply of ${r.sent[0].payload.length} bytes: an ARP request for our VTEP)`));
+    return out;
+  }
+  for (const p of r.toTun) {
+    out.push(STEP('decap', `${node.type}: ${describePacket(p.subarray(0, ipv4TotalLength(p, 0)))}`));
+    out.push(
+      STEP(
+        'check',
+        `source ${formatIpv4(ipv4Src(p, 0))} inside ${peer ? formatCidr(peer.subnet) : '?'}, destination ${formatIpv4(ipv4Dst(p, 0))} inside our lease ${formatCidr(node.localSubnet)}`,
+      ),
+    );
+  }
+  out.push(
+    STEP('verdict', r.toTun.length ? `written to weft0 (${r.toTun.length} packet${r.toTun.length > 1 ? 's' : ''})` : 'nothing written, nothing counted'),
+  );
+  return out;
+}
+
+/** What a running node is, as the daemon knows it: enough to build an OfflineNode like it. */
+export interface LiveNodeState {
+  backend: BackendConfig;
+  network: Cidr;
+  lease: PeerLease;
+  peers: PeerLease[];
+  underlayMtu: number;
+}
+
+/**
+ * Explains live packets by running a copy through an OfflineNode built like the running node
+ * (backend, Network, our lease, the peers' leases as the watch delivered them, the underlay
+ * MTU), rebuilt when the peers change. `state` is asked at each explanation, off the hot path.
+ */
+export function liveExplainer(state: () => LiveNodeState): (ingress: boolean, pkt: Buffer, from: number, fromPort: number) => string[] {
+  let key = '';
+  let node: OfflineNode | undefined;
+  return (ingress, pkt, from, fromPort) => {
+    const s = state();
+    const k = JSON.stringify([s.backend, formatCidr(s.network), s.lease, s.peers, s.underlayMtu]);
+    if (node === undefined || k !== key) {
+      const spec = (l: PeerLease) => ({ subnet: parseCidr(l.subnet), publicIp: parseIpv4(l.publicIp) });
+      node = new OfflineNode({
+        backend: s.backend.type,
+        vni: s.backend.vni,
+        port: s.backend.port,
+        underlayMtu: s.underlayMtu,
+        topology: { network: s.network, local: spec(s.lease), peers: s.peers.map(spec) },
+        leases: { local: s.lease, peers: s.peers },
+      });
+      key = k;
+    }
+    return ingress ? explainIngress(node, pkt, from, fromPort) : explainEgress(node, pkt, { detail: false });
+  };
 }
