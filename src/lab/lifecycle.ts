@@ -150,6 +150,9 @@ export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options
     n.subnetFile,
     '--healthz-port',
     String(n.healthzPort),
+    // Every lab daemon its own (they share this host's file system); "" where none is recorded.
+    '--monitor-socket',
+    n.monitorSocket ?? '',
     ...state.options.daemonArgs,
   ];
 }

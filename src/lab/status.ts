@@ -24,6 +24,8 @@ export interface NodeStatus {
   daemon: unknown;
   /** Where the inspector listens inside `ns`, when the daemon runs under --inspect. */
   inspect?: string;
+  /** The daemon's monitor socket (weft lab monitor NODE attaches to it). */
+  monitorSocket?: string;
   log: string;
 }
 
@@ -121,6 +123,7 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
         ready,
         daemon,
         ...(n.inspect ? { inspect: n.inspect } : {}),
+        ...(n.monitorSocket ? { monitorSocket: n.monitorSocket } : {}),
         log: n.logFile,
       };
     }),
@@ -235,6 +238,10 @@ export function formatStatus(s: LabStatus): string {
         `\n${n.name}'s daemon runs under the inspector at ${n.inspect} inside ${n.ns} (not reachable from the root namespace):\n` +
         `  weft lab exec${s.prefix === DEFAULT_PREFIX ? '' : ` --prefix ${s.prefix}`} ${n.name} -- node inspect 127.0.0.1:${n.inspect.split(':').pop()}\n`;
     }
+  }
+  const watched = s.nodes.find((n) => n.monitorSocket);
+  if (watched) {
+    out += `\nmonitor: weft lab monitor${s.prefix === DEFAULT_PREFIX ? '' : ` --prefix ${s.prefix}`} NODE [--type drop|trace|all] [filters] (sockets: ${s.dir}/NODE/monitor.sock)\n`;
   }
   out += `\nlogs: ${s.dir}/logs/\n`;
   return out;
