@@ -583,7 +583,8 @@ export class MonitorTap implements PacketTap {
       else if (explain) {
         try {
           // A copy: explaining runs it through a node whose pipeline rewrites it in place.
-          ev.decisions = explain(ingress, Buffer.from(bytes), this.fromIp[i], this.fromPort[i]);
+          // One line each: a long decision comes wrapped at 100 columns, as weft trace prints it.
+          ev.decisions = explain(ingress, Buffer.from(bytes), this.fromIp[i], this.fromPort[i]).flatMap((l) => l.split('\n'));
         } catch (e) {
           ev.decisions = [`(not explained: ${(e as Error).message})`];
         }
