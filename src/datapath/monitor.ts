@@ -26,6 +26,12 @@ export type MonitorType = (typeof MONITOR_TYPES)[number];
 /** Default and largest --rate: events a second one watcher is sent. */
 export const DEFAULT_MONITOR_RATE = 100;
 export const MAX_MONITOR_RATE = 10_000;
+/**
+ * Traces explained a second, all watchers together: explaining runs the packet through an
+ * offline node (tens of µs each), on the daemon's one thread, so this bounds the CPU watching
+ * can take from forwarding whatever the watchers' --rate.
+ */
+export const TRACE_BUDGET = 200;
 /** Watchers at once (one bit each in a ring entry's mask). */
 export const MAX_MONITORS = 16;
 /** Packets copied and not yet written: 256 slots of 2 KiB, allocated once. */
@@ -294,6 +300,8 @@ export class MonitorTap implements PacketTap {
   private readonly times = new Float64Array(RING_SLOTS);
   private head = 0;
   private used = 0;
+  private traceTokens = TRACE_BUDGET;
+  private traceRefill = 0;
   private drainScheduled = false;
   private reportTimer: NodeJS.Timeout | null = null;
   /** The last ingress batch, to find who sent a datagram the pipeline drops. */
@@ -352,6 +360,11 @@ export class MonitorTap implements PacketTap {
 
   /** Token bucket refill for every watcher, once per batch or drop. */
   private refill(now: number): void {
+    const dt = now - this.traceRefill;
+    if (dt > 0) {
+      this.traceTokens = Math.min(TRACE_BUDGET, this.traceTokens + (dt * TRACE_BUDGET) / 1000);
+      this.traceRefill = now;
+    }
     for (const w of this.watchers) {
       if (w === null) continue;
       const dt = now - w.lastRefill;
@@ -389,6 +402,18 @@ export class MonitorTap implements PacketTap {
         mask |= 1 << b;
       } else {
         w.rateLimited++;
+      }
+    }
+    if (kind === KIND_TRACE && mask !== 0) {
+      if (this.traceTokens >= 1) this.traceTokens -= 1;
+      else {
+        // Over the node's trace budget: skipped for everyone who wanted it, their tokens back.
+        for (let b = 0; b < MAX_MONITORS; b++) {
+          if (!(mask & (1 << b))) continue;
+          ws[b]!.rateLimited++;
+          ws[b]!.tokens += 1;
+        }
+        mask = 0;
       }
     }
     return mask;
@@ -503,7 +528,17 @@ export class MonitorTap implements PacketTap {
       const i = this.head;
       this.head = (this.head + 1) % RING_SLOTS;
       this.used--;
-      const mask = this.masks[i];
+      // Who can take it now: a watcher that is not reading costs a count, not an explanation.
+      let mask = 0;
+      const m = this.masks[i];
+      for (let b = 0; b < MAX_MONITORS; b++) {
+        if (!(m & (1 << b))) continue;
+        const w = this.watchers[b];
+        if (w === null || w.closed) continue;
+        if (w.sink.writableLength > MAX_PENDING_BYTES) w.notRead++;
+        else mask |= 1 << b;
+      }
+      if (mask === 0) continue;
       let line: string | undefined;
       try {
         line = JSON.stringify(this.event(i)) + '\n';

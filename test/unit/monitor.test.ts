@@ -13,6 +13,7 @@ import {
   MonitorTap,
   parseMonitorRequest,
   RING_SLOTS,
+  TRACE_BUDGET,
   type MonitorEvent,
   type MonitorRequest,
   type MonitorSink,
@@ -266,12 +267,29 @@ describe('MonitorTap on an offline node', () => {
 
   it('copies at most RING_SLOTS packets before a drain, and counts the rest as ring full', () => {
     const { node, tap, watch, drain } = watched();
-    const w = watch({ type: 'trace', rate: '10000' });
-    for (let i = 0; i < RING_SLOTS + 10; i++) node.egress(ping('10.244.1.2', '10.244.2.2'));
+    const w = watch({ type: 'drop', rate: '10000' });
+    for (let i = 0; i < RING_SLOTS + 10; i++) node.egress(ping('10.244.1.2', '10.244.2.2', 1));
     drain();
-    expect(w.sink.events.filter((e) => e.type === 'trace')).toHaveLength(RING_SLOTS);
+    expect(w.sink.events.filter((e) => e.type === 'drop')).toHaveLength(RING_SLOTS);
     tap.report();
     expect(w.sink.events.at(-1)).toMatchObject({ type: 'skipped', count: 10, ringFull: 10 });
+  });
+
+  it('explains at most TRACE_BUDGET traces a second for the whole node, whatever the watchers ask', () => {
+    const { node, tap, watch, drain, advance } = watched();
+    const a = watch({ type: 'trace', rate: '10000' });
+    const b = watch({ type: 'trace', rate: '10000' });
+    for (let i = 0; i < TRACE_BUDGET + 50; i++) {
+      node.egress(ping('10.244.1.2', '10.244.2.2'));
+      if (i % 64 === 63) drain();
+    }
+    drain();
+    // Each trace is explained once and sent to both.
+    expect(a.sink.events.filter((e) => e.type === 'trace')).toHaveLength(TRACE_BUDGET);
+    expect(b.sink.events.filter((e) => e.type === 'trace')).toHaveLength(TRACE_BUDGET);
+    advance(1000);
+    tap.report();
+    expect(a.sink.events.at(-1)).toMatchObject({ type: 'skipped', count: 50, rateLimited: 50 });
   });
 
   it('a watcher that does not read loses events; forwarding and the other watchers do not notice', () => {
