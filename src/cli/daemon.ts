@@ -5,6 +5,7 @@ import type { Registry } from '../control/registry';
 import { loadClientCredentials } from '../control/tls';
 import { NodeDaemon, OFFLOAD_MECHANISMS, type Offloads } from '../daemon/daemon';
 import { discoverUnderlay } from '../daemon/iface';
+import { DEFAULT_MONITOR_SOCKET } from '../daemon/monitor-server';
 import { BUSY_POLL_MAX_US } from '../datapath/datapath';
 import { parseIpv4 } from '../route/address';
 import { packageVersion } from '../util/package-root';
@@ -61,6 +62,8 @@ ${ETCD_HELP.trimEnd()}
                           64 KB super-datagrams); for comparison
   --busy-poll-us N        after packets, keep polling for N µs of quiet before sleeping: lower
                           idle RTT for a spinning CPU (default 0: sleep when idle)
+  --monitor-socket PATH   the Unix socket \`weft monitor\` attaches to, root-only (0600; its
+                          directory made 0700) (default /run/weft/monitor.sock; "" disables)
   --log-level LEVEL       pino level (default info)
   --version               print the version and exit
 
@@ -163,6 +166,7 @@ export const DAEMON_OPTIONS = {
   offload: { type: 'string' },
   'no-offload': { type: 'boolean', default: false },
   'busy-poll-us': { type: 'string', default: '0' },
+  'monitor-socket': { type: 'string', default: DEFAULT_MONITOR_SOCKET },
   'log-level': { type: 'string', default: 'info' },
   'control-cafile': { type: 'string' },
   'control-certfile': { type: 'string' },
@@ -233,6 +237,11 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
   const resync = values['iptables-resync']!;
   if (!/^\d+$/.test(resync) || Number(resync) < 1 || Number(resync) > 86_400)
     throw new Error(`--iptables-resync: ${quote(resync)} is not a whole number of seconds in 1..86400`);
+  const monitorSocket = values['monitor-socket']!;
+  if (monitorSocket !== '' && !monitorSocket.startsWith('/'))
+    throw new Error(`--monitor-socket: ${quote(monitorSocket)} is not an absolute path ("" disables)`);
+  // sun_path holds 108 bytes with its terminating NUL.
+  if (Buffer.byteLength(monitorSocket) > 107) throw new Error(`--monitor-socket: ${quote(monitorSocket)} is longer than a Unix socket path may be (107 bytes)`);
   const offloads = parseOffloads(values.offload, values['no-offload']!);
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   if (!levels.includes(values['log-level']!)) throw new Error(`--log-level: "${values['log-level']}" is not one of ${levels.join(', ')}`);
@@ -271,6 +280,7 @@ async function runDaemon(values: ReturnType<typeof parseGoFlags<typeof DAEMON_OP
     iptablesResyncS: Number(resync),
     offloads,
     busyPollUs: busyPoll,
+    monitorSocket: values['monitor-socket'],
     logger,
   });
 

@@ -21,6 +21,8 @@ import {
   type Topology,
 } from '../lab';
 import { nsExists } from '../lab/netns';
+import { findNode, mustReadState } from '../lab/state';
+import { attach, MONITOR_OPTIONS, monitorRunFromFlags } from './monitor';
 import { quote } from '../util/quote';
 
 export const USAGE = `usage: weft lab <command> [flags]
@@ -50,6 +52,9 @@ commands:
   status  nodes, pods and control of a lab   [--prefix P] [--json]
   exec    run a command in a lab namespace: weft lab exec [--prefix P] [--timeout S] TARGET -- CMD...
           TARGET: nN (node), nN/pM (pod), ul (underlay switch, where control runs), rt (router, routed topology)
+  monitor attach to a node's daemon and print its packet events (weft monitor, on the node's
+          own socket): weft lab monitor [--prefix P] NODE [--type drop|trace|all] [--src CIDR]
+          [--dst CIDR] [--proto P] [--peer IP] [--rate N] [--count N] [--json]
   down    stop the lab's processes and delete its namespaces and state   [--prefix P]
 `;
 
@@ -253,12 +258,28 @@ async function exec(argv: string[]): Promise<number> {
   });
 }
 
+/** weft lab monitor NODE [filters]: `weft monitor` on that node's socket (the lab gives each its own). */
+async function monitor(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { prefix: UP_OPTIONS.prefix, ...MONITOR_OPTIONS, help: UP_OPTIONS.help },
+    strict: true,
+    allowPositionals: true,
+  });
+  if (values.help) return help();
+  if (positionals.length !== 1) throw new Error('usage: weft lab monitor [--prefix P] NODE [filters] (NODE: n1, n2, ...)');
+  const run = monitorRunFromFlags(values);
+  const node = findNode(mustReadState(values.prefix ?? DEFAULT_PREFIX), positionals[0]);
+  if (!node.monitorSocket) throw new Error(`${node.name}'s daemon was started without a monitor socket (a lab from before weft monitor: weft lab up --force)`);
+  return attach(node.monitorSocket, run);
+}
+
 function help(): number {
   process.stdout.write(USAGE);
   return 0;
 }
 
-const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = { up, demo, status, exec, down };
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = { up, demo, status, exec, monitor, down };
 
 export async function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;

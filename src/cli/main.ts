@@ -6,6 +6,7 @@ const COMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   wire: () => import('./wire'),
   status: () => import('./status'),
   trace: () => import('./trace'),
+  monitor: () => import('./monitor'),
   replay: () => import('./replay'),
   bench: () => import('./bench'),
 };
@@ -17,10 +18,13 @@ export const USAGE = `usage: weft <command> [flags]
 commands:
   control   run the embedded control plane (gRPC lease registry)
   daemon    run the node data plane (TUN + encapsulation)
-  lab       form a netns lab: up | demo | status | exec | down
+  lab       form a netns lab: up | demo | status | exec | monitor | down
   wire      show the bytes a backend puts on the wire for one packet (no root needed)
   status    what the daemon on this machine reports: lease, peers, counters
   trace     one packet through an offline node: every decision and the bytes out (no root needed)
+  monitor   attach to the running daemon: its drops with their reason, and live packets' decisions
+            as trace prints them, as they happen (--type drop|trace|all, --src, --dst, --proto,
+            --peer, --json; root)
   replay    a pcap through an offline node's real datapath, what it sends written to a pcap (no root needed)
   bench     every data plane side by side on netns labs: throughput, packet rate, RTT, CPU, overhead; table + charts
 `;

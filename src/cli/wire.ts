@@ -11,7 +11,7 @@ import { buildIpv4Packet } from '../packet/builder';
 import { writeIcmpEcho } from '../packet/icmp';
 import { formatCidr, formatIpv4, maskOf, parseIpv4 } from '../route/address';
 import { decodeIpv4 } from '../packet/dissect';
-import { layerLines, nameLayers } from './layers';
+import { layerLines, nameLayers } from '../packet/layers';
 
 /** The backends that encapsulate: every one but host-gw. */
 const TUNNELS = BACKEND_TYPES.filter((t) => BACKENDS[t].needsTun);

@@ -11,7 +11,10 @@ import { addrAdd, ifaceForAddress, ifaceInfo, ip, linkSetUpMtu, routeReplace } f
 import { TunDevice } from '../io/tun';
 import type { Transport } from '../io/transport';
 import { formatCidr, formatIpv4, maskOf, parseAddrPrefix, parseCidr, parseIpv4, type Cidr } from '../route/address';
+import { liveExplainer } from '../datapath/explain';
+import { MonitorTap } from '../datapath/monitor';
 import { startHealthServer } from './health';
+import { DEFAULT_MONITOR_SOCKET, MonitorServer } from './monitor-server';
 import { LeaseWatch, WATCH_DOWN_GRACE_MS } from './lease-watch';
 import { createDaemonMetrics, LeaseCounts } from './metrics';
 import { RuntimeStats } from './runtime-stats';
@@ -55,6 +58,11 @@ export interface DaemonOptions {
    * pipeline.
    */
   offloads: Offloads;
+  /**
+   * --monitor-socket: the Unix socket `weft monitor` attaches to (default
+   * /run/weft/monitor.sock); empty, none.
+   */
+  monitorSocket?: string;
   /** --busy-poll-us: µs of quiet the datapath keeps polling after activity before it sleeps (0: never spins). */
   busyPollUs?: number;
   logger: Logger;
@@ -107,6 +115,8 @@ export class NodeDaemon {
   /** Why this node no longer holds its subnet; set once, forwarding stops with it. */
   private leaseLost?: string;
   private mtu = 0;
+  private underlayMtu = 0;
+  private monitor?: MonitorServer;
   private underlayIface = '';
   private readonly fatalHandlers: ((e: Error) => void)[] = [];
 
@@ -216,6 +226,8 @@ export class NodeDaemon {
       log: this.log,
     });
     this.node.datapath?.start((e) => this.fail(new Error(`datapath stopped: ${e.message}`)));
+    this.underlayMtu = underlayMtu;
+    await this.startMonitor();
 
     // Before subnet.env: FLANNEL_IPMASQ=true tells the CNI plugin to leave masquerading to us.
     this.traffic = new TrafficRules({
@@ -256,6 +268,7 @@ export class NodeDaemon {
     this.stopping = true;
     clearTimeout(this.renewTimer);
     this.watch?.stop();
+    await this.monitor?.stop();
     this.node?.datapath?.stop();
     await this.node?.hostRoutes?.removeAll();
     await this.traffic?.remove().catch((e: Error) => this.log.warn({ err: e.message }, 'removing the traffic rules failed'));
@@ -387,6 +400,56 @@ export class NodeDaemon {
       truncatedReads: t.truncatedReads,
       tunWriteErrors: t.writeErrors,
     };
+  }
+
+  /**
+   * weft monitor's socket. Watching is not forwarding: a socket that cannot be made is logged
+   * and the daemon goes on without it.
+   */
+  private async startMonitor(): Promise<void> {
+    const path = this.opts.monitorSocket ?? DEFAULT_MONITOR_SOCKET;
+    if (path === '') return;
+    const node = this.node!;
+    const pipeline = node.pipeline;
+    const config = this.config!;
+    const tap = pipeline
+      ? new MonitorTap({
+          backend: node.type,
+          routes: node.peers.routes,
+          attach: (t) => {
+            pipeline.tap = t;
+          },
+          explain: liveExplainer(() => ({
+            backend: config.backend,
+            network: this.network!,
+            lease: this.lease!,
+            peers: node.peers
+              .peers()
+              .filter((p) => !p.local)
+              .map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.publicIp), backendType: node.type, backendData: p.backendData })),
+            underlayMtu: this.underlayMtu,
+          })),
+        })
+      : null;
+    const monitor = new MonitorServer({
+      path,
+      tap,
+      noDatapath: "host-gw: the kernel forwards this node's packets by the routes weft installs; weft's datapath sees none of them",
+      hello: () => ({
+        node: this.opts.publicIp,
+        backend: config.backend.type,
+        lease: this.lease?.subnet ?? '',
+        network: config.network,
+        tunnelMtu: this.mtu,
+      }),
+      log: this.log,
+    });
+    try {
+      await monitor.start();
+      this.monitor = monitor;
+    } catch (e) {
+      this.log.warn({ path, err: (e as Error).message }, 'weft monitor socket not available; running without it');
+    }
   }
 
   /** The underlay interface and the address sent from; its MTU and addresses (host-gw needs its subnets). */

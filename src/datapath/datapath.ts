@@ -156,6 +156,9 @@ export class Datapath {
       stats.tunReadBatchSizes[batchSizeBucket(n)]++;
       tx.clear();
       icmp.clear();
+      // weft monitor (tap.ts): one null test per batch while nobody is attached.
+      const tap = this.pipeline.tap;
+      if (tap !== null) tap.batch(false, rx);
       this.pipeline.egress(rx, tx);
       if (tx.count > 0) {
         const sent = this.sock.send(tx);
@@ -163,6 +166,7 @@ export class Datapath {
           const lost = tx.count - sent;
           stats.drops[Drop.SendFailed] += lost;
           stats.txPackets -= lost;
+          if (tap !== null) tap.lost(Drop.SendFailed, false, lost);
         }
       }
       if (icmp.count > 0) {
@@ -190,11 +194,16 @@ export class Datapath {
       stats.sockRecvBatchSizes[batchSizeBucket(n)]++;
       out.clear();
       replies.clear();
+      const tap = this.pipeline.tap;
+      if (tap !== null) tap.batch(true, rx);
       this.pipeline.ingress(rx, out);
       if (out.count > 0) {
         const written = this.tun.write(out);
         stats.tunWritePackets += written;
-        if (written < out.count) stats.drops[Drop.TunWriteFailed] += out.count - written;
+        if (written < out.count) {
+          stats.drops[Drop.TunWriteFailed] += out.count - written;
+          if (tap !== null) tap.lost(Drop.TunWriteFailed, true, out.count - written);
+        }
       }
       if (replies.count > 0) this.sock.send(replies);
       if (n < rx.capacity) break;

@@ -71,6 +71,13 @@ export interface OfflineNodeOptions {
    * addon's own code; what the datapath writes is coalesced as tunWrite coalesces it (MemoryTun).
    */
   tunOffload?: boolean;
+  /**
+   * The leases as a live node holds them (weft monitor explaining a daemon's packets): used
+   * as they are, backend data included (a kernel flanneld peer's VtepMAC is its own, not the
+   * one weft would derive from its address), instead of leases made up from the topology,
+   * which must then name the same nodes.
+   */
+  leases?: { local: PeerLease; peers: PeerLease[] };
 }
 
 export interface StepOutcome {
@@ -137,12 +144,15 @@ export class OfflineNode {
     const vni = type === 'vxlan' ? (opts.vni ?? DEFAULT_VNI) : undefined;
     this.backendConfig = { type, port: this.port || undefined, vni };
 
-    const lease = (n: NodeSpec): PeerLease => ({
+    const made = (n: NodeSpec): PeerLease => ({
       subnet: formatCidr(n.subnet),
       publicIp: formatIpv4(n.publicIp),
       backendType: type,
       backendData: spec.leaseData(n.publicIp, vni ?? 0),
     });
+    const given = opts.leases;
+    const lease = (n: NodeSpec): PeerLease =>
+      (given && [given.local, ...given.peers].find((l) => l.subnet === formatCidr(n.subnet) && l.publicIp === formatIpv4(n.publicIp))) ?? made(n);
     // vxlan sends through a pool of UDP sockets (openVxlanTransport): the kernel adds outer IPv4
     // + UDP, the source port being the port of the socket the packet's flow hash picks.
     this.sock = new MemoryTransport(

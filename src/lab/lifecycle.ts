@@ -156,6 +156,9 @@ export function daemonArgv(state: Pick<LabState, 'nodeBin' | 'weftJs' | 'options
     // address rather than only that one, so the lab's own probes (and `weft status` run inside the
     // namespace) keep finding it on 127.0.0.1.
     ...(state.options.prometheus ? ['--healthz-ip', '0.0.0.0'] : []),
+    // Every lab daemon its own (they share this host's file system); "" where none is recorded.
+    '--monitor-socket',
+    n.monitorSocket ?? '',
     ...state.options.daemonArgs,
   ];
 }

@@ -158,6 +158,11 @@ export interface LabNode {
   cniDataDir: string;
   /** Set when the daemon runs under `node --inspect`: the address it listens on inside `ns`. */
   inspect?: string;
+  /**
+   * The daemon's --monitor-socket, under the node's dir (several daemons share this host's file
+   * system, so not the default /run/weft/monitor.sock); absent in records from before it.
+   */
+  monitorSocket?: string;
   /** The underlay subnet eth0 sits on ("192.168.77.0/24"); absent in records from before topologies. */
   underlay?: string;
   /** Routed topology: the router's address on this node's subnet, next hop to the other subnet. */

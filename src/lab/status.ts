@@ -24,6 +24,8 @@ export interface NodeStatus {
   daemon: unknown;
   /** Where the inspector listens inside `ns`, when the daemon runs under --inspect. */
   inspect?: string;
+  /** The daemon's monitor socket (weft lab monitor NODE attaches to it). */
+  monitorSocket?: string;
   log: string;
 }
 
@@ -147,6 +149,7 @@ export async function labStatus(lab: LabRef): Promise<LabStatus> {
         ready,
         daemon,
         ...(n.inspect ? { inspect: n.inspect } : {}),
+        ...(n.monitorSocket ? { monitorSocket: n.monitorSocket } : {}),
         log: n.logFile,
       };
     }),
@@ -290,6 +293,10 @@ export function formatStatus(s: LabStatus): string {
     out +=
       `\nPrometheus: ${pr.url} from this host (PromQL at ${pr.url}/api/v1/query, targets at ${pr.url}/api/v1/targets);\n` +
       `  it scrapes every daemon's /metrics${c.metrics ? ` and control's ${c.metrics}` : c.kind === 'etcd' ? " and etcd's /metrics" : ''}; config ${pr.config}\n`;
+  }
+  const watched = s.nodes.find((n) => n.monitorSocket);
+  if (watched) {
+    out += `\nmonitor: weft lab monitor${s.prefix === DEFAULT_PREFIX ? '' : ` --prefix ${s.prefix}`} NODE [--type drop|trace|all] [filters] (sockets: ${s.dir}/NODE/monitor.sock)\n`;
   }
   out += `\nlogs: ${s.dir}/logs/\n`;
   return out;

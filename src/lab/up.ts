@@ -382,6 +382,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabState> {
       iface: NODE_IFACE,
       dir: ndir,
       subnetFile: join(ndir, 'subnet.env'),
+      monitorSocket: join(ndir, 'monitor.sock'),
       healthzPort: HEALTHZ_PORT,
       logFile: join(dir, 'logs', `${name}.log`),
       cniDataDir: join(ndir, 'cni'),

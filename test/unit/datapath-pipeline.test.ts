@@ -219,7 +219,11 @@ describe('per-peer counters and the drop tap', () => {
   function withTap() {
     const s = setup();
     const seen: { reason: number; ingress: boolean; bytes: Buffer; peer: Peer | undefined }[] = [];
-    s.pipeline.tap = { drop: (reason, ingress, buf, off, len, peer) => seen.push({ reason, ingress, bytes: Buffer.from(buf.subarray(off, off + len)), peer }) };
+    s.pipeline.tap = {
+      drop: (reason, ingress, buf, off, len, peer) => seen.push({ reason, ingress, bytes: Buffer.from(buf.subarray(off, off + len)), peer }),
+      batch: () => undefined,
+      lost: () => undefined,
+    };
     const remote = s.pipeline['peersByAddr'].get(REMOTE_IP)!;
     return { ...s, seen, remote };
   }

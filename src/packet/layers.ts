@@ -2,7 +2,7 @@
 // (packet/dissect.ts) named inner and outer, one line of fields per header with its bytes in
 // hex underneath, and a box diagram of the header stack.
 
-import { hex, type Layer } from '../packet/dissect';
+import { hex, type Layer } from './dissect';
 
 /**
  * Names layers as the README and the kernel's documentation do: with a tunnel in the stack,
