@@ -59,7 +59,7 @@ if (cmd === 'control') {
   }).listen(Number(port), host);
   process.on('SIGTERM', () => process.exit(0));
 } else if (cmd === 'daemon') {
-  const { values } = parseArgs({ args: rest, options: opt(['control', 'public-ip', 'iface', 'subnet-file', 'healthz-port', 'tun-name', 'standin-exit-on']) });
+  const { values } = parseArgs({ args: rest, options: opt(['control', 'public-ip', 'iface', 'subnet-file', 'healthz-port', 'tun-name', 'monitor-socket', 'standin-exit-on']) });
   if (values['standin-exit-on'] === values['public-ip']) { console.error('stand-in: exiting on purpose'); process.exit(3); }
   const get = (p) => new Promise((ok, ko) => http.get('http://' + values.control + p, (r) => { let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => ok(JSON.parse(b))); }).on('error', ko));
   let ready = false, mine = null; const peers = new Map(), routes = new Set(), unrouted = new Set();
