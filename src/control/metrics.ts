@@ -6,7 +6,8 @@
 // lease counts and watch-stream figures are read when Prometheus scrapes, from the registry and
 // the server's own WatchStats, so nothing is counted twice and nothing runs between scrapes.
 import * as http from 'node:http';
-import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
+import { registerProcessMetrics } from '../util/process-metrics';
 import { countFree } from './allocator';
 import { hasReservations, isReservation, type Registry, type RegistryErrorCode, type RegistryLogger } from './registry';
 import { parseListen, type RpcObserver, type WatchStats } from './server';
@@ -53,9 +54,6 @@ export const RPC_DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
  */
 export const LEASE_LIST_TIMEOUT_MS = 750;
 
-/** Default metrics of prom-client left out; see the constructor. */
-const PROMTOOL_REJECTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-
 export interface ControlMetricsOptions {
   registry: Registry;
   /** Where the leases are kept: the `registry` label of weft_control_info. */
@@ -74,10 +72,7 @@ export class ControlMetrics implements RpcObserver {
     const register = this.register;
     const registry = opts.registry;
     if (opts.processMetrics !== false) {
-      collectDefaultMetrics({ register });
-      // Gauges whose names end in _total, which `promtool check metrics` rejects (only counters
-      // may); each is the sum over `type` of the nodejs_active_* gauge registered beside it.
-      for (const name of PROMTOOL_REJECTS) register.removeSingleMetric(name);
+      registerProcessMetrics(register);
     }
 
     new Gauge({

@@ -5,7 +5,8 @@
 // The pipeline's counters are cumulative numbers that only grow, which is exactly a Prometheus
 // counter; a Peer replaced on a lease change starts again from zero, which rate() treats as a
 // counter reset.
-import { collectDefaultMetrics, Registry, type Metric } from 'prom-client';
+import { Registry, type Metric } from 'prom-client';
+import { registerProcessMetrics } from '../util/process-metrics';
 import type { Peer } from '../datapath/peer';
 import { DROP_NAMES, type DatapathStats } from '../datapath/stats';
 import { TUN_REFUSE } from '../io/native';
@@ -104,26 +105,18 @@ export function batchHistogram(name: string, labels: Record<string, string>, siz
   return out;
 }
 
-/** Default metrics that break the naming convention (gauges named _total); see createDaemonMetrics. */
-const UNCONVENTIONAL_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-
 /** TUN_REFUSE's names as label values, by Prometheus convention in snake case (gsoType → gso_type). */
 const snake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 /**
  * The registry for one daemon: its own, not prom-client's global one, so several daemons (the
  * tests run them in one process) never share or collide on metrics. Node's process metrics come
- * from collectDefaultMetrics, unprefixed (process_cpu_seconds_total, nodejs_heap_size_used_bytes,
- * ...) as every Prometheus client names them.
+ * from registerProcessMetrics (util/process-metrics.ts).
  */
 export function createDaemonMetrics(src: DaemonMetricsSource, opts: { processMetrics?: boolean } = {}): Registry {
   const register = new Registry();
   if (opts.processMetrics !== false) {
-    collectDefaultMetrics({ register });
-    // prom-client also exports the sums of its per-type gauges nodejs_active_{handles,requests,
-    // resources} as gauges ending in _total, which the convention (and promtool check metrics)
-    // reserves for counters. sum() over the per-type gauges gives the same number.
-    for (const name of UNCONVENTIONAL_DEFAULT_METRICS) register.removeSingleMetric(name);
+    registerProcessMetrics(register);
   }
   const s = src.stats;
   const one = (value: number): Sample[] => [{ value }];
