@@ -3,10 +3,11 @@
 // planes and the reference) the weft daemons are replaced by what flanneld or OpenVPN would
 // have set up, so each row measures exactly one data plane with nothing of another in the path.
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { daemonStatus, labExec, mustReadState, networkOf, readSubnetEnv, stopDaemon, type LabState } from '../lab';
 import { kernelVxlanNode, KERNEL_VXLAN_DEVICE } from '../lab/kernel-vxlan';
-import { isAlive, sleep, terminate } from '../lab/process';
+import { isAlive, run, sleep, terminate } from '../lab/process';
 import type { BackendType } from '../datapath/backends';
 import { RTT_PING_INTERVAL_MS } from './measure';
 import { OFFLOAD_MECHANISM_ROWS, type OffloadMechanismRow, type PerSyscall, type Tunnel, type TunnelKind } from './types';
@@ -133,13 +134,15 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
     case 'weft-udp-no-offload':
     case 'weft-vxlan-no-offload':
     case 'weft-ipip-no-offload':
-    case 'weft-udp-busy-poll':
     case 'weft-udp-offload-tun':
     case 'weft-udp-offload-gso':
     case 'weft-udp-offload-gro':
     case 'weft-udp-offload-tun-gso':
     case 'weft-udp-offload-tun-gro':
     case 'weft-udp-offload-gso-gro':
+      return { pids: daemons, device: 'weft0', stop: none };
+    case 'weft-udp-busy-poll':
+      await pinEachToItsOwnCpu(daemons);
       return { pids: daemons, device: 'weft0', stop: none };
     case 'weft-host-gw':
       return { pids: daemons, device: st.nodes[0].iface, stop: none };
@@ -162,6 +165,23 @@ export async function setUp(tunnel: Tunnel, prefix: string): Promise<ActiveTunne
       return { pids: [], device: KERNEL_VXLAN_DEVICE, stop: none };
     case 'openvpn':
       return startOpenVpn(st);
+  }
+}
+
+/**
+ * Busy polling is deployed with each poller on a CPU of its own (as DPDK's and VPP's poll-mode
+ * workers are), and the busy-poll row does the same: daemon i is pinned, all its threads, to
+ * CPU i (modulo the CPUs there are). Left to the scheduler, the two pollers of a 2-node lab on
+ * one machine can end up sharing one CPU while the other halts; on this kind of VM (whose
+ * scheduler packs tasks onto few vCPUs) a trace caught exactly that, at 420-460 µs p50 against
+ * 156-178 once pinned, minutes apart on the same lab (docs/benchmarks.md, "Idle latency"). Pods,
+ * iperf3 and softirq work stay free to run anywhere.
+ */
+async function pinEachToItsOwnCpu(pids: number[]): Promise<void> {
+  const cpus = os.availableParallelism();
+  for (const [i, pid] of pids.entries()) {
+    const r = await run('taskset', ['--all-tasks', '--cpu-list', '--pid', String(i % cpus), String(pid)], { timeoutMs: 5_000 });
+    if (r.code !== 0) throw new Error(`taskset for daemon ${pid}: ${(r.stderr || r.stdout).trim()}`);
   }
 }
 
