@@ -414,7 +414,7 @@ export class NodeDaemon {
     const config = this.config!;
     const tap = pipeline
       ? new MonitorTap({
-          backend: node.type,
+          backend: pipeline.backend,
           routes: node.peers.routes,
           attach: (t) => {
             pipeline.tap = t;

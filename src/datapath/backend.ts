@@ -29,6 +29,13 @@ export interface Backend {
    * and returns -Drop.Consumed.
    */
   decap(buf: Buffer, off: number, len: number, peer: Peer, replies: PacketList): number;
+  /**
+   * Where the inner IPv4 packet would start in a received datagram buf[off, off+len), or -1 if
+   * the datagram cannot hold one: the layout decap relies on, read without decap's checks or
+   * side effects (vxlan's ARP answers, ipip's ECN rewrite). For weft monitor, which looks at
+   * datagrams before decap or that decap refused; decap alone decides what is forwarded.
+   */
+  innerOffset(buf: Uint8Array, off: number, len: number): number;
   onPeerAdded(peer: Peer): void;
   onPeerRemoved(peer: Peer): void;
   /** Backend tables for /status (vxlan: neighbor and forwarding entries). */

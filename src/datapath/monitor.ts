@@ -15,7 +15,7 @@ import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER, ipv4Dst, ipv4H
 import type { PacketList } from '../io/packet-list';
 import { cidrContains, formatCidr, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../route/address';
 import type { RouteTable } from '../route/route-table';
-import type { BackendType } from './backends';
+import type { Backend } from './backend';
 import type { Peer } from './peer';
 import type { PacketTap } from './tap';
 import { Drop, DROP_NAMES } from './stats';
@@ -125,26 +125,6 @@ function needsPacket(f: MonitorFilter): boolean {
   return f.src !== null || f.dst !== null || f.proto >= 0 || f.peer !== 0;
 }
 
-/**
- * Where the pod's IPv4 packet starts inside a datagram as the backend's socket receives it, or
- * -1 when there is none to see (a vxlan ARP frame, a truncated header). Only for filtering and
- * showing: the backend's decap is what decides.
- */
-export function innerOffset(type: BackendType, buf: Uint8Array, off: number, len: number): number {
-  let at: number;
-  if (type === 'vxlan') {
-    // VXLAN 8 + Ethernet 14, ethertype IPv4.
-    if (len < 22 + IPV4_MIN_HEADER || buf[off + 20] !== 0x08 || buf[off + 21] !== 0x00) return -1;
-    at = off + 22;
-  } else if (type === 'ipip') {
-    if (len < 2 * IPV4_MIN_HEADER || buf[off] >> 4 !== 4) return -1;
-    at = off + ipv4HeaderLength(buf, off);
-  } else {
-    at = off;
-  }
-  return isIpv4(buf, at, len - (at - off)) ? at : -1;
-}
-
 function isIpv4(buf: Uint8Array, off: number, len: number): boolean {
   return len >= IPV4_MIN_HEADER && buf[off] >> 4 === 4 && (buf[off] & 0x0f) >= 5;
 }
@@ -237,7 +217,8 @@ export interface MonitorSink {
 export type Explainer = (ingress: boolean, pkt: Buffer, from: number, fromPort: number) => string[];
 
 export interface MonitorTapOptions {
-  backend: BackendType;
+  /** The node's backend: where the inner packet sits in a datagram it receives (Backend.innerOffset). */
+  backend: Pick<Backend, 'innerOffset'>;
   /** The live route table: which peer an egress packet goes to, for --peer. */
   routes: RouteTable<Peer>;
   explain?: Explainer;
@@ -467,7 +448,6 @@ export class MonitorTap implements PacketTap {
     if (!wanted) return;
     this.refill(this.now());
     const buf = list.buf;
-    const type = this.opts.backend;
     for (let i = 0; i < list.count; i++) {
       const len = list.lens[i];
       if (len <= 0) continue;
@@ -475,7 +455,7 @@ export class MonitorTap implements PacketTap {
       let ip: number;
       let peer = 0;
       if (ingress) {
-        ip = innerOffset(type, buf, off, len);
+        ip = this.podPacketAt(buf, off, len);
         peer = list.addrs[i];
       } else {
         ip = isIpv4(buf, off, len) ? off : -1;
@@ -484,6 +464,16 @@ export class MonitorTap implements PacketTap {
       const mask = this.claim(KIND_TRACE, buf, ip, peer);
       if (mask !== 0) this.capture(mask, KIND_TRACE, 0, ingress, buf, off, len, ip, peer, ingress ? list.addrs[i] : 0, ingress ? list.ports[i] : 0, 0);
     }
+  }
+
+  /**
+   * Where the pod's IPv4 packet starts inside a received datagram, or -1 when there is none to
+   * see (a vxlan ARP frame, a truncated header). Only for filtering and showing: the backend's
+   * decap is what decides.
+   */
+  private podPacketAt(buf: Uint8Array, off: number, len: number): number {
+    const at = this.opts.backend.innerOffset(buf, off, len);
+    return at >= 0 && isIpv4(buf, at, len - (at - off)) ? at : -1;
   }
 
   drop(reason: number, ingress: boolean, buf: Buffer, off: number, len: number, peer: Peer | undefined): void {
@@ -507,7 +497,7 @@ export class MonitorTap implements PacketTap {
           }
         }
       }
-      if (!decapped) ip = innerOffset(this.opts.backend, buf, off, len);
+      if (!decapped) ip = this.podPacketAt(buf, off, len);
     }
     if (ip >= 0 && !isIpv4(buf, ip, len - (ip - off))) ip = -1;
     const peerIp = peer?.publicIp ?? from;

@@ -12,6 +12,7 @@ import { sum16 } from '../../src/packet/checksum';
 import { Ipv4Verdict, validateIpv4 } from '../../src/packet/ipv4';
 import { parseCidr, parseIpv4, type Cidr } from '../../src/route/address';
 import { RouteTable } from '../../src/route/route-table';
+import { fence } from '../support/fence';
 
 const NETWORK = parseCidr('10.244.0.0/16');
 const SUBNET_A = parseCidr('10.244.1.0/24');
@@ -185,16 +186,21 @@ describe('IpipBackend.decap', () => {
     expect(b.decap(w.buf, w.off, w.len, from, replies)).toBe(HEADROOM + 20);
   });
 
-  it('skips outer header options (IHL > 5)', () => {
+  /** An outer header with a 24-byte header: one 4-byte option word (End of Option List, RFC 791 §3.1). */
+  function withOption(): { buf: Buffer; off: number; len: number } {
     const sender = new IpipBackend(IP_A);
     const { outer } = encapOne(sender, inner, peer(SUBNET_B, IP_B, false));
-    // 24-byte header: one 4-byte option word (End of Option List, RFC 791 §3.1).
     const withOpt = Buffer.concat([outer.subarray(0, 20), Buffer.alloc(4), outer.subarray(20)]);
     withOpt[0] = 0x46;
     withOpt.writeUInt16BE(withOpt.length, 2);
     withOpt.writeUInt16BE(0, 10);
     withOpt.writeUInt16BE(~sum16(withOpt, 0, 24) & 0xffff, 10);
-    expect(b.decap(withOpt, 0, withOpt.length, from, replies)).toBe(24);
+    return { buf: withOpt, off: 0, len: withOpt.length };
+  }
+
+  it('skips outer header options (IHL > 5)', () => {
+    const w = withOption();
+    expect(b.decap(w.buf, w.off, w.len, from, replies)).toBe(24);
   });
 
   const refusals: [string, () => { buf: Buffer; off: number; len: number }][] = [
@@ -240,6 +246,30 @@ describe('IpipBackend.decap', () => {
   it('drops a CE-marked outer header around a Not-ECT inner packet (RFC 6040 §4.2)', () => {
     const w = wire((p) => (p[1] = 0x03));
     expect(b.decap(w.buf, w.off, w.len, from, replies)).toBe(-Drop.BadEncap);
+  });
+
+  it('innerOffset names the offset decap returns whenever decap accepts, options included, and never writes', () => {
+    const cases = [wire(), wire((p) => (p[1] = 0x02)), withOption(), ...refusals.map(([, make]) => make())];
+    let accepted = 0;
+    fc.assert(
+      fc.property(fc.constantFrom(...cases), fc.uint8Array({ maxLength: 60 }), fc.nat({ max: 80 }), (c, noise, cut) => {
+        // The cases as built, or with random bytes over their start and a random length.
+        const buf = Buffer.from(c.buf);
+        if (noise.length > 0) buf.set(noise, c.off);
+        const len = noise.length > 0 ? Math.min(c.len, cut) : c.len;
+        const at = b.innerOffset(fence(buf, c.off, c.off + len, 0, 0), c.off, len);
+        const r = b.decap(Buffer.from(buf), c.off, len, from, replies);
+        if (r >= 0) {
+          accepted++;
+          expect(at).toBe(r);
+        } else {
+          // Refused by decap's checks, but a layout is a layout: never past the datagram.
+          expect(at === -1 || (at >= c.off + 20 && at < c.off + len)).toBe(true);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    expect(accepted).toBeGreaterThan(0);
   });
 
   it('leaves the inner header alone when the outer is not CE-marked', () => {

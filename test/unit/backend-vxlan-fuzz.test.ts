@@ -111,6 +111,28 @@ describe('vxlan backend fuzz', () => {
     }
   });
 
+  it('innerOffset: reads only [off, off+len), writes nothing, and names the offset decap returns whenever decap accepts', () => {
+    const { backend, peer } = setup();
+    let accepted = 0;
+    fc.assert(
+      fc.property(frame, ({ buf, off, len }) => {
+        const at = backend.innerOffset(fence(buf, off, off + len, 0, 0), off, len);
+        // Only an IPv4 frame holds a pod's packet: an ARP frame (answered by decap) or any
+        // other ethertype has none to show.
+        const ipv4Frame = len >= 22 && buf[off + 20] === 0x08 && buf[off + 21] === 0x00;
+        expect(at).toBe(ipv4Frame ? off + 22 : -1);
+        const replies = new PacketList({ capacity: 4, slotSize: 128, headroom: 0 });
+        const r = backend.decap(Buffer.from(buf), off, len, peer, replies);
+        if (r >= 0) {
+          accepted++;
+          expect(at).toBe(r);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+    expect(accepted).toBeGreaterThan(0);
+  });
+
   it('encap: no throw, reads only the headroom and the packet, writes only the 22 bytes (VXLAN + Ethernet) in front of it', () => {
     const { backend, peer } = setup();
     fc.assert(

@@ -76,7 +76,7 @@ function watched(backend = 'vxlan') {
     underlayMtu: node.underlayMtu,
   }));
   const tap = new MonitorTap({
-    backend: node.type,
+    backend: pipeline.backend,
     routes: node.peers.routes,
     explain,
     now: () => t,

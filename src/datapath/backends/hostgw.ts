@@ -30,6 +30,11 @@ export class HostGwBackend implements Backend {
     return -Drop.BadEncap;
   }
 
+  /** Nothing is encapsulated: the kernel forwards host-gw's packets, weft receives none. */
+  innerOffset(_buf: Uint8Array, _off: number, _len: number): number {
+    return -1;
+  }
+
   /** Route replacement is asynchronous and serialised inside HostRoutes; failures are logged and counted there. */
   onPeerAdded(peer: Peer): void {
     void this.routes.add(peer);

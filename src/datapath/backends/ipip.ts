@@ -111,6 +111,13 @@ export class IpipBackend implements Backend {
     return inner;
   }
 
+  /** RFC 2003 §3: the inner packet follows the outer IPv4 header, options included. */
+  innerOffset(buf: Uint8Array, off: number, len: number): number {
+    if (len < IPV4_MIN_HEADER || buf[off] >> 4 !== 4) return -1;
+    const hlen = ipv4HeaderLength(buf, off);
+    return hlen >= IPV4_MIN_HEADER && hlen < len ? off + hlen : -1;
+  }
+
   onPeerAdded(_peer: Peer): void {}
   onPeerRemoved(_peer: Peer): void {}
 }

@@ -26,6 +26,11 @@ export class UdpBackend implements Backend {
     return off;
   }
 
+  /** flannel's UDP encapsulation is the bare inner packet as the datagram's payload. */
+  innerOffset(_buf: Uint8Array, off: number, _len: number): number {
+    return off;
+  }
+
   onPeerAdded(_peer: Peer): void {}
   onPeerRemoved(_peer: Peer): void {}
 }

@@ -301,6 +301,13 @@ export class VxlanBackend implements Backend {
     return -Drop.WrongEthertype;
   }
 
+  /** RFC 7348 §5: VXLAN header, then the inner Ethernet frame; only an IPv4 one holds a packet. */
+  innerOffset(buf: Uint8Array, off: number, len: number): number {
+    const e = off + VXLAN_HLEN;
+    if (len < VXLAN_HLEN + ETH_HLEN || ethertype(buf, e) !== ETHERTYPE_IPV4) return -1;
+    return e + ETH_HLEN;
+  }
+
   /**
    * A kernel VTEP without a permanent neighbor entry for our VTEP address asks for it: the
    * request is broadcast, replicated by its all-zeros FDB entry to us. We answer as flannel.1's
