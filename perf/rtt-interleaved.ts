@@ -16,6 +16,7 @@
 // scheduler, to show what the pinning does.
 import { parseArgs } from 'node:util';
 import { rtt } from '../src/bench/measure';
+import { median } from '../src/bench/stats';
 import { SPECS, setUp } from '../src/bench/tunnels';
 import { ALL_TUNNELS, type Tunnel } from '../src/bench/types';
 import { labDown, labUp, mustReadState } from '../src/lab';
@@ -41,10 +42,6 @@ for (const p of planes) {
 if (!planes.includes('kernel-vxlan')) throw new Error('--planes must include kernel-vxlan: the target is judged against it');
 if (!(rounds >= 1 && pings >= 20 && warmup >= 0)) throw new Error('--rounds >= 1, --pings >= 20, --warmup >= 0');
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const target = (kernelUs: number) => 1.5 * kernelUs + 20;
 
 interface Lab {
